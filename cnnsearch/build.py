@@ -1,0 +1,52 @@
+"""Build a torch module from an ArchSpec, after its shapes have been checked."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import ops
+from .shapes import Layer, ShapeTable, check
+from .spec import ArchSpec
+
+
+def make_layer(row: Layer) -> nn.Module:
+    """The torch module of one shape-table row, from the ops whitelist only."""
+    cls = getattr(nn, ops.module_class(row.op))
+    return cls(*row.args, **dict(row.kwargs))
+
+
+class Network(nn.Module):
+    """A CNN whose submodules are named exactly like its shape table's rows.
+
+    ``forward`` replays the table: most rows map ``x``; a residual block keeps its input
+    in ``skip``, maps it through ``proj`` rows when shapes differ, and adds it back.
+    """
+
+    def __init__(self, table: ShapeTable):
+        super().__init__()
+        self.input_shape = table.spec.input
+        self._plan = tuple((r.name, r.flow, r.saves_input) for r in table.rows)
+        for row in table.rows:
+            if row.op != "add":
+                self.add_module(row.name, make_layer(row))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = x
+        for name, flow, saves_input in self._plan:
+            if saves_input:
+                skip = x
+            if flow == "add":
+                x = x + skip
+            elif flow == "skip":
+                skip = self._modules[name](skip)
+            else:
+                x = self._modules[name](x)
+        return x
+
+
+def build(spec: ArchSpec | dict) -> Network:
+    """``nn.Module`` of ``spec``; raises SpecError / ShapeError before creating any tensor."""
+    if isinstance(spec, dict):
+        spec = ArchSpec.from_dict(spec)
+    return Network(check(spec))

@@ -1,0 +1,152 @@
+"""The ``cnnsearch`` command line. Each command returns an exit code:
+
+0 success; 2 bad input (one ``error: ...`` line, no traceback); 1 internal fault.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from .errors import CnnSearchError, ShapeError
+from .shapes import ShapeTable, check
+from .spec import ArchSpec
+
+
+class UsageError(CnnSearchError):
+    """Bad command-line arguments."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, like every other bad input
+        raise UsageError(message)
+
+
+def human(n: float) -> str:
+    """12498500 -> '12.5M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(int(n)) if float(n).is_integer() else f"{n:.3g}"
+
+
+def format_table(table: ShapeTable) -> str:
+    header = ("layer", "op", "output shape", "params", "FLOPs")
+    lines = [header]
+    lines.append(("input", "", "x".join(map(str, table.spec.input)), "", ""))
+    for r in table.rows:
+        lines.append((r.name, r.op, "x".join(map(str, r.shape)), f"{r.params:,}", human(r.flops)))
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    out = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+           for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    out.append("")
+    out.append(f"spatial: {table.spatial_chain}   params: {table.params:,}   FLOPs: "
+               f"{human(table.flops)} ({table.flops:,})   peak activations: "
+               f"{human(table.peak_activation_bytes)}B per image")
+    return "\n".join(out)
+
+
+def table_json(table: ShapeTable) -> dict:
+    return {
+        "summary": table.spec.summary,
+        "digest": table.spec.digest,
+        "input": list(table.spec.input),
+        "output_shape": list(table.output_shape),
+        "spatial_chain": table.spatial_chain,
+        "params": table.params,
+        "flops": table.flops,
+        "peak_activation_bytes": table.peak_activation_bytes,
+        "rows": [{"name": r.name, "op": r.op, "shape": list(r.shape), "params": r.params,
+                  "flops": r.flops} for r in table.rows],
+    }
+
+
+def _triple(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--input: expected C,H,W such as 3,32,32, got {text!r}") from None
+    if min(c, h, w) < 1:
+        raise UsageError(f"--input: sizes must be positive, got {text!r}")
+    return c, h, w
+
+
+def cmd_show(args) -> int:
+    target = Path(args.target)
+    if target.suffix == ".json":
+        table = check(ArchSpec.from_json(target))
+        print(json.dumps(table_json(table), indent=2) if args.json else format_table(table))
+        return 0
+    if target.suffix != ".toml":
+        raise UsageError(f"{target}: expected a spec (.json) or a space (.toml)")
+    import optuna
+
+    from .space import load_space
+
+    space = load_space(target)
+    shape = _triple(args.input)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=args.seed))
+    samples, reasons = [], Counter()
+    for _ in range(args.sample):
+        trial = study.ask()
+        spec = space.sample(trial, input=shape, num_classes=args.classes)
+        study.tell(trial, 0.0)
+        try:
+            table = check(spec)
+        except ShapeError as exc:
+            reasons[str(exc).split(":")[0]] += 1
+            samples.append({"summary": spec.summary, "valid": False, "error": str(exc)})
+            continue
+        samples.append({**table_json(table), "valid": True})
+    valid = sum(s["valid"] for s in samples)
+    if args.json:
+        print(json.dumps({"space": str(target), "input": list(shape), "classes": args.classes,
+                          "sampled": len(samples), "valid": valid,
+                          "invalid_by_layer": dict(reasons), "samples": samples}, indent=2))
+        return 0
+    print(f"{target}: {len(samples)} samples at input {args.input}, {args.classes} classes "
+          f"(seed {args.seed}): {valid} valid, {len(samples) - valid} invalid")
+    for i, s in enumerate(samples):
+        if s["valid"]:
+            print(f"  {i:3d}  {s['summary']:<40} {s['spatial_chain']:<16} "
+                  f"params {s['params']:>10,}  FLOPs {human(s['flops']):>7}")
+        else:
+            print(f"  {i:3d}  {s['summary']:<40} invalid: {s['error']}")
+    for where, n in reasons.most_common():
+        print(f"invalid at {where}: {n}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnsearch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("show", help="shape table of a spec (.json) or samples of a space (.toml)")
+    p.add_argument("target")
+    p.add_argument("--sample", type=int, default=10, help="samples to draw from a space")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input", default="3,32,32", help="C,H,W of the images (spaces only)")
+    p.add_argument("--classes", type=int, default=10, help="number of classes (spaces only)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = make_parser().parse_args(argv)
+        return args.func(args)
+    except CnnSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Declared search spaces: what may vary, as a TOML data file that is never executed.
+
+Every value in a space file is one of
+
+* a scalar: fixed, nothing is suggested (``stride = 1``);
+* a list: a categorical choice (``kernel_size = [3, 5, 7]``);
+* a table ``{low, high[, step][, log]}``: an int or float range
+  (``lr = {low = 1e-4, high = 1e-1, log = true}``).
+
+Spaces are resolution-agnostic. ``sample(trial, input=..., num_classes=...)`` follows the
+feature map while it samples, and only offers a stride or a pool while the map stays at
+least ``min_side`` wide; otherwise the block records ``stride = 1`` / ``pool = "none"``.
+Parameter names are stable (``depth``, ``b0_kernel_size``, ``head_hidden1``, ``lr``) and a
+block's parameters exist only for blocks that exist. Categorical choices never change
+between trials, so every Optuna sampler accepts the space; whatever can still be invalid
+(a kernel larger than a tiny map) is caught by ``check()`` before any training.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import SpaceError, SpecError
+from .shapes import conv_side
+from .spec import ArchSpec, BlockSpec
+
+BLOCK_KEYS = tuple(BlockSpec.__dataclass_fields__)
+HEAD_KEYS = ("pool", "hidden_layers", "hidden", "activation", "dropout")
+TRAIN_KEYS = ("lr", "batch_size", "weight_decay", "optimizer", "label_smoothing", "momentum")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+TOP_KEYS = ("description", "depth", "min_side", "block", "blocks", "head", "train")
+
+# Values used where a space leaves a training hyperparameter out.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "lr": 3e-3,
+    "batch_size": 128,
+    "weight_decay": 5e-4,
+    "optimizer": "adamw",
+    "label_smoothing": 0.0,
+    "momentum": 0.9,
+}
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One dimension of a space: fixed, a categorical choice, or a numeric range."""
+
+    kind: str  # "fixed" | "choice" | "int" | "float"
+    values: tuple = ()  # fixed: (value,); choice: the choices
+    low: float = 0
+    high: float = 0
+    step: float | None = None
+    log: bool = False
+
+    def suggest(self, trial, name: str):
+        if self.kind == "fixed":
+            return self.values[0]
+        if self.kind == "choice":
+            return trial.suggest_categorical(name, list(self.values))
+        if self.kind == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1),
+                                     log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+    def candidates(self) -> tuple:
+        """Values worth validating: every choice, or a range's two ends."""
+        if self.kind in ("fixed", "choice"):
+            return self.values
+        return (self.low, self.high)
+
+    @property
+    def largest(self):
+        return max(self.candidates())
+
+
+def _dim(value: Any, where: str) -> Dim:
+    if isinstance(value, list):
+        if not value:
+            raise SpaceError(f"{where}: an empty list offers no choice")
+        if len({repr(v) for v in value}) != len(value):
+            raise SpaceError(f"{where}: choices repeat in {value!r}")
+        return Dim("fixed", (value[0],)) if len(value) == 1 else Dim("choice", tuple(value))
+    if isinstance(value, dict):
+        unknown = set(value) - {"low", "high", "step", "log"}
+        if unknown or "low" not in value or "high" not in value:
+            raise SpaceError(f"{where}: a range is {{low, high[, step][, log]}}, got {value!r}")
+        low, high, step, log = value["low"], value["high"], value.get("step"), value.get("log", False)
+        numbers = [v for v in (low, high, step) if v is not None]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
+            raise SpaceError(f"{where}: range bounds must be numbers, got {value!r}")
+        if not isinstance(log, bool):
+            raise SpaceError(f"{where}: log must be true or false, got {log!r}")
+        if not low <= high:
+            raise SpaceError(f"{where}: low {low} is above high {high}")
+        if log and (low <= 0 or step is not None):
+            raise SpaceError(f"{where}: a log range needs low > 0 and no step")
+        kind = "int" if all(isinstance(v, int) for v in numbers) else "float"
+        return Dim(kind, (), low, high, step, log)
+    return Dim("fixed", (value,))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    path: str
+    description: str
+    depth: Dim
+    min_side: int
+    block: tuple[dict[str, Dim], ...]  # per block index up to the largest depth
+    head: dict[str, Dim]
+    train: dict[str, Dim]
+
+    def sample(self, trial, *, input: tuple[int, int, int], num_classes: int) -> ArchSpec:
+        """An ArchSpec chosen through ``trial``'s suggest API (any Optuna trial)."""
+        c, h, w = input
+        depth = self.depth.suggest(trial, "depth")
+        blocks = []
+        for i in range(depth):
+            dims = self.block[i]
+            pick = {k: dims[k].suggest(trial, f"b{i}_{k}") for k in
+                    ("out_channels", "kernel_size", "activation", "norm", "residual", "dropout")}
+            side = min(h, w)
+            stride = 1
+            if side // dims["stride"].largest >= self.min_side:
+                stride = dims["stride"].suggest(trial, f"b{i}_stride")
+            padding = dims["padding"].suggest(trial, f"b{i}_padding")
+            if padding == "half":
+                padding = pick["kernel_size"] // 2
+            if padding == "same" and stride != 1:
+                padding = pick["kernel_size"] // 2  # what "same" means for a strided conv
+            h = conv_side(h, pick["kernel_size"], stride, padding)
+            w = conv_side(w, pick["kernel_size"], stride, padding)
+            pool, pool_size = "none", 2
+            if min(h, w) // dims["pool_size"].largest >= self.min_side:
+                pool = dims["pool"].suggest(trial, f"b{i}_pool")
+                if pool != "none":
+                    pool_size = dims["pool_size"].suggest(trial, f"b{i}_pool_size")
+                    h, w = h // pool_size, w // pool_size
+            blocks.append({**pick, "stride": stride, "padding": padding, "pool": pool,
+                           "pool_size": pool_size})
+        n_hidden = self.head["hidden_layers"].suggest(trial, "head_hidden_layers")
+        head = {
+            "pool": self.head["pool"].suggest(trial, "head_pool"),
+            "hidden": [self.head["hidden"].suggest(trial, f"head_hidden{j}") for j in range(n_hidden)],
+            "activation": self.head["activation"].suggest(trial, "head_activation"),
+            "dropout": self.head["dropout"].suggest(trial, "head_dropout") if n_hidden else 0.0,
+        }
+        return ArchSpec.from_dict(
+            {"input": list(input), "num_classes": num_classes, "blocks": blocks, "head": head}
+        )
+
+    def sample_train(self, trial) -> dict[str, Any]:
+        """Training hyperparameters through ``trial``; defaults where the space is silent."""
+        return {k: self.train[k].suggest(trial, k) if k in self.train else v
+                for k, v in TRAIN_DEFAULTS.items()}
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a space file; SpaceError names the file and the key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise SpaceError(f"{path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpaceError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return _parse(data, str(path))
+    except SpaceError as exc:
+        raise SpaceError(f"{path}: {exc}") from None
+
+
+def _keys(table: Any, where: str, allowed: tuple[str, ...]) -> dict:
+    if not isinstance(table, dict):
+        raise SpaceError(f"{where}: expected a table, got {table!r}")
+    for key in table:
+        if key not in allowed:
+            raise SpaceError(f"{where}.{key}: unknown key (allowed: {', '.join(allowed)})")
+    return table
+
+
+def _parse(data: dict, path: str) -> SearchSpace:
+    _keys(data, "space", TOP_KEYS)
+    depth = _dim(data.get("depth", {"low": 1, "high": 3}), "depth")
+    if depth.kind not in ("fixed", "int", "choice") or any(
+        isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 32 for v in depth.candidates()
+    ):
+        raise SpaceError(f"depth: expected integers in [0, 32], got {data.get('depth')!r}")
+    min_side = data.get("min_side", 2)
+    if isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1:
+        raise SpaceError(f"min_side: expected an integer >= 1, got {min_side!r}")
+
+    base = {"stride": 1, "padding": 0, "activation": "relu", "norm": "none", "pool": "none",
+            "pool_size": 2, "dropout": 0.0, "residual": False}
+    base.update(_keys(data.get("block", {}), "block", BLOCK_KEYS))
+    overrides = _keys(data.get("blocks", {}), "blocks", tuple(str(i) for i in range(33)))
+    per_block = []
+    for i in range(int(depth.largest)):
+        where = f"blocks.{i}" if str(i) in overrides else "block"
+        raw = {**base, **_keys(overrides.get(str(i), {}), f"blocks.{i}", BLOCK_KEYS)}
+        for key in ("out_channels", "kernel_size"):
+            if key not in raw:
+                raise SpaceError(f"block.{key}: missing (required)")
+        dims = {k: _dim(v, f"{where}.{k}") for k, v in raw.items()}
+        _validate_block(dims, where)
+        per_block.append(dims)
+
+    head_raw = {"pool": "flatten", "hidden_layers": 0, "hidden": 64, "activation": "relu",
+                "dropout": 0.0}
+    head_raw.update(_keys(data.get("head", {}), "head", HEAD_KEYS))
+    head = {k: _dim(v, f"head.{k}") for k, v in head_raw.items()}
+    _validate_head(head)
+
+    train = {k: _dim(v, f"train.{k}") for k, v in
+             _keys(data.get("train", {}), "train", TRAIN_KEYS).items()}
+    _validate_train(train)
+    return SearchSpace(path, str(data.get("description", "")), depth, min_side,
+                       tuple(per_block), head, train)
+
+
+def _validate_block(dims: dict[str, Dim], where: str) -> None:
+    """Every value a block can take must pass the spec's own validation."""
+    for key, dim in dims.items():
+        for value in dim.candidates():
+            if key == "padding" and value == "half":
+                continue
+            if dim.kind == "float" and key != "dropout":
+                raise SpaceError(f"{where}.{key}: expected integers, got range {dim.low}..{dim.high}")
+            trial = {"out_channels": 1, "kernel_size": 1, key: value}
+            try:
+                ArchSpec.from_dict({"input": [1, 1, 1], "num_classes": 2,
+                                                  "blocks": [trial]})
+            except SpecError as exc:
+                raise SpaceError(f"{where}.{key}: {str(exc).split(': ', 1)[1]}") from None
+
+
+def _validate_head(head: dict[str, Dim]) -> None:
+    n = head["hidden_layers"]
+    if any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 8 for v in n.candidates()):
+        raise SpaceError("head.hidden_layers: expected integers in [0, 8]")
+    for key, dim in head.items():
+        if key == "hidden_layers":
+            continue
+        for value in dim.candidates():
+            field = {"hidden": [value]} if key == "hidden" else {key: value}
+            try:
+                ArchSpec.from_dict({"input": [1, 1, 1], "num_classes": 2,
+                                                 "head": field})
+            except SpecError as exc:
+                raise SpaceError(f"head.{key}: {str(exc).split(': ', 1)[1]}") from None
+
+
+def _validate_train(train: dict[str, Dim]) -> None:
+    for key, dim in train.items():
+        values = dim.candidates()
+        if key == "optimizer":
+            bad = [v for v in values if v not in OPTIMIZERS]
+            if bad or dim.kind in ("int", "float"):
+                raise SpaceError(f"train.optimizer: {bad[0] if bad else dim!r} is not one of "
+                                 f"{', '.join(OPTIMIZERS)}")
+            continue
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+               for v in values):
+            raise SpaceError(f"train.{key}: expected numbers, got {list(values)!r}")
+        if key == "batch_size" and any(not isinstance(v, int) or not 1 <= v <= 65536 for v in values):
+            raise SpaceError(f"train.{key}: expected integers in [1, 65536], got {list(values)!r}")
+        if key in ("lr", "momentum") and any(v <= 0 for v in values):
+            raise SpaceError(f"train.{key}: must be > 0, got {list(values)!r}")
+        if key == "label_smoothing" and any(not 0 <= v < 1 for v in values):
+            raise SpaceError(f"train.{key}: must be in [0, 1), got {list(values)!r}")
+        if key == "weight_decay" and any(v < 0 for v in values):
+            raise SpaceError(f"train.{key}: must be >= 0, got {list(values)!r}")

@@ -1,0 +1,223 @@
+"""ArchSpec: a CNN classifier described as plain, validated data.
+
+Defaults follow PyTorch's, so a hand-written tutorial network translates one to one.
+``from_dict`` is strict: an unknown key, a wrong type or a value off the whitelist is a
+SpecError naming the field path, e.g. ``blocks[2].activation: 'foo' is not one of ...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+from .ops import ACTIVATIONS, HEAD_POOLS, NORMS, PADDING_WORDS, POOLS
+
+ACTIVATION_NAMES = (*ACTIVATIONS, "none")
+
+# Bounds keep specs sane and keep huge numbers out of generated code.
+MAX_CHANNELS = 8192
+MAX_KERNEL = 31
+MAX_STRIDE = 8
+MAX_PADDING = 31
+MAX_POOL = 8
+MAX_SIDE = 4096
+MAX_INPUT_CHANNELS = 64
+MAX_CLASSES = 100_000
+MAX_HIDDEN = 65_536
+MAX_BLOCKS = 64
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """conv -> norm -> activation -> (+ residual) -> pool -> dropout."""
+
+    out_channels: int
+    kernel_size: int
+    stride: int = 1
+    padding: int | str = 0  # an int, or "same" (stride 1 only)
+    activation: str = "relu"
+    norm: str = "none"  # "batch" drops the conv bias, as BatchNorm makes it redundant
+    pool: str = "none"
+    pool_size: int = 2  # pooling stride equals its size, like nn.MaxPool2d(k)
+    dropout: float = 0.0
+    residual: bool = False  # adds the block input, through a 1x1 conv when shapes differ
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """(flatten | global pool) -> [Linear -> activation -> dropout]* -> Linear(num_classes)."""
+
+    pool: str = "flatten"
+    hidden: tuple[int, ...] = ()
+    activation: str = "relu"
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    input: tuple[int, int, int]  # (C, H, W) of one image
+    num_classes: int
+    blocks: tuple[BlockSpec, ...]
+    head: HeadSpec = field(default_factory=HeadSpec)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ArchSpec:
+        return _arch_from_dict(data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ArchSpec:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical plain-data form: every field present, lists instead of tuples."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @property
+    def summary(self) -> str:
+        """Compact architecture, e.g. ``c32k3p-c64k3s2br-gap-fc128``.
+
+        Per block: ``c<out>k<kernel>``, then ``s<stride>`` when strided, ``b`` batch norm,
+        ``r`` residual, ``p`` max pool / ``a`` avg pool. Head: ``gap``/``gmp`` for global
+        pooling, ``fc<width>`` per hidden layer.
+        """
+        parts = []
+        for b in self.blocks:
+            text = f"c{b.out_channels}k{b.kernel_size}"
+            text += f"s{b.stride}" if b.stride != 1 else ""
+            text += "b" if b.norm == "batch" else ""
+            text += "r" if b.residual else ""
+            text += {"max": "p", "avg": "a"}.get(b.pool, "")
+            parts.append(text)
+        if self.head.pool != "flatten":
+            parts.append("gap" if self.head.pool == "avg" else "gmp")
+        parts += [f"fc{w}" for w in self.head.hidden]
+        return "-".join(parts) or "linear"
+
+    @property
+    def digest(self) -> str:
+        """Stable content hash: equal specs give equal digests across runs and machines."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _table(value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()):
+    if not isinstance(value, dict):
+        raise SpecError(f"{path or 'spec'}: expected an object, got {_show(value)}")
+    unknown = [k for k in value if k not in allowed]
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise SpecError(f"{where}: unknown key (allowed: {', '.join(allowed)})")
+    for key in required:
+        if key not in value:
+            raise SpecError(f"{path + '.' if path else ''}{key}: missing (required)")
+    return value
+
+
+def _int(value: Any, path: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{path}: expected an integer, got {_show(value)}")
+    if not lo <= value <= hi:
+        raise SpecError(f"{path}: {_show(value)} is out of range [{lo}, {hi}]")
+    return value
+
+
+def _choice(value: Any, path: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise SpecError(f"{path}: {_show(value)} is not one of {', '.join(choices)}")
+    return value
+
+
+def _dropout(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(f"{path}: expected a number, got {_show(value)}")
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise SpecError(f"{path}: {_show(value)} is out of range [0, 1)")
+    return float(value)
+
+
+def _bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"{path}: expected true or false, got {_show(value)}")
+    return value
+
+
+def _block(data: Any, path: str) -> BlockSpec:
+    names = tuple(BlockSpec.__dataclass_fields__)
+    d = _table(data, path, names, required=("out_channels", "kernel_size"))
+    padding = d.get("padding", 0)
+    if isinstance(padding, str):
+        padding = _choice(padding, f"{path}.padding", PADDING_WORDS)
+    else:
+        padding = _int(padding, f"{path}.padding", 0, MAX_PADDING)
+    return BlockSpec(
+        out_channels=_int(d["out_channels"], f"{path}.out_channels", 1, MAX_CHANNELS),
+        kernel_size=_int(d["kernel_size"], f"{path}.kernel_size", 1, MAX_KERNEL),
+        stride=_int(d.get("stride", 1), f"{path}.stride", 1, MAX_STRIDE),
+        padding=padding,
+        activation=_choice(d.get("activation", "relu"), f"{path}.activation", ACTIVATION_NAMES),
+        norm=_choice(d.get("norm", "none"), f"{path}.norm", NORMS),
+        pool=_choice(d.get("pool", "none"), f"{path}.pool", POOLS),
+        pool_size=_int(d.get("pool_size", 2), f"{path}.pool_size", 1, MAX_POOL),
+        dropout=_dropout(d.get("dropout", 0.0), f"{path}.dropout"),
+        residual=_bool(d.get("residual", False), f"{path}.residual"),
+    )
+
+
+def _head(data: Any) -> HeadSpec:
+    d = _table(data, "head", tuple(HeadSpec.__dataclass_fields__))
+    hidden = d.get("hidden", [])
+    if not isinstance(hidden, (list, tuple)):
+        raise SpecError(f"head.hidden: expected a list of widths, got {_show(hidden)}")
+    if len(hidden) > MAX_BLOCKS:
+        raise SpecError(f"head.hidden: {len(hidden)} layers is more than {MAX_BLOCKS}")
+    return HeadSpec(
+        pool=_choice(d.get("pool", "flatten"), "head.pool", HEAD_POOLS),
+        hidden=tuple(_int(w, f"head.hidden[{i}]", 1, MAX_HIDDEN) for i, w in enumerate(hidden)),
+        activation=_choice(d.get("activation", "relu"), "head.activation", ACTIVATION_NAMES),
+        dropout=_dropout(d.get("dropout", 0.0), "head.dropout"),
+    )
+
+
+def _arch_from_dict(data: Any) -> ArchSpec:
+    d = _table(data, "", ("input", "num_classes", "blocks", "head"), ("input", "num_classes"))
+    shape = d["input"]
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3:
+        raise SpecError(f"input: expected [C, H, W], got {_show(shape)}")
+    c = _int(shape[0], "input[0]", 1, MAX_INPUT_CHANNELS)
+    h = _int(shape[1], "input[1]", 1, MAX_SIDE)
+    w = _int(shape[2], "input[2]", 1, MAX_SIDE)
+    blocks = d.get("blocks", [])
+    if not isinstance(blocks, (list, tuple)):
+        raise SpecError(f"blocks: expected a list of blocks, got {_show(blocks)}")
+    if len(blocks) > MAX_BLOCKS:
+        raise SpecError(f"blocks: {len(blocks)} blocks is more than {MAX_BLOCKS}")
+    return ArchSpec(
+        input=(c, h, w),
+        num_classes=_int(d["num_classes"], "num_classes", 2, MAX_CLASSES),
+        blocks=tuple(_block(b, f"blocks[{i}]") for i, b in enumerate(blocks)),
+        head=_head(d.get("head", {})),
+    )

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set-up and entry points for a fresh machine. Creates .venv at the repo root when it is
+# missing (or when pyproject.toml changed since it was made), then:
+#   bash dev.sh demo   the main job on the embedded default (scikit-learn's digits)
+#   bash dev.sh test   the test suite (what CI runs)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+venv() {
+  local stamp=.venv/.cnnsearch-installed want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    echo "$want" > "$stamp"
+  fi
+}
+
+case "${1:-}" in
+  demo)
+    venv
+    shift
+    exec .venv/bin/cnnsearch show spaces/small-images.toml --input 1,8,8 --classes 10 --sample 8 "$@"
+    ;;
+  test)
+    venv
+    shift
+    exec .venv/bin/python -m pytest "$@"
+    ;;
+  *)
+    echo "usage: bash dev.sh demo|test [args...]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,32 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnsearch import ArchSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = Path(__file__).resolve().parent / "specs"
+SPACES = sorted((ROOT / "spaces").glob("*.toml"))
+
+torch.set_num_threads(1)  # small models: threads cost more than they give, and keep runs stable
+
+
+def load_spec(name: str) -> ArchSpec:
+    return ArchSpec.from_dict(json.loads((SPECS / name).read_text()))
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``cnnsearch ARGS`` in a subprocess, as a user runs it."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "cnnsearch", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def tutorial_cnn64() -> ArchSpec:
+    return load_spec("tutorial_cnn64.json")
