@@ -122,6 +122,24 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_files
+
+    if args.spec and args.recipe:
+        raise UsageError("give a recipe (with --trial) or --spec, not both")
+    if args.spec:
+        spec = ArchSpec.from_json(args.spec)
+        out = export_files(spec, args.output, class_name=args.class_name, weights=args.weights,
+                           seed=args.seed)
+        what = f"{spec.summary} ({check(spec).params:,} params)"
+    else:
+        from .report import export_trial
+
+        out, what = export_trial(args)
+    print(f"wrote {out}" + (f" and {args.weights}" if args.weights else "") + f": {what}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnsearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -133,6 +151,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=10, help="number of classes (spaces only)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("export", help="standalone PyTorch code (+ safetensors weights) of a spec or trial")
+    p.add_argument("recipe", nargs="?", help="study recipe (.toml) whose trial to export")
+    p.add_argument("--spec", help="export this spec (.json) instead of a study's trial")
+    p.add_argument("--trial", default="best", help="best, fastest or a trial number (with a recipe)")
+    p.add_argument("-o", "--output", required=True, help="the .py file to write")
+    p.add_argument("--class-name", default="Net")
+    p.add_argument("--weights", help="also write weights (.safetensors): the trial's trained ones, "
+                                     "or freshly initialised ones for --spec")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed for --spec --weights")
+    p.add_argument("--storage", help="Optuna storage URL (instead of the recipe's)")
+    p.add_argument("--study", help="study name (with --storage)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
