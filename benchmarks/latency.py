@@ -1,0 +1,51 @@
+"""Five repeated latency measurements of one model: are they the same number?
+
+Prints one JSON line with the five medians, their median and ``spread`` = max/min - 1
+(target on a CPU: <= 0.10).
+
+    python benchmarks/latency.py [--device cpu|cuda] [--batch-size 1]
+"""
+
+import argparse
+import json
+
+from cnnsearch import ArchSpec, build, check
+from cnnsearch.latency import measure
+
+SPEC = {
+    "input": [3, 32, 32],
+    "num_classes": 10,
+    "blocks": [
+        {"out_channels": 32, "kernel_size": 3, "padding": 1, "norm": "batch"},
+        {"out_channels": 64, "kernel_size": 3, "stride": 2, "padding": 1, "norm": "batch", "residual": True},
+        {"out_channels": 64, "kernel_size": 3, "padding": 1, "norm": "batch", "pool": "max"},
+    ],
+    "head": {"pool": "avg"},
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    spec = ArchSpec.from_dict(SPEC)
+    model = build(spec)
+    runs = [measure(model, spec.input, device=args.device, batch_size=args.batch_size)
+            for _ in range(args.repeats)]
+    medians = [r.median_ms for r in runs]
+    print(json.dumps({
+        "benchmark": "latency",
+        "model_flops": check(spec).flops,
+        "device": args.device,
+        "fingerprint": runs[0].fingerprint,
+        "medians_ms": [round(m, 4) for m in medians],
+        "median_ms": round(sorted(medians)[len(medians) // 2], 4),
+        "spread": round(max(medians) / min(medians) - 1, 4),
+        "all_settled": all(r.settled for r in runs),
+    }))
+
+
+if __name__ == "__main__":
+    main()

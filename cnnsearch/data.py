@@ -1,0 +1,237 @@
+"""Datasets as whole tensors: ``digits`` (embedded), procedural ``shapes``, torchvision
+datasets by name, and a user's photos as ``folder:PATH`` (ImageFolder layout).
+
+Every loader returns an ``ImageData``: normalised float32 train and validation tensors,
+split deterministically by seed. Small classification sets fit in memory, so the trainer
+indexes tensors directly (on the GPU when it trains there) instead of going through a
+DataLoader and a collate per batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+TORCHVISION = ("CIFAR10", "CIFAR100", "MNIST", "FashionMNIST", "KMNIST", "SVHN")
+SHAPE_CLASSES = ("circle", "square", "diamond", "ring", "cross", "triangle", "hbar", "vbar")
+DEFAULT_CACHE = Path(os.environ.get("CNNSEARCH_DATA", Path.home() / ".cache" / "cnnsearch"))
+
+
+@dataclass(frozen=True)
+class ImageData:
+    name: str
+    x_train: torch.Tensor  # (N, C, H, W) float32, normalised with the train split's statistics
+    y_train: torch.Tensor  # (N,) int64
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]  # per channel, of the raw [0, 1] pixels of the train split
+    std: tuple[float, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to(self, device: str | torch.device) -> ImageData:
+        move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val")}
+        return replace(self, **move)
+
+
+def split_and_normalise(name: str, x: torch.Tensor, y: torch.Tensor, classes, *,
+                        val_fraction: float, seed: int) -> ImageData:
+    """Stratified, seeded train/validation split; normalise with train statistics."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction: {val_fraction} is not in (0, 1)")
+    g = torch.Generator().manual_seed(seed)
+    train_idx, val_idx = [], []
+    for c in range(len(classes)):
+        idx = (y == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_val = int(round(len(idx) * val_fraction))
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    train_idx = torch.cat(train_idx)[torch.randperm(sum(len(t) for t in train_idx), generator=g)]
+    val_idx = torch.cat(val_idx).sort().values
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise DataError(f"{name}: {len(y)} images are too few to split with val_fraction {val_fraction}")
+    x = x.float()
+    mean = x[train_idx].mean(dim=(0, 2, 3))
+    std = x[train_idx].std(dim=(0, 2, 3)).clamp_min(1e-6)
+    x = (x - mean[:, None, None]) / std[:, None, None]
+    return ImageData(name, x[train_idx].contiguous(), y[train_idx], x[val_idx].contiguous(), y[val_idx],
+                     tuple(classes), tuple(mean.tolist()), tuple(std.tolist()))
+
+
+def digits(*, val_fraction: float = 0.2, seed: int = 0) -> ImageData:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    return split_and_normalise("digits", x, y, [str(c) for c in range(10)],
+                               val_fraction=val_fraction, seed=seed)
+
+
+def shapes(*, n: int = 4000, size: int = 32, classes: int = 6, channels: int = 3,
+           noise: float = 0.25, val_fraction: float = 0.2, seed: int = 0) -> ImageData:
+    """Procedural shapes: one of ``classes`` shapes at a random place, scale and colour on a
+    noisy background. Any size and resolution, deterministic by seed. Small shapes, noise
+    and colour clutter make it hard enough that depth, width and pooling change accuracy."""
+    if not 2 <= classes <= len(SHAPE_CLASSES):
+        raise DataError(f"shapes: classes must be in [2, {len(SHAPE_CLASSES)}], got {classes}")
+    if size < 8 or n < 2 * classes or channels not in (1, 3):
+        raise DataError(f"shapes: need size >= 8, n >= {2 * classes}, channels 1 or 3; "
+                        f"got size={size}, n={n}, channels={channels}")
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    rng.shuffle(y)
+    r = rng.uniform(0.15, 0.35, n) * size
+    cx = rng.uniform(r, size - r)
+    cy = rng.uniform(r, size - r)
+    grid = np.arange(size, dtype=np.float32) + 0.5
+    x = np.empty((n, channels, size, size), np.float32)
+    for start in range(0, n, 1024):  # bounded memory for big sets
+        s = slice(start, start + 1024)
+        dx = grid[None, None, :] - cx[s, None, None]
+        dy = grid[None, :, None] - cy[s, None, None]
+        rr = r[s, None, None]
+        ax, ay, dist = np.abs(dx), np.abs(dy), np.hypot(dx, dy)
+        masks = np.stack([
+            dist < rr,
+            np.maximum(ax, ay) < rr * 0.8,
+            ax + ay < rr,
+            (dist < rr) & (dist > rr * 0.6),
+            ((ax < rr / 3) & (ay < rr)) | ((ay < rr / 3) & (ax < rr)),
+            (dy > -rr) & (dy < rr * 0.8) & (ax < (dy + rr) * 0.5),
+            (ax < rr) & (ay < rr / 3),
+            (ay < rr) & (ax < rr / 3),
+        ], axis=1)
+        m = masks[np.arange(len(y[s])), y[s]].astype(np.float32)[:, None]
+        fg = rng.uniform(0.4, 1.0, (len(m), channels, 1, 1)).astype(np.float32)
+        bg = rng.uniform(0.0, 0.5, (len(m), channels, 1, 1)).astype(np.float32)
+        img = m * fg + (1 - m) * bg
+        img += rng.normal(0, noise, img.shape).astype(np.float32)
+        x[s] = np.clip(img, 0, 1)
+    return split_and_normalise(f"shapes{size}", torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)),
+                               SHAPE_CLASSES[:classes], val_fraction=val_fraction, seed=seed)
+
+
+def _stack(dataset, limit: int | None):
+    """PIL/tensor dataset -> (x uint8/float tensor (N, C, H, W), y) without a DataLoader."""
+    data = getattr(dataset, "data", None)
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        targets = getattr(dataset, "labels", None)
+    x = torch.as_tensor(np.asarray(data))
+    if x.ndim == 3:  # MNIST family: (N, H, W)
+        x = x.unsqueeze(1)
+    elif x.shape[-1] in (1, 3):  # CIFAR: (N, H, W, C)
+        x = x.permute(0, 3, 1, 2)
+    y = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
+    if limit:
+        x, y = x[:limit], y[:limit]
+    return x.float() / 255.0, y
+
+
+def torchvision_dataset(name: str, *, root: str | Path = DEFAULT_CACHE, download: bool = True,
+                        limit: int | None = None, val_fraction: float = 0.1, seed: int = 0) -> ImageData:
+    """A torchvision dataset by name, downloaded into ``root``; DataError when it cannot be had."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, name)
+    root = Path(root)
+    try:
+        kwargs = {"split": "train"} if name == "SVHN" else {"train": True}
+        ds = cls(str(root), download=download, **kwargs)
+    except Exception as exc:  # URLError, RuntimeError("Dataset not found"), OSError...
+        raise DataError(
+            f"{name}: not found in {root} and could not be downloaded ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'}); "
+            f"copy the files there or set CNNSEARCH_DATA") from None
+    x, y = _stack(ds, limit)
+    classes = getattr(ds, "classes", None) or [str(c) for c in range(int(y.max()) + 1)]
+    return split_and_normalise(name, x, y, classes, val_fraction=val_fraction, seed=seed)
+
+
+def image_folder(path: str | Path, *, size: int | None = None, val_fraction: float = 0.2,
+                 seed: int = 0, channels: int = 3) -> ImageData:
+    """A user's photos in ImageFolder layout (one sub-folder per class), resized to
+    ``size`` x ``size`` (default: the median short side, capped to 64)."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"folder:{path}: no such directory")
+    try:
+        folder = ImageFolder(str(path))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"folder:{path}: {exc}") from None
+    if len(folder.classes) < 2:
+        raise DataError(f"folder:{path}: found {len(folder.classes)} class folder(s); need at least 2")
+    if size is None:
+        sides = []
+        for file, _ in folder.samples[:200]:
+            with Image.open(file) as im:
+                sides.append(min(im.size))
+        size = int(min(64, max(8, np.median(sides))))
+    mode = "RGB" if channels == 3 else "L"
+    xs, ys = [], []
+    for file, label in folder.samples:
+        try:
+            with Image.open(file) as im:
+                im = im.convert(mode).resize((size, size), Image.BILINEAR)
+        except OSError as exc:
+            raise DataError(f"folder:{path}: cannot read {file} ({exc})") from None
+        arr = np.asarray(im, dtype=np.float32) / 255.0
+        xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+        ys.append(label)
+    x = torch.from_numpy(np.stack(xs))
+    y = torch.tensor(ys, dtype=torch.int64)
+    return split_and_normalise(f"folder:{path.name}", x, y, folder.classes,
+                               val_fraction=val_fraction, seed=seed)
+
+
+def load_data(name: str, **options) -> ImageData:
+    """``digits``, ``shapes``, ``folder:PATH`` or a torchvision name (CIFAR10, MNIST, ...)."""
+    if name == "digits":
+        return digits(**options)
+    if name == "shapes":
+        return shapes(**options)
+    if name.startswith("folder:"):
+        return image_folder(name[len("folder:"):], **options)
+    if name in TORCHVISION:
+        return torchvision_dataset(name, **options)
+    raise DataError(f"dataset {name!r} is not one of digits, shapes, folder:PATH, "
+                    f"{', '.join(TORCHVISION)}")
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 2,
+            flip: bool = True) -> torch.Tensor:
+    """Random crop (zero padding ``pad``) and horizontal flip of a batch, on its own device."""
+    n, _, h, w = x.shape
+    device = x.device
+    if flip:
+        flips = torch.rand(n, device=device, generator=generator) < 0.5
+        x = torch.where(flips[:, None, None, None], x.flip(3), x)
+    if pad:
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        sx = torch.randint(0, 2 * pad + 1, (n,), device=device, generator=generator)
+        sy = torch.randint(0, 2 * pad + 1, (n,), device=device, generator=generator)
+        rows = (sy[:, None] + torch.arange(h, device=device)[None])  # (n, h)
+        cols = (sx[:, None] + torch.arange(w, device=device)[None])  # (n, w)
+        x = padded[torch.arange(n, device=device)[:, None, None, None],
+                   torch.arange(x.shape[1], device=device)[None, :, None, None],
+                   rows[:, None, :, None], cols[:, None, None, :]]
+    return x

@@ -1,0 +1,133 @@
+"""Inference latency with a sound protocol.
+
+Eval mode and ``inference_mode``; warm-up first; on a GPU, CUDA events around each run
+with a synchronisation; on a CPU, a fixed and recorded thread count and
+``perf_counter_ns``. Runs repeat until the interquartile range is within ``rel_iqr`` of
+the median (at least ``min_runs``) or ``time_cap_s`` passes; the result says whether it
+settled. Each timed sample groups enough calls to last about 5 ms, so the timer's own
+cost and scheduler jitter on sub-millisecond models do not dominate the spread.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Latency:
+    median_ms: float
+    iqr_ms: float
+    runs: int  # timed samples (each of `calls_per_run` forward passes)
+    calls_per_run: int
+    settled: bool  # IQR/median reached the target before the time cap
+    batch_size: int
+    fingerprint: dict  # device name, torch version, threads: what makes the numbers comparable
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return name
+
+
+def fingerprint(device: torch.device, threads: int) -> dict:
+    return {
+        "device": str(device),
+        "name": device_name(device),
+        "torch": torch.__version__,
+        "threads": threads,
+        "cpus": os.cpu_count(),
+    }
+
+
+@contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _quartiles(samples: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | torch.device = "cpu",
+            batch_size: int = 1, threads: int = 1, warmup_s: float = 0.1, min_runs: int = 30,
+            max_runs: int = 2000, time_cap_s: float = 3.0, rel_iqr: float = 0.10) -> Latency:
+    """Median latency in ms of ``model`` on one batch of ``input_shape`` images."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    was_training = model.training
+    model.eval().to(device)
+    x = torch.randn(batch_size, *input_shape, device=device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    threads = torch.get_num_threads() if cuda else threads
+    try:
+        with _threads(threads), torch.inference_mode():
+            # warm-up: allocator, kernels selection, caches; also sizes the call groups
+            start = time.perf_counter()
+            calls = 0
+            while time.perf_counter() - start < warmup_s or calls < 3:
+                model(x)
+                calls += 1
+            if cuda:
+                torch.cuda.synchronize(device)
+            one = (time.perf_counter() - start) / calls
+            group = max(1, min(1000, round(5e-3 / max(one, 1e-7))))
+            samples: list[float] = []
+            begin = time.perf_counter()
+            settled = False
+            while len(samples) < max_runs:
+                if cuda:
+                    t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    t0.record()
+                    for _ in range(group):
+                        model(x)
+                    t1.record()
+                    t1.synchronize()
+                    samples.append(t0.elapsed_time(t1) / group)
+                else:
+                    t0 = time.perf_counter_ns()
+                    for _ in range(group):
+                        model(x)
+                    samples.append((time.perf_counter_ns() - t0) / 1e6 / group)
+                if len(samples) >= min_runs and len(samples) % 10 == 0:
+                    q1, med, q3 = _quartiles(samples)
+                    if (q3 - q1) <= rel_iqr * med:
+                        settled = True
+                        break
+                    if time.perf_counter() - begin > time_cap_s:
+                        break
+    finally:
+        model.train(was_training)
+        if cuda:
+            model.to(memory_format=torch.contiguous_format)
+    q1, med, q3 = _quartiles(samples)
+    return Latency(med, q3 - q1, len(samples), group, settled, batch_size,
+                   fingerprint(device, threads))
