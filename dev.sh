@@ -23,7 +23,7 @@ case "${1:-}" in
   demo)
     venv
     shift
-    exec .venv/bin/cnnsearch show spaces/small-images.toml --input 1,8,8 --classes 10 --sample 8 "$@"
+    exec .venv/bin/cnnsearch demo "$@"
     ;;
   test)
     venv

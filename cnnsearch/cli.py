@@ -140,6 +140,76 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from .runner import resolve_recipe, search
+
+    if args.workers < 1 or (args.trials is not None and args.trials < 1):
+        raise UsageError("--workers and --trials must be at least 1")
+    recipe = resolve_recipe(args.recipe, args.storage, args.study)
+    return search(args.recipe, recipe, trials=args.trials, timeout=args.timeout, workers=args.workers,
+                  until=args.until, worker_index=args.worker_index, quiet=args.quiet)
+
+
+def _study_of(args):
+    import optuna
+
+    from .runner import resolve_recipe
+    from .storage import load_existing_study
+
+    recipe = resolve_recipe(args.recipe, args.storage, args.study)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return recipe, load_existing_study(recipe.storage, recipe.name)
+
+
+def cmd_status(args) -> int:
+    from .report import leaderboard, trials_frame
+
+    recipe, study = _study_of(args)
+    df = trials_frame(study)
+    board = leaderboard(df)
+    counts = df["status"].value_counts().to_dict()
+    if args.json:
+        print(json.dumps({
+            "study": recipe.name, "storage": recipe.storage, "objectives": study.metric_names,
+            "trials": len(df), "counts": counts,
+            "pareto": [int(n) for n in df.loc[df["pareto"], "trial"]],
+            "leaderboard": json.loads(board.to_json(orient="records")),
+        }, indent=2))
+        return 0
+    print(f"study {recipe.name!r} ({recipe.storage}): {len(df)} trials: "
+          + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if board.empty:
+        print("no feasible trial has finished training yet")
+        return 0
+    print(f"{'rank':>4} {'trial':>5} {'accuracy':>8} {'latency':>10} {'params':>10} {'FLOPs':>7}  pareto  architecture")
+    for row in board.head(args.top).itertuples():
+        print(f"{row.rank:>4} {row.trial:>5} {row.accuracy:>8.4f} {row.latency_ms:>7.3f} ms "
+              f"{int(row.params):>10,} {human(row.flops):>7}  {'  *   ' if row.pareto else '      '}  {row.summary}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .runner import resolve_recipe, search
+
+    recipe_path = str(Path(__file__).resolve().parent.parent / "studies" / "digits.toml")
+    if not Path(recipe_path).exists():
+        raise UsageError(f"{recipe_path} is missing: run the demo from a cnnsearch checkout")
+    recipe = resolve_recipe(recipe_path, None, None)
+    code = search(recipe_path, recipe, trials=None, timeout=None, workers=1, until=None,
+                  worker_index=0, quiet=False)
+    if code:
+        return code
+    print()
+    status = make_parser().parse_args(["status", recipe_path, "--top", "10"])
+    cmd_status(status)
+    out = Path(recipe_path).parent / "exports"
+    out.mkdir(exist_ok=True)
+    export = make_parser().parse_args(["export", recipe_path, "--trial", "best", "-o", str(out / "digits_best.py"),
+                                       "--weights", str(out / "digits_best.safetensors")])
+    print()
+    return cmd_export(export)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnsearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -151,6 +221,29 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=10, help="number of classes (spaces only)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("search", help="create or resume a study and run trials")
+    p.add_argument("recipe", nargs="?", help="study recipe (.toml)")
+    p.add_argument("--trials", type=int, help="run this many more trials (default: up to the recipe's budget)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--storage", help="Optuna storage URL (overrides the recipe's)")
+    p.add_argument("--study", help="study name (with --storage; the recipe stored in the study is used)")
+    p.add_argument("--until", type=int, help=argparse.SUPPRESS)  # set by the worker launcher
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="no progress bar, one line per trial")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("status", help="leaderboard and Pareto set of a study")
+    p.add_argument("recipe", nargs="?")
+    p.add_argument("--storage")
+    p.add_argument("--study")
+    p.add_argument("--top", type=int, default=20, help="rows of the leaderboard to print")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("demo", help="the embedded default end to end: digits study, status, export")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("export", help="standalone PyTorch code (+ safetensors weights) of a spec or trial")
     p.add_argument("recipe", nargs="?", help="study recipe (.toml) whose trial to export")

@@ -160,15 +160,21 @@ class SearchSpace:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a space file; SpaceError names the file and the key."""
-    path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        text = Path(path).read_text()
     except OSError as exc:
         raise SpaceError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_space(text, str(path))
+
+
+def parse_space(text: str, path: str = "<space>") -> SearchSpace:
+    """A space from TOML text (as stored with a study); ``path`` only labels errors."""
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpaceError(f"{path}: not valid TOML ({exc})") from None
     try:
-        return _parse(data, str(path))
+        return _parse(data, path)
     except SpaceError as exc:
         raise SpaceError(f"{path}: {exc}") from None
 

@@ -1,0 +1,97 @@
+"""Where a study's time goes, and what early stopping saves.
+
+1. Overhead: share of wall time of a digits study spent outside build, latency and
+   training (sampling, checks, storage writes, weights upload). Target: <= 2%.
+2. Early stopping: the same candidates (RandomSampler, same seed: the sampler does not
+   look at results) with early stopping on and off; training seconds spent, and the
+   Pareto hypervolume (accuracy up, latency down) each run reached.
+
+Prints one JSON line.   python benchmarks/search_overhead.py [--trials 24] [--epochs 6]
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cnnsearch.recipe import load_recipe
+from cnnsearch.storage import open_storage
+from cnnsearch.study import Pipeline, run_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def hypervolume(points: list[tuple[float, float]], ref_latency: float) -> float:
+    """Area dominated by (accuracy, latency) points above accuracy 0, left of ref_latency."""
+    front, best = [], -1.0
+    for acc, lat in sorted(points, key=lambda p: (p[1], -p[0])):
+        if acc > best and lat < ref_latency:
+            front.append((acc, lat))
+            best = acc
+    area = 0.0
+    for i, (acc, lat) in enumerate(front):
+        right = front[i + 1][1] if i + 1 < len(front) else ref_latency
+        area += acc * (right - lat)
+    return area
+
+
+def run(tmp: Path, *, name: str, trials: int, epochs: int, sampler: str, early: bool):
+    text = (ROOT / "studies" / "digits.toml").read_text()
+    text = text.replace('name = "digits"', f'name = "{name}"').replace('sampler = "tpe"', f'sampler = "{sampler}"')
+    text = text.replace("trials = 24", f"trials = {trials}").replace("epochs = 6", f"epochs = {epochs}")
+    text = text.replace("enabled = true", f"enabled = {'true' if early else 'false'}")
+    text = text.replace("../spaces/", f"{ROOT}/spaces/")
+    path = tmp / f"{name}.toml"
+    path.write_text(text)
+    recipe = load_recipe(path)
+    pipeline = Pipeline.create(recipe)  # data loading is set-up, not per-trial overhead
+    t0 = time.perf_counter()
+    study = run_worker(recipe, open_storage(recipe.storage), until=trials, pipeline=pipeline)
+    wall = time.perf_counter() - t0
+    done = [t for t in study.trials if t.user_attrs.get("status") == "ok"]
+    return {
+        "wall_s": wall,
+        "inside_s": sum(pipeline.timings.values()),
+        "train_s": sum(t.user_attrs.get("train_seconds", 0.0) for t in study.trials),
+        "points": [(t.user_attrs["accuracy"], t.user_attrs["latency_ms"]) for t in done],
+        "early_stopped": sum(t.user_attrs.get("status") == "early_stopped" for t in study.trials),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=6)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tpe = run(tmp, name="overhead", trials=args.trials, epochs=args.epochs, sampler="tpe", early=True)
+        on = run(tmp, name="es_on", trials=args.trials, epochs=args.epochs, sampler="random", early=True)
+        off = run(tmp, name="es_off", trials=args.trials, epochs=args.epochs, sampler="random", early=False)
+    ref = 1.1 * max(lat for _, lat in on["points"] + off["points"])
+    hv_on, hv_off = hypervolume(on["points"], ref), hypervolume(off["points"], ref)
+    print(json.dumps({
+        "benchmark": "search_overhead",
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "wall_s": round(tpe["wall_s"], 2),
+        "overhead_share": round(1 - tpe["inside_s"] / tpe["wall_s"], 4),
+        "overhead_ms_per_trial": round(1000 * (tpe["wall_s"] - tpe["inside_s"]) / args.trials, 1),
+        "work_ms_per_trial": round(1000 * tpe["inside_s"] / args.trials, 1),
+        "target_overhead_share": 0.02,
+        "es_train_s_on": round(on["train_s"], 2),
+        "es_train_s_off": round(off["train_s"], 2),
+        "es_compute_saved": round(1 - on["train_s"] / off["train_s"], 3),
+        "es_trials_stopped": on["early_stopped"],
+        "es_hypervolume_on": round(hv_on, 5),
+        "es_hypervolume_off": round(hv_off, 5),
+        "es_hypervolume_ratio": round(hv_on / hv_off, 4),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Study recipes: one TOML file says what to search, on which data, under which limits.
+
+A recipe is validated as a whole before anything runs; an unknown key or a bad value is a
+RecipeError naming the key (``error: studies/x.toml: limits.max_parms: unknown key``).
+The recipe and its space file's text are stored in the study itself, so a worker on
+another machine can join with just ``--storage URL --study NAME``.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError, SpaceError
+from .space import SearchSpace, parse_space
+
+OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "params": "minimize", "flops": "minimize"}
+SAMPLERS = ("tpe", "nsga2", "random", "gp")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    epochs: int = 5
+    batch_size: int | None = None  # None: the space's (tuned) batch size
+    device: str = "auto"
+    augment: bool = False
+
+
+@dataclass(frozen=True)
+class LatencySection:
+    device: str = "cpu"  # where the model will be deployed, not where it trains
+    batch_size: int = 1
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_params: int | None = None
+    max_flops: int | None = None
+    max_latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    enabled: bool = True
+    margin: float = 0.03  # "clearly higher": accuracy points a faster trial must lead by
+    min_epoch: int = 1  # never stop before this epoch
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    space: str  # path of the space file, as written in the recipe
+    space_toml: str  # its text, stored with the study
+    dataset: str = "digits"
+    data: dict = field(default_factory=dict)  # options for data.load_data
+    objectives: tuple[str, ...] = ("accuracy", "latency_ms")
+    trials: int = 20
+    seed: int = 0
+    sampler: str = "tpe"
+    storage: str = ""
+    artifacts: str = ""  # directory of trained weights (Optuna FileSystemArtifactStore)
+    train: TrainSection = field(default_factory=TrainSection)
+    latency: LatencySection = field(default_factory=LatencySection)
+    limits: Limits = field(default_factory=Limits)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+    def load_space(self) -> SearchSpace:
+        try:
+            return parse_space(self.space_toml, self.space)
+        except SpaceError as exc:
+            raise RecipeError(f"space: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check(value: Any, key: str, kind: type | tuple, *, low=None, allow_none=False):
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in (
+        kind if isinstance(kind, tuple) else (kind,)))
+    if not ok:
+        want = {int: "an integer", (int, float): "a number", str: "a string", bool: "true or false"}
+        raise RecipeError(f"{key}: expected {want.get(kind, str(kind))}, got {value!r}")
+    if low is not None and (value < low or (isinstance(value, float) and not math.isfinite(value))):
+        raise RecipeError(f"{key}: {value!r} must be >= {low}")
+    return value
+
+
+def _section(data: dict, key: str, cls):
+    table = data.get(key, {})
+    if not isinstance(table, dict):
+        raise RecipeError(f"{key}: expected a table, got {table!r}")
+    allowed = tuple(cls.__dataclass_fields__)
+    for k in table:
+        if k not in allowed:
+            raise RecipeError(f"{key}.{k}: unknown key (allowed: {', '.join(allowed)})")
+    return table
+
+
+def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recipe:
+    """Validate recipe data; ``base`` resolves relative paths (the recipe's folder)."""
+    top = ("name", "space", "dataset", "data", "objectives", "trials", "seed", "sampler", "storage",
+           "artifacts", "train", "latency", "limits", "early_stopping", "space_toml")
+    for key in data:
+        if key not in top:
+            raise RecipeError(f"{key}: unknown key (allowed: {', '.join(top[:-1])})")
+    name = _check(data.get("name"), "name", str)
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise RecipeError(f"name: {name!r} must be letters, digits, '-', '_' or '.'")
+    space = _check(data.get("space"), "space", str)
+    if space_toml is None:
+        space_toml = data.get("space_toml")
+    if space_toml is None:
+        try:
+            space_toml = (base / space).read_text()
+        except OSError as exc:
+            raise RecipeError(f"space: cannot read {base / space} ({exc.strerror})") from None
+    dataset = _check(data.get("dataset", "digits"), "dataset", str)
+    objectives = data.get("objectives", ["accuracy", "latency_ms"])
+    if (not isinstance(objectives, (list, tuple)) or not objectives or len(set(objectives)) != len(objectives)
+            or any(o not in OBJECTIVES for o in objectives)):
+        raise RecipeError(f"objectives: {objectives!r} must be distinct names from {', '.join(OBJECTIVES)}")
+    sampler = _check(data.get("sampler", "tpe"), "sampler", str)
+    if sampler not in SAMPLERS:
+        raise RecipeError(f"sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    storage = _check(data.get("storage", f"sqlite:///{(base / name).resolve()}.db"), "storage", str)
+    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+        storage = f"sqlite:///{(base / storage[len('sqlite:///'):]).resolve()}"  # relative to the recipe
+    artifacts = _check(data.get("artifacts", str((base / f"{name}_artifacts").resolve())), "artifacts", str)
+    options = data.get("data", {})
+    if not isinstance(options, dict):
+        raise RecipeError(f"data: expected a table of dataset options, got {options!r}")
+
+    t = _section(data, "train", TrainSection)
+    train = TrainSection(
+        epochs=_check(t.get("epochs", 5), "train.epochs", int, low=1),
+        batch_size=_check(t.get("batch_size"), "train.batch_size", int, low=1, allow_none=True),
+        device=_check(t.get("device", "auto"), "train.device", str),
+        augment=_check(t.get("augment", False), "train.augment", bool),
+    )
+    lt = _section(data, "latency", LatencySection)
+    latency = LatencySection(
+        device=_check(lt.get("device", "cpu"), "latency.device", str),
+        batch_size=_check(lt.get("batch_size", 1), "latency.batch_size", int, low=1),
+        threads=_check(lt.get("threads", 1), "latency.threads", int, low=1),
+    )
+    for key, device in (("train.device", train.device), ("latency.device", latency.device)):
+        if device.split(":")[0] not in DEVICES:
+            raise RecipeError(f"{key}: {device!r} is not one of auto, cpu, cuda, cuda:N")
+    lm = _section(data, "limits", Limits)
+    limits = Limits(
+        max_params=_check(lm.get("max_params"), "limits.max_params", int, low=1, allow_none=True),
+        max_flops=_check(lm.get("max_flops"), "limits.max_flops", int, low=1, allow_none=True),
+        max_latency_ms=_check(lm.get("max_latency_ms"), "limits.max_latency_ms", (int, float), low=0,
+                              allow_none=True),
+    )
+    es = _section(data, "early_stopping", EarlyStopping)
+    early = EarlyStopping(
+        enabled=_check(es.get("enabled", True), "early_stopping.enabled", bool),
+        margin=float(_check(es.get("margin", 0.03), "early_stopping.margin", (int, float), low=0)),
+        min_epoch=_check(es.get("min_epoch", 1), "early_stopping.min_epoch", int, low=1),
+    )
+    recipe = Recipe(
+        name=name, space=space, space_toml=space_toml, dataset=dataset, data=dict(options),
+        objectives=tuple(objectives),
+        trials=_check(data.get("trials", 20), "trials", int, low=1),
+        seed=_check(data.get("seed", 0), "seed", int, low=0),
+        sampler=sampler, storage=storage, artifacts=artifacts, train=train, latency=latency,
+        limits=limits, early_stopping=early,
+    )
+    recipe.load_space()  # a bad space is a bad recipe: say so before any trial
+    return recipe
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return from_dict(data, path.parent)
+    except RecipeError as exc:
+        raise RecipeError(f"{path}: {exc}") from None

@@ -1,0 +1,136 @@
+"""A study's trials as data: the DataFrame, the Pareto set, and the trial a user picks.
+
+Everything here is computed apart from plotting (see ``plots.py``), so it is tested
+without plotly, and the CLI's ``status`` and ``export --trial`` share it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from .errors import RecipeError
+from .spec import ArchSpec
+
+COLUMNS = ["trial", "state", "status", "feasible", "pareto", "accuracy", "latency_ms", "params", "flops",
+           "train_seconds", "epochs", "summary", "reason"]
+
+
+def _feasible(t: optuna.trial.FrozenTrial) -> bool:
+    return t.state == TrialState.COMPLETE and t.constraints.get("infeasible", 0.0) <= 0
+
+
+def pareto_numbers(df: pd.DataFrame, objectives: list[str], directions: list[str]) -> set[int]:
+    """Trial numbers of the non-dominated feasible trials (ties kept, as Optuna does)."""
+    pool = df[df["feasible"]]
+    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
+    points = [(int(n), [s * float(v) for s, v in zip(signs, row)])
+              for n, row in zip(pool["trial"], pool[objectives].itertuples(index=False))]
+    front = set()
+    for n, p in points:
+        dominated = any(all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p))
+                        for _, q in points)
+        if not dominated:
+            front.add(n)
+    return front
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: state, status, objectives and sizes, a compact summary, Pareto flag."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        rows.append({
+            "trial": t.number,
+            "state": t.state.name,
+            "status": a.get("status", "running" if t.state == TrialState.RUNNING else t.state.name.lower()),
+            "feasible": _feasible(t),
+            "accuracy": a.get("accuracy", math.nan),
+            "latency_ms": a.get("latency_ms", math.nan),
+            "params": a.get("params", math.nan),
+            "flops": a.get("flops", math.nan),
+            "train_seconds": a.get("train_seconds", math.nan),
+            "epochs": a.get("epochs", 0),
+            "summary": a.get("summary", ""),
+            "reason": a.get("infeasible_reason") or a.get("fail_reason") or "",
+        })
+    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "pareto"])
+    objectives = study.metric_names or ["accuracy", "latency_ms"]
+    directions = [d.name.lower() for d in study.directions]
+    front = pareto_numbers(df, objectives, directions) if len(df) else set()
+    df.insert(4, "pareto", df["trial"].isin(front))
+    return df
+
+
+def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
+    """Feasible trials, Pareto set first, then by accuracy (desc) and latency (asc)."""
+    board = df[df["feasible"]].sort_values(["pareto", "accuracy", "latency_ms"],
+                                           ascending=[False, False, True])
+    board = board.reset_index(drop=True)
+    board.insert(0, "rank", range(1, len(board) + 1))
+    return board
+
+
+def pick_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
+    """``best``: highest accuracy on the front; ``fastest``: lowest latency on the front
+    within one accuracy point of the best; or a trial number."""
+    if which not in ("best", "fastest"):
+        try:
+            number = int(which)
+        except ValueError:
+            raise RecipeError(f"--trial: expected best, fastest or a trial number, got {which!r}") from None
+        trials = study.get_trials(deepcopy=False)
+        if not 0 <= number < len(trials):
+            raise RecipeError(f"--trial: study {study.study_name!r} has no trial {number}")
+        trial = trials[number]
+        if not _feasible(trial) or "weights" not in trial.user_attrs:
+            raise RecipeError(f"--trial: trial {number} has no trained network "
+                              f"({trial.user_attrs.get('status', trial.state.name.lower())})")
+        return trial
+    df = trials_frame(study)
+    front = df[df["pareto"]]
+    if front.empty:
+        raise RecipeError(f"study {study.study_name!r} has no finished feasible trial yet")
+    best_acc = front["accuracy"].max()
+    if which == "best":
+        row = front.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]
+    else:
+        row = front[front["accuracy"] >= best_acc - 0.01].sort_values("latency_ms").iloc[0]
+    return study.get_trials(deepcopy=False)[int(row["trial"])]
+
+
+def trial_spec(trial: optuna.trial.FrozenTrial) -> ArchSpec:
+    return ArchSpec.from_dict(trial.user_attrs["arch"])  # validated again: stored data is input too
+
+
+def download_weights(trial: optuna.trial.FrozenTrial, artifacts: str, path: str | Path) -> None:
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    try:
+        download_artifact(artifact_store=FileSystemArtifactStore(artifacts), file_path=str(path),
+                          artifact_id=trial.user_attrs["weights"])
+    except ArtifactNotFound:
+        raise RecipeError(f"weights of trial {trial.number} are not in {artifacts}") from None
+
+
+def export_trial(args) -> tuple[Path, str]:
+    """``cnnsearch export RECIPE --trial best|fastest|N -o model.py [--weights F]``."""
+    from .export import export_files
+    from .runner import resolve_recipe
+    from .storage import load_existing_study
+
+    recipe = resolve_recipe(args.recipe, args.storage, args.study)
+    study = load_existing_study(recipe.storage, recipe.name)
+    trial = pick_trial(study, args.trial)
+    spec = trial_spec(trial)
+    out = export_files(spec, args.output, class_name=args.class_name)
+    if args.weights:
+        download_weights(trial, recipe.artifacts, args.weights)
+    a = trial.user_attrs
+    return out, (f"trial {trial.number} {spec.summary}: accuracy {a['accuracy']:.4f}, "
+                 f"{a['latency_ms']:.3f} ms, {a['params']:,} params")

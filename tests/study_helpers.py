@@ -1,0 +1,51 @@
+"""Small recipes written by tests, and a look into their study databases."""
+
+import textwrap
+from pathlib import Path
+
+import optuna
+
+from tests.conftest import ROOT
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+TINY_SPACE = """
+depth = {low = 1, high = 2}
+[block]
+out_channels = [4, 8, 16]
+kernel_size = 3
+padding = 1
+pool = ["max", "none"]
+[head]
+hidden_layers = [0, 1]
+hidden = [16, 32]
+[train]
+lr = {low = 3e-3, high = 1e-2, log = true}
+batch_size = 64
+"""
+
+
+def write_recipe(tmp_path: Path, *, name: str = "tiny", extra: str = "", space: str = TINY_SPACE,
+                 trials: int = 4, epochs: int = 2, top: str = "") -> Path:
+    (tmp_path / "space.toml").write_text(textwrap.dedent(space))
+    recipe = tmp_path / f"{name}.toml"
+    recipe.write_text(textwrap.dedent(f"""
+        name = "{name}"
+        space = "space.toml"
+        dataset = "digits"
+        trials = {trials}
+        seed = 0
+        {top}
+        [train]
+        epochs = {epochs}
+        device = "cpu"
+    """) + textwrap.dedent(extra))
+    return recipe
+
+
+def load(recipe: Path, name: str = "tiny", storage: str | None = None) -> optuna.Study:
+    url = storage or f"sqlite:///{recipe.parent / name}.db"
+    return optuna.load_study(study_name=name, storage=url)
+
+
+__all__ = ["PG_URL", "ROOT", "load", "write_recipe"]

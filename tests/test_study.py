@@ -1,0 +1,247 @@
+"""Studies against real storages: records, resume, limits, failures, crashes, many workers."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import cnnsearch.study as study_mod
+from cnnsearch.recipe import load_recipe
+from cnnsearch.storage import open_storage
+from cnnsearch.study import Pipeline, run_worker
+from tests.conftest import ROOT, run_cli
+from tests.study_helpers import PG_URL, load, write_recipe
+
+RECORDED = {"arch", "params", "flops", "latency_ms", "latency_iqr_ms", "accuracy", "train_seconds",
+            "epochs", "device", "versions", "weights", "status", "summary", "curve"}
+
+
+def test_search_records_everything_and_optuna_reads_it(tmp_path):
+    recipe = write_recipe(tmp_path, trials=4)
+    result = run_cli("search", str(recipe))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("trial ") >= 4
+    study = load(recipe)
+    assert study.metric_names == ["accuracy", "latency_ms"]
+    assert len(study.trials) == 4
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    ok = [t for t in study.trials if t.user_attrs["status"] == "ok"]
+    assert ok
+    for t in ok:
+        assert RECORDED <= set(t.user_attrs), RECORDED - set(t.user_attrs)
+        assert t.values == [t.user_attrs["accuracy"], t.user_attrs["latency_ms"]]
+        assert t.user_attrs["versions"]["torch"] and t.user_attrs["epochs"] == 2
+    assert {t.number for t in study.best_trials} <= {t.number for t in ok}
+    cli = subprocess.run([os.path.join(os.path.dirname(sys.executable), "optuna"), "trials", "--storage",
+                          f"sqlite:///{tmp_path / 'tiny.db'}", "--study-name", "tiny", "-f", "json"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert sorted(row["number"] for row in json.loads(cli.stdout)) == [0, 1, 2, 3]
+
+
+def test_rerun_resumes_and_trials_adds_more(tmp_path):
+    recipe = write_recipe(tmp_path, trials=2)
+    assert run_cli("search", str(recipe)).returncode == 0
+    again = run_cli("search", str(recipe))
+    assert again.returncode == 0 and "already has 2 finished trials" in again.stdout
+    more = run_cli("search", str(recipe), "--trials", "2")
+    assert more.returncode == 0, more.stderr
+    assert len(load(recipe).trials) == 4
+    status = json.loads(run_cli("status", str(recipe), "--json").stdout)
+    assert status["trials"] == 4 and set(status["pareto"]) <= {r["trial"] for r in status["leaderboard"]}
+    by_url = run_cli("status", "--storage", f"sqlite:///{tmp_path / 'tiny.db'}", "--study", "tiny", "--json")
+    assert json.loads(by_url.stdout)["pareto"] == status["pareto"]
+
+
+def test_limits_make_infeasible_trials_that_are_never_trained(tmp_path):
+    recipe = write_recipe(tmp_path, trials=12, extra="[limits]\nmax_params = 3000\n")
+    assert run_cli("search", str(recipe)).returncode == 0
+    study = load(recipe)
+    over = [t for t in study.trials if t.user_attrs.get("status") == "limit"]
+    under = [t for t in study.trials if t.user_attrs.get("params", 0) <= 3000]
+    assert over and under
+    for t in over:
+        assert t.state == TrialState.COMPLETE  # not FAIL, not a silent prune
+        assert t.user_attrs["params"] > 3000 and "limits.max_params 3,000" in t.user_attrs["infeasible_reason"]
+        assert t.constraints["infeasible"] > 0
+        assert "accuracy" not in t.user_attrs and "epochs" not in t.user_attrs  # untrained
+        assert "latency_ms" not in t.user_attrs  # not even measured
+    assert not {t.number for t in over} & {t.number for t in study.best_trials}
+
+
+def test_all_infeasible_says_so_early(tmp_path):
+    recipe = write_recipe(tmp_path, trials=40, extra="[limits]\nmax_params = 10\n")
+    result = run_cli("search", str(recipe))
+    assert result.returncode == 2
+    assert "error: all 20 candidates so far were infeasible, none was trained" in result.stderr
+    assert len(load(recipe).trials) == 20
+
+
+def test_diverged_training_is_recorded_as_such(tmp_path):
+    space = "depth = 1\n[block]\nout_channels = 8\nkernel_size = 3\n[train]\nlr = 1e6\noptimizer = 'sgd'\n"
+    recipe = write_recipe(tmp_path, trials=1, space=space)
+    assert run_cli("search", str(recipe)).returncode == 0
+    (t,) = load(recipe).trials
+    assert t.state == TrialState.COMPLETE and t.user_attrs["status"] == "diverged"
+    assert t.constraints["infeasible"] > 0 and "non-finite" in t.user_attrs["infeasible_reason"]
+
+
+def test_exception_in_a_trial_is_a_fail_with_reason_and_the_study_goes_on(tmp_path, monkeypatch):
+    recipe = load_recipe(write_recipe(tmp_path, trials=3))
+    real_train = study_mod.train
+    calls = []
+
+    def flaky(model, data, cfg, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("simulated driver fault")
+        return real_train(model, data, cfg, **kw)
+
+    monkeypatch.setattr(study_mod, "train", flaky)
+    study = run_worker(recipe, open_storage(recipe.storage), until=3)
+    states = [t.state for t in study.trials]
+    assert states[0] == TrialState.FAIL and states.count(TrialState.FAIL) == 1
+    assert study.trials[0].user_attrs["fail_reason"] == "RuntimeError: simulated driver fault"
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 3
+
+
+def test_early_stopping_prunes_a_clearly_worse_slower_trial(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=4))
+    study = run_worker(recipe, open_storage(recipe.storage), until=1)
+    assert study.trials[0].user_attrs["status"] == "ok"
+    # a peer as fast as anything, that led with 100% at every epoch
+    peer = optuna.trial.create_trial(values=[1.0, 0.0], user_attrs={"curve": [1.0] * 4, "latency_ms": 0.0})
+    study.add_trial(peer)
+    study = run_worker(recipe, open_storage(recipe.storage), until=3)
+    third = study.trials[2]
+    assert third.state == TrialState.PRUNED and third.user_attrs["status"] == "early_stopped"
+    assert third.user_attrs["epochs"] == 1 and len(third.user_attrs["curve"]) == 1
+    off = load_recipe(write_recipe(tmp_path, name="off", trials=1, epochs=2,
+                                   extra="[early_stopping]\nenabled = false\n"))
+    off_study = run_worker(off, open_storage(off.storage), until=1)
+    off_study.add_trial(optuna.trial.create_trial(values=[1.0, 0.0], user_attrs={"curve": [1.0] * 2,
+                                                                                "latency_ms": 0.0}))
+    off_study = run_worker(off, open_storage(off.storage), until=3)
+    assert off_study.trials[2].user_attrs["status"] == "ok"
+
+
+def _wait_for(predicate, timeout=120.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            value = predicate()
+        except KeyError:  # the database file exists before the worker has created the study
+            value = None
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError("timed out waiting")
+
+
+def test_kill_9_mid_trial_loses_nothing_and_retries_the_parameters(tmp_path):
+    recipe = write_recipe(tmp_path, trials=2, epochs=2)
+    assert run_cli("search", str(recipe)).returncode == 0
+    completed = {t.number: t.values for t in load(recipe).trials if t.state == TrialState.COMPLETE}
+    slow = write_recipe(tmp_path, trials=2, epochs=100_000)  # same study, long trials
+    env = {**os.environ, "CNNSEARCH_HEARTBEAT_S": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnsearch", "search", str(slow), "--trials", "1", "--quiet"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        number = _wait_for(lambda: [t for t in load(recipe).trials if t.state == TrialState.RUNNING])[0].number
+        _wait_for(lambda: "latency_ms" in load(recipe).trials[number].user_attrs)  # sampled, now training
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed = load(recipe).trials[number]
+    assert killed.state == TrialState.RUNNING  # what a crash leaves behind
+    time.sleep(3.5)  # the grace period: 3 heartbeats
+    quick = write_recipe(tmp_path, trials=2, epochs=2)
+    result = subprocess.run([sys.executable, "-m", "cnnsearch", "search", str(quick), "--trials", "1", "--quiet"],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    study = load(recipe)
+    assert study.trials[killed.number].state == TrialState.FAIL
+    retried = [t for t in study.trials if t.number > killed.number]
+    assert retried and retried[0].params == killed.params
+    assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert {t.number: t.values for t in study.trials if t.number in completed} == completed
+
+
+def _latency_recorded(db) -> bool:
+    """Read-only look into a database another process is still creating (no schema race)."""
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return bool(con.execute("select 1 from trial_user_attributes where key = 'latency_ms'").fetchone())
+    except sqlite3.OperationalError:  # tables not created yet
+        return False
+
+
+def test_ctrl_c_stops_cleanly_and_marks_the_running_trial(tmp_path):
+    recipe = write_recipe(tmp_path, trials=2, epochs=100_000)
+    proc = subprocess.Popen([sys.executable, "-m", "cnnsearch", "search", str(recipe), "--quiet"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: _latency_recorded(tmp_path / "tiny.db"))
+    time.sleep(0.5)  # well inside the (long) training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("error: interrupted")
+    assert [t.state for t in load(recipe).trials] == [TrialState.FAIL]
+
+
+def _two_workers(tmp_path, storage_url, name):
+    recipe = write_recipe(tmp_path, name=name, trials=6, epochs=1)
+    if storage_url:
+        recipe.write_text(recipe.read_text().replace("seed = 0", f'seed = 0\nstorage = "{storage_url}"'))
+    result = run_cli("search", str(recipe), "--workers", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = load(recipe, name=name, storage=storage_url)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    assert not [t for t in study.trials if t.state == TrialState.FAIL], [
+        t.user_attrs.get("fail_reason") for t in study.trials]
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert 6 <= len(finished) <= 7  # the budget; a second worker may finish one trial in flight
+    assert {t.user_attrs.get("status") for t in finished} <= {"ok", "early_stopped"}
+    return study
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path):
+    _two_workers(tmp_path, None, "duo")
+
+
+@pytest.mark.postgres
+def test_two_workers_share_one_postgresql_study(tmp_path):
+    name = f"cnnsearch-test-{uuid.uuid4().hex[:8]}"
+    try:
+        study = _two_workers(tmp_path, PG_URL, name)
+        assert study.metric_names == ["accuracy", "latency_ms"]
+    finally:
+        try:
+            optuna.delete_study(study_name=name, storage=PG_URL)
+        except KeyError:
+            pass
+
+
+def test_unknown_study_and_missing_recipe_are_one_line_errors(tmp_path):
+    result = run_cli("status", "--storage", f"sqlite:///{tmp_path / 'none.db'}", "--study", "ghost")
+    assert result.returncode == 2 and result.stderr.startswith("error: study 'ghost' not found")
+    result = run_cli("search")
+    assert result.returncode == 2 and "give a recipe" in result.stderr
+
+
+def test_pipeline_dataset_is_loaded_once(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path, trials=2))
+    pipeline = Pipeline.create(recipe)
+    run_worker(recipe, open_storage(recipe.storage), until=2, pipeline=pipeline)
+    assert pipeline.timings["train"] > 0 and pipeline.timings["latency"] > 0
