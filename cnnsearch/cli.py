@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from .cli_format import human
 from .errors import CnnSearchError, ShapeError
 from .shapes import ShapeTable, check
 from .spec import ArchSpec
@@ -23,14 +24,6 @@ class UsageError(CnnSearchError):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line and exit 2, like every other bad input
         raise UsageError(message)
-
-
-def human(n: float) -> str:
-    """12498500 -> '12.5M'."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return str(int(n)) if float(n).is_integer() else f"{n:.3g}"
 
 
 def format_table(table: ShapeTable) -> str:
@@ -210,6 +203,26 @@ def cmd_demo(args) -> int:
     return cmd_export(export)
 
 
+def cmd_report(args) -> int:
+    import optuna
+
+    from .report_page import write_report
+    from .runner import resolve_recipe
+    from .storage import load_existing_study
+
+    if not args.recipes and not (args.storage and args.study):
+        raise UsageError("give one or more recipes, or --storage URL --study NAME [--study NAME ...]")
+    recipes = [resolve_recipe(path, args.storage, None) for path in args.recipes]
+    recipes += [resolve_recipe(None, args.storage, name) for name in (args.study or []) if not args.recipes]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    studies = [load_existing_study(r.storage, r.name) for r in recipes]
+    out = Path(args.output or Path(args.recipes[0] if args.recipes else ".").with_name(
+        f"{recipes[0].name}_report.html"))
+    written = write_report(studies, out)
+    print(f"wrote {written[0]} ({len(studies)} studies) and " + ", ".join(str(p) for p in written[1:]))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnsearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -241,6 +254,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=20, help="rows of the leaderboard to print")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="offline HTML report: Pareto plot, history, importances, tables")
+    p.add_argument("recipes", nargs="*", help="one or more study recipes (.toml): compared on one plot")
+    p.add_argument("-o", "--output", help="HTML file (default: <first study>_report.html beside its recipe)")
+    p.add_argument("--storage")
+    p.add_argument("--study", action="append", help="study name (with --storage); repeat to compare")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the embedded default end to end: digits study, status, export")
     p.set_defaults(func=cmd_demo)

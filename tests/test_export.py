@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import onnxruntime as ort
 import optuna
 import pytest
 import torch
@@ -166,7 +167,6 @@ def test_torch_export_and_onnx_match(tmp_path, name):
         expected = model(x)
     program = torch.export.export(model, (x,))
     assert torch.allclose(program.module()(x), expected, atol=1e-6)
-    ort = pytest.importorskip("onnxruntime")
     onnx_path = tmp_path / "model.onnx"
     torch.onnx.export(model, (x,), str(onnx_path), dynamo=True)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

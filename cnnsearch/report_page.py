@@ -1,0 +1,100 @@
+"""``cnnsearch report``: one self-contained HTML file (plotly.js inlined, no network) with
+the Pareto plot, history, importances, leaderboards and the best networks' shape tables,
+plus each study's trials as CSV."""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from .cli_format import human
+from .plots import history_figure, importance_figure, pareto_figure
+from .report import leaderboard, trial_spec, trials_frame
+from .shapes import check
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1rem; }
+th, td { padding: 0.2rem 0.6rem; border-bottom: 1px solid #eee; text-align: right; }
+th { background: #f6f6f6; } td.text, th.text { text-align: left; font-family: monospace; }
+.muted { color: #777; }
+"""
+
+BOARD_COLUMNS = ["rank", "trial", "accuracy", "latency_ms", "params", "flops", "train_seconds", "pareto",
+                 "summary"]
+
+
+def _table(df: pd.DataFrame, text_columns: tuple[str, ...] = ("summary",)) -> str:
+    head = "".join(f'<th class="{"text" if c in text_columns else ""}">{html.escape(c)}</th>' for c in df.columns)
+    rows = []
+    for record in df.itertuples(index=False):
+        cells = []
+        for column, value in zip(df.columns, record):
+            if isinstance(value, float):
+                value = f"{value:.4f}" if column in ("accuracy",) else f"{value:.3f}"
+            elif isinstance(value, bool):
+                value = "*" if value else ""
+            elif isinstance(value, int) and column in ("params", "flops"):
+                value = f"{value:,}"
+            cells.append(f'<td class="{"text" if column in text_columns else ""}">{html.escape(str(value))}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _shape_table(trial: optuna.trial.FrozenTrial) -> str:
+    table = check(trial_spec(trial))
+    df = pd.DataFrame([{"layer": r.name, "op": r.op, "output": "x".join(map(str, r.shape)),
+                        "params": r.params, "FLOPs": human(r.flops)} for r in table.rows])
+    a = trial.user_attrs
+    caption = (f"trial {trial.number}: {html.escape(table.spec.summary)} &mdash; accuracy {a['accuracy']:.4f}, "
+               f"{a['latency_ms']:.3f} ms, {table.params:,} params, {human(table.flops)} FLOPs, "
+               f"spatial {html.escape(table.spatial_chain)}")
+    return f"<h4>{caption}</h4>" + _table(df, text_columns=("layer", "op", "output"))
+
+
+def write_report(studies: list[optuna.Study], out: str | Path, *, max_shape_tables: int = 5) -> list[Path]:
+    """Write ``out`` (HTML) and one CSV per study beside it; returns the paths written."""
+    out = Path(out)
+    frames = {s.study_name: trials_frame(s) for s in studies}
+    written = []
+    for name, df in frames.items():
+        csv = out.with_name(f"{out.stem}_{name}.csv")
+        df.to_csv(csv, index=False)
+        written.append(csv)
+    figures = [("pareto", pareto_figure(frames)), ("history", history_figure(frames))]
+    for study in studies:
+        fig = importance_figure(study)
+        if fig is not None:
+            figures.append((f"importance-{study.study_name}", fig))
+    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=div_id,
+                         config={"displaylogo": False, "responsive": True})
+             for i, (div_id, fig) in enumerate(figures)]
+
+    sections = []
+    for study in studies:
+        df = frames[study.study_name]
+        counts = ", ".join(f"{n} {html.escape(str(s))}" for s, n in sorted(df["status"].value_counts().items()))
+        board = leaderboard(df)
+        board = board[[c for c in BOARD_COLUMNS if c in board.columns]].head(25)
+        front = board[board["pareto"]]["trial"].tolist()[:max_shape_tables]
+        trials = study.get_trials(deepcopy=False)
+        shapes = "".join(_shape_table(trials[n]) for n in front)
+        sections.append(
+            f"<h2>{html.escape(study.study_name)}</h2><p class='muted'>{len(df)} trials: {counts}. "
+            f"Objectives: {html.escape(', '.join(study.metric_names or []))}.</p>"
+            f"<h3>Leaderboard</h3>{_table(board) if len(board) else '<p>No feasible trial yet.</p>'}"
+            f"<h3>Pareto-optimal architectures</h3>{shapes or '<p>None yet.</p>'}")
+    names = ", ".join(html.escape(s.study_name) for s in studies)
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>cnnsearch report: {names}</title>"
+            f"<style>{STYLE}</style></head><body><h1>cnnsearch report: {names}</h1>"
+            f"<p class='muted'>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Hover a point for its "
+            f"architecture; click legend entries to show early-stopped and infeasible trials.</p>"
+            + "".join(f"<div class='figure'>{p}</div>" for p in parts)
+            + "".join(sections) + "</body></html>\n")
+    out.write_text(page)
+    return [out, *written]

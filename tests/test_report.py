@@ -1,0 +1,100 @@
+"""The report's data (no plotly): DataFrame, Pareto set equal to Optuna's, trial picking."""
+
+import random
+
+import optuna
+import pytest
+
+from cnnsearch import RecipeError
+from cnnsearch.report import leaderboard, pick_trial, trials_frame
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+ARCH = {"input": [1, 8, 8], "num_classes": 10, "blocks": [{"out_channels": 8, "kernel_size": 3}]}
+
+
+def synthetic_study(seed: int, n: int = 60) -> optuna.Study:
+    """Trials as the pipeline records them: feasible, infeasible, pruned, failed; ties too."""
+    rng = random.Random(seed)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_metric_names(["accuracy", "latency_ms"])
+    for i in range(n):
+        trial = study.ask()
+        kind = rng.choice(["ok"] * 6 + ["limit", "early_stopped", "error"])
+        acc, lat = round(rng.uniform(0.5, 1.0), 2), round(rng.uniform(0.1, 2.0), 1)  # rounding makes ties
+        attrs = {"status": kind, "arch": ARCH, "summary": f"c{i}k3", "params": 100 + i, "flops": 1000 + i,
+                 "latency_ms": lat}
+        if kind == "ok":
+            attrs.update(accuracy=acc, train_seconds=1.0, epochs=3, weights=f"artifact-{i}")
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        if kind == "error":
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif kind == "early_stopped":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            trial.set_constraint("infeasible", 1.0 if kind == "limit" else 0.0)
+            study.tell(trial, [acc if kind == "ok" else 0.0, lat])
+    return study
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pareto_flags_equal_optunas_best_trials(seed):
+    study = synthetic_study(seed)
+    df = trials_frame(study)
+    assert set(df.loc[df["pareto"], "trial"]) == {t.number for t in study.best_trials}
+    assert len(df) == len(study.trials)
+    assert not df.loc[~df["feasible"], "pareto"].any()
+
+
+def test_frame_columns_and_states():
+    df = trials_frame(synthetic_study(1))
+    assert {"trial", "state", "status", "feasible", "pareto", "accuracy", "latency_ms", "params", "flops",
+            "train_seconds", "summary"} <= set(df.columns)
+    assert set(df.loc[df["status"] == "early_stopped", "state"]) <= {"PRUNED"}
+    assert df.loc[df["status"] == "ok", "feasible"].all()
+    assert not df.loc[df["status"] == "limit", "feasible"].any()
+    assert df.loc[df["status"] == "error", "accuracy"].isna().all()
+
+
+def test_leaderboard_puts_the_front_first_then_accuracy():
+    board = leaderboard(trials_frame(synthetic_study(2)))
+    n_front = int(board["pareto"].sum())
+    assert board["pareto"].iloc[:n_front].all() and not board["pareto"].iloc[n_front:].any()
+    rest = board.iloc[n_front:]["accuracy"].tolist()
+    assert rest == sorted(rest, reverse=True)
+    assert board["rank"].tolist() == list(range(1, len(board) + 1))
+
+
+def test_pick_best_and_fastest():
+    study = synthetic_study(3)
+    df = trials_frame(study)
+    front = df[df["pareto"]]
+    best = pick_trial(study, "best")
+    assert best.user_attrs["accuracy"] == front["accuracy"].max()
+    fastest = pick_trial(study, "fastest")
+    within = front[front["accuracy"] >= front["accuracy"].max() - 0.01]
+    assert fastest.user_attrs["latency_ms"] == within["latency_ms"].min()
+    assert fastest.user_attrs["accuracy"] >= best.user_attrs["accuracy"] - 0.01
+    ok = int(front["trial"].iloc[0])
+    assert pick_trial(study, str(ok)).number == ok
+
+
+@pytest.mark.parametrize("which, message", [("slowest", "expected best, fastest or a trial number"),
+                                            ("999", "has no trial 999")])
+def test_pick_trial_errors(which, message):
+    with pytest.raises(RecipeError, match=message):
+        pick_trial(synthetic_study(4), which)
+
+
+def test_untrained_trial_cannot_be_exported():
+    study = synthetic_study(5)
+    bad = next(t for t in study.trials if t.user_attrs["status"] != "ok")
+    with pytest.raises(RecipeError, match=f"trial {bad.number} has no trained network"):
+        pick_trial(study, str(bad.number))
+
+
+def test_empty_study_says_so():
+    study = optuna.create_study(directions=["maximize", "minimize"], study_name="empty")
+    assert trials_frame(study).empty
+    with pytest.raises(RecipeError, match="no finished feasible trial"):
+        pick_trial(study, "best")
