@@ -7,6 +7,8 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 
+from .report import is_feasible
+
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
 _HOVER = ("trial %{customdata[0]}<br>%{customdata[1]}<br>accuracy %{y:.4f}<br>latency %{x:.3f} ms"
@@ -73,8 +75,7 @@ def history_figure(frames: dict[str, pd.DataFrame]) -> go.Figure:
 
 def importance_figure(study: optuna.Study) -> go.Figure | None:
     """Optuna's parameter importances for accuracy; None when too few trials finished."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.constraints.get("infeasible", 0.0) <= 0]
+    done = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
     if len(done) < 3:
         return None
     names = study.metric_names or []

@@ -20,8 +20,12 @@ COLUMNS = ["trial", "state", "status", "feasible", "pareto", "accuracy", "latenc
            "train_seconds", "epochs", "summary", "reason"]
 
 
-def _feasible(t: optuna.trial.FrozenTrial) -> bool:
-    return t.state == TrialState.COMPLETE and t.constraints.get("infeasible", 0.0) <= 0
+CONSTRAINT = "infeasible"  # the one constraint every trial sets (Trial.set_constraint): > 0 is infeasible
+
+
+def is_feasible(t: optuna.trial.FrozenTrial) -> bool:
+    """Finished, within the shapes and every limit, trained without diverging or OOM."""
+    return t.state == TrialState.COMPLETE and t.constraints.get(CONSTRAINT, 0.0) <= 0
 
 
 def pareto_numbers(df: pd.DataFrame, objectives: list[str], directions: list[str]) -> set[int]:
@@ -48,7 +52,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "trial": t.number,
             "state": t.state.name,
             "status": a.get("status", "running" if t.state == TrialState.RUNNING else t.state.name.lower()),
-            "feasible": _feasible(t),
+            "feasible": is_feasible(t),
             "accuracy": a.get("accuracy", math.nan),
             "latency_ms": a.get("latency_ms", math.nan),
             "params": a.get("params", math.nan),
@@ -87,7 +91,7 @@ def pick_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
         if not 0 <= number < len(trials):
             raise RecipeError(f"--trial: study {study.study_name!r} has no trial {number}")
         trial = trials[number]
-        if not _feasible(trial) or "weights" not in trial.user_attrs:
+        if not is_feasible(trial) or "weights" not in trial.user_attrs:
             raise RecipeError(f"--trial: trial {number} has no trained network "
                               f"({trial.user_attrs.get('status', trial.state.name.lower())})")
         return trial

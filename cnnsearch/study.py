@@ -32,18 +32,12 @@ from .errors import CnnSearchError, RecipeError, ShapeError
 from .export import save_weights
 from .latency import measure
 from .recipe import Recipe
+from .report import CONSTRAINT, is_feasible
 from .shapes import check
 from .space import SearchSpace
 from .train import TrainConfig, resolve_device, train
 
 INFEASIBLE_CHECK_AFTER = 20  # with no feasible trial after this many, stop and say why
-
-
-CONSTRAINT = "infeasible"  # the one constraint every trial sets: > 0 means infeasible
-
-
-def constraint_of(trial: optuna.trial.FrozenTrial) -> float:
-    return trial.constraints.get(CONSTRAINT, 0.0)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -215,10 +209,6 @@ class Pipeline:
 
 def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-
-
-def is_feasible(t: optuna.trial.FrozenTrial) -> bool:
-    return t.state == TrialState.COMPLETE and constraint_of(t) <= 0
 
 
 class AllInfeasible(CnnSearchError):
