@@ -2,7 +2,9 @@
 
 from .build import build
 from .errors import CnnSearchError, DataError, RecipeError, ShapeError, SpaceError, SpecError
+from .export import to_source
 from .shapes import ShapeTable, check
+from .space import load_space
 from .spec import ArchSpec, BlockSpec, HeadSpec
 
 __version__ = "0.1.0"
@@ -20,4 +22,6 @@ __all__ = [
     "SpecError",
     "build",
     "check",
+    "load_space",
+    "to_source",
 ]
