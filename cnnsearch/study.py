@@ -215,9 +215,18 @@ class AllInfeasible(CnnSearchError):
     """Every candidate so far broke the shapes or a limit: the recipe needs changing."""
 
 
+def _reason_kind(reason: str) -> str:
+    """'params 12,345 > limits.max_params 3,000' -> 'limits.max_params';
+    'blocks[1].conv: kernel 5 is larger ...' -> 'blocks[1].conv'."""
+    if " > limits." in reason:
+        return reason.split(" > ", 1)[1].split()[0]
+    return reason.split(":", 1)[0]
+
+
 def infeasible_summary(study: optuna.Study) -> str:
-    reasons = Counter(t.user_attrs.get("infeasible_reason", "?").split(":")[0].split(" >")[0]
-                      for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))  # "params 12,345" -> "params"
+    """The three most common reasons, e.g. 'limits.max_params (17); blocks[2].conv (3)'."""
+    reasons = Counter(_reason_kind(t.user_attrs.get("infeasible_reason", "?"))
+                      for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     return "; ".join(f"{why} ({n})" for why, n in reasons.most_common(3))
 
 

@@ -81,7 +81,9 @@ def test_all_infeasible_says_so_early(tmp_path):
     recipe = write_recipe(tmp_path, trials=40, extra="[limits]\nmax_params = 10\n")
     result = run_cli("search", str(recipe))
     assert result.returncode == 2
-    assert "error: all 20 candidates so far were infeasible, none was trained" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: all 20 candidates so far were infeasible, none was trained: limits.max_params (20); "
+        "widen [limits] or change the space")
     assert len(load(recipe).trials) == 20
 
 
