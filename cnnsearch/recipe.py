@@ -83,6 +83,14 @@ class Recipe:
         return asdict(self)
 
 
+def absolute_url(url: str, base: Path) -> str:
+    """A relative SQLite URL made absolute against ``base``: the recipe's folder for a URL
+    written in a recipe, the working directory for one given on the command line."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return f"sqlite:///{(base / url[len('sqlite:///'):]).resolve()}"
+    return url
+
+
 def _check(value: Any, key: str, kind: type | tuple, *, low=None, allow_none=False):
     if value is None and allow_none:
         return None
@@ -133,9 +141,7 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
     sampler = _check(data.get("sampler", "tpe"), "sampler", str)
     if sampler not in SAMPLERS:
         raise RecipeError(f"sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
-    storage = _check(data.get("storage", f"sqlite:///{(base / name).resolve()}.db"), "storage", str)
-    if storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
-        storage = f"sqlite:///{(base / storage[len('sqlite:///'):]).resolve()}"  # relative to the recipe
+    storage = absolute_url(_check(data.get("storage", f"sqlite:///{name}.db"), "storage", str), base)
     artifacts = _check(data.get("artifacts", str((base / f"{name}_artifacts").resolve())), "artifacts", str)
     options = data.get("data", {})
     if not isinstance(options, dict):

@@ -12,7 +12,7 @@ import optuna
 import torch
 
 from .errors import RecipeError
-from .recipe import Recipe, from_dict, load_recipe
+from .recipe import Recipe, absolute_url, from_dict, load_recipe
 from .storage import load_existing_study, open_storage
 from .study import finished_count, open_study, run_worker
 
@@ -21,16 +21,16 @@ def resolve_recipe(path: str | None, storage: str | None, study: str | None) -> 
     """A recipe file (``--storage`` overriding its storage), or the recipe stored in a study."""
     if path:
         recipe = load_recipe(path)
-        if storage:
-            recipe = from_dict({**recipe.to_dict(), "storage": storage, "name": study or recipe.name},
-                               Path(path).parent)
+        if storage:  # a URL on the command line is relative to the working directory
+            recipe = from_dict({**recipe.to_dict(), "storage": absolute_url(storage, Path.cwd()),
+                                "name": study or recipe.name}, Path(path).parent)
         return recipe
     if not (storage and study):
         raise RecipeError("give a recipe (.toml), or --storage URL and --study NAME")
     stored = load_existing_study(storage, study).user_attrs.get("recipe")
     if not stored:
         raise RecipeError(f"study {study!r} was not made by cnnsearch (no stored recipe); give the recipe file")
-    return from_dict({**stored, "storage": storage}, Path("."))
+    return from_dict({**stored, "storage": absolute_url(storage, Path.cwd())}, Path.cwd())
 
 
 def trial_line(trial: optuna.trial.FrozenTrial) -> str:

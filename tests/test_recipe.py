@@ -58,3 +58,16 @@ def test_cli_search_bad_recipe_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [f"error: {path}: limits.max_parms: unknown key "
                                                   "(allowed: max_params, max_flops, max_latency_ms)"]
     assert not (tmp_path / "tiny.db").exists()  # nothing was created for a bad recipe
+
+
+def test_command_line_storage_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    from cnnsearch.runner import resolve_recipe
+
+    (tmp_path / "sub").mkdir()
+    path = write_recipe(tmp_path / "sub")
+    monkeypatch.chdir(tmp_path)
+    recipe = resolve_recipe(str(path), "sqlite:///here.db", None)
+    assert recipe.storage == f"sqlite:///{tmp_path / 'here.db'}"
+    written = path.read_text().replace("seed = 0", 'seed = 0\nstorage = "sqlite:///there.db"')
+    path.write_text(written)
+    assert load_recipe(path).storage == f"sqlite:///{tmp_path / 'sub' / 'there.db'}"  # in a recipe: its folder
