@@ -120,6 +120,8 @@ def cmd_export(args) -> int:
 
     if args.spec and args.recipe:
         raise UsageError("give a recipe (with --trial) or --spec, not both")
+    if not (args.spec or args.recipe or (args.storage and args.study)):
+        raise UsageError("give --spec SPEC.json, a recipe (.toml), or --storage URL --study NAME")
     if args.spec:
         spec = ArchSpec.from_json(args.spec)
         out = export_files(spec, args.output, class_name=args.class_name, weights=args.weights,

@@ -149,6 +149,9 @@ def test_cli_export_bad_inputs_exit_2(tmp_path):
     assert not (tmp_path / "m.py").exists()
     result = run_cli("export", "--spec", str(tmp_path / "missing.json"), "-o", str(tmp_path / "m.py"))
     assert result.returncode == 2 and "cannot read" in result.stderr
+    result = run_cli("export", "-o", str(tmp_path / "m.py"))
+    assert result.returncode == 2 and result.stderr == (
+        "error: give --spec SPEC.json, a recipe (.toml), or --storage URL --study NAME\n")
 
 
 INTEROP = ["tutorial_cnn64.json", "compact_residual.json"]
