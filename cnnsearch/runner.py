@@ -14,7 +14,7 @@ import torch
 from .errors import RecipeError
 from .recipe import Recipe, absolute_url, from_dict, load_recipe
 from .storage import load_existing_study, open_storage
-from .study import finished_count, open_study, run_worker
+from .study import Pipeline, finished_count, open_study, run_worker
 
 
 def resolve_recipe(path: str | None, storage: str | None, study: str | None) -> Recipe:
@@ -109,9 +109,11 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
             bar.write(line)
             bar.update(1)
 
+    pipeline = Pipeline.create(recipe)
+    pipeline.progress = bar is not None and sys.stderr.isatty()  # no nested bars in logs or CI
     try:
         study = run_worker(recipe, storage, until=until, timeout=timeout, worker=worker_index,
-                           on_trial=on_trial)
+                           on_trial=on_trial, pipeline=pipeline)
     finally:
         if bar is not None:
             bar.close()

@@ -86,6 +86,7 @@ class Pipeline:
     # one measurement per architecture: the same network re-measured would differ by noise
     # and sit on the Pareto front several times with different training luck
     latencies: dict = field(default_factory=dict)
+    progress: bool = False  # a per-step bar under the trials bar, for a person at a terminal
 
     @classmethod
     def create(cls, recipe: Recipe) -> Pipeline:
@@ -169,7 +170,7 @@ class Pipeline:
                                       augment=r.train.augment,
                                       **({"batch_size": r.train.batch_size} if r.train.batch_size else {}))
         t3 = time.perf_counter()
-        result = train(model, self.data, cfg, on_epoch=on_epoch)
+        result = train(model, self.data, cfg, on_epoch=on_epoch, progress=self.progress)
         self.timings["train"] += time.perf_counter() - t3
         trial.set_user_attr("curve", curve)
         trial.set_user_attr("accuracy", result.accuracy)

@@ -162,7 +162,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, unit="step", leave=False, desc="train")
+        bar = tqdm(total=total_steps, unit="step", leave=False, desc="train", position=1, dynamic_ncols=True)
     train_time = 0.0
     try:
         for epoch in range(1, cfg.epochs + 1):
