@@ -113,7 +113,7 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     pipeline.progress = bar is not None and sys.stderr.isatty()  # no nested bars in logs or CI
     try:
         study = run_worker(recipe, storage, until=until, timeout=timeout, worker=worker_index,
-                           on_trial=on_trial, pipeline=pipeline)
+                           on_trial=on_trial, pipeline=pipeline, study=study)
     finally:
         if bar is not None:
             bar.close()

@@ -3,8 +3,8 @@
 sample -> check() -> params/FLOPs limits -> build -> latency -> latency limit -> brief
 training -> record. A candidate that fails the shapes or a limit is never trained: it is
 COMPLETE, marked infeasible with ``trial.set_constraint`` (so samplers learn where the
-feasible region is, and ``best_trials`` leaves it out) with its reason in ``user_attrs``. Diverged and out-of-memory
-trainings are infeasible too, recorded as such. A trial whose accuracy at epoch e is
+feasible region is, and ``best_trials`` leaves it out) with its reason in ``user_attrs``.
+Diverged and out-of-memory trainings are infeasible too, recorded as such. A trial whose accuracy at epoch e is
 clearly below that of an earlier, not slower trial at the same epoch is stopped there
 (PRUNED, with how far it got): successive halving on Pareto dominance, which works for
 multi-objective studies where ``Trial.report`` cannot.
@@ -232,9 +232,10 @@ def infeasible_summary(study: optuna.Study) -> str:
 
 
 def run_worker(recipe: Recipe, storage, *, until: int, timeout: float | None = None, worker: int = 0,
-               on_trial=None, pipeline: Pipeline | None = None) -> optuna.Study:
-    """Run trials on the recipe's study until it holds ``until`` finished (or running) trials."""
-    study = open_study(recipe, storage, worker=worker)
+               on_trial=None, pipeline: Pipeline | None = None, study: optuna.Study | None = None) -> optuna.Study:
+    """Run trials on the recipe's study until it holds ``until`` finished (or running) trials.
+    ``study``: the study already opened with ``open_study`` on ``storage``, if the caller has it."""
+    study = study or open_study(recipe, storage, worker=worker)
     pipeline = pipeline or Pipeline.create(recipe)
     budget = optuna.study.MaxTrialsCallback(
         until, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
@@ -255,10 +256,10 @@ def run_worker(recipe: Recipe, storage, *, until: int, timeout: float | None = N
             raise AllInfeasible(f"all {len(done)} candidates so far were infeasible, none was trained: "
                                 f"{infeasible_summary(study)}; widen [limits] or change the space")
 
-    if finished_count(study) < until:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    done = finished_count(study)
+    if done < until:
         # the budget callback stops the loop; the bound leaves room for failed (retried) trials
-        study.optimize(pipeline, n_trials=until - finished_count(study) + 10, timeout=timeout,
+        study.optimize(pipeline, n_trials=until - done + 10, timeout=timeout,
                        callbacks=[budget, watch],
                        catch=(Exception,), gc_after_trial=False)
     return study
