@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -289,9 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     except CnnSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Optuna has already marked the running trial FAIL
         print("error: interrupted", file=sys.stderr)
-        return 130
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Not `return 130`: CPython 3.11 exits by SIGINT anyway when the interrupt was raised
+        # inside exec() of a string (as in torch's lazy `import torch._dynamo` on the first
+        # optimizer), even though it was caught here. End with 130 every time.
+        os._exit(130)
 
 
 if __name__ == "__main__":
