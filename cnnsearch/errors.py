@@ -10,7 +10,17 @@ class CnnSearchError(Exception):
 
 
 class SpecError(CnnSearchError):
-    """An architecture spec is malformed: unknown key, wrong type, value off the whitelist."""
+    """An architecture spec is malformed: unknown key, wrong type, value off the whitelist.
+
+    ``path`` is the field (``blocks[2].activation``) or file, ``message`` what is wrong with
+    it; ``str()`` joins them as ``path: message``. Callers that re-label the error (a search
+    space validating its choices) read the two as data instead of splitting the text.
+    """
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
 
 
 class ShapeError(CnnSearchError):

@@ -29,7 +29,7 @@ _FOLDED = {"batchnorm", *ops.ACTIVATIONS}  # written inside the previous stateme
 def check_class_name(name: str) -> str:
     if (not isinstance(name, str) or not _IDENTIFIER.fullmatch(name) or keyword.iskeyword(name)
             or name in _RESERVED):
-        raise SpecError(f"class name {str(name)[:40]!r} is not a plain Python identifier "
+        raise SpecError("class name", f"{str(name)[:40]!r} is not a plain Python identifier "
                         "(letters, digits, _; not a keyword or torch/nn/F)")
     return name
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .errors import ShapeError
+from .ops import HEAD_POOL_OP, POOL_OP
 from .spec import ArchSpec
 
 Shape = tuple[int, ...]
@@ -158,8 +159,7 @@ def check(spec: ArchSpec) -> ShapeTable:
                     f"{at}.pool: pool {q} shrinks its {_hw(h, w)} input to zero (after {after})"
                 )
             h, w = h // q, w // q
-            op = "maxpool" if b.pool == "max" else "avgpool"
-            add(Layer(f"pool{n}", op, (q,), (), (c, h, w), 0, 0, where=f"{at}.pool"), (c, h * q, w * q))
+            add(Layer(f"pool{n}", POOL_OP[b.pool], (q,), (), (c, h, w), 0, 0, where=f"{at}.pool"), (c, h * q, w * q))
             after = f"{at}.pool"
         if b.dropout > 0:
             add(Layer(f"drop{n}", "dropout", (b.dropout,), (), (c, h, w), 0, 0, where=f"{at}.dropout"),
@@ -167,8 +167,7 @@ def check(spec: ArchSpec) -> ShapeTable:
 
     head = spec.head
     if head.pool != "flatten":
-        op = "global_avgpool" if head.pool == "avg" else "global_maxpool"
-        add(Layer("global_pool", op, (1,), (), (c, 1, 1), 0, 0, where="head.pool"), (c, h, w))
+        add(Layer("global_pool", HEAD_POOL_OP[head.pool], (1,), (), (c, 1, 1), 0, 0, where="head.pool"), (c, h, w))
         h = w = 1
     features = c * h * w
     add(Layer("flatten", "flatten", (), (), (features,), 0, 0, where="head.pool"), (c, h, w))

@@ -25,24 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpaceError, SpecError
+from .hparams import OPTIMIZERS, SEARCHABLE, searchable_defaults
 from .shapes import conv_side
 from .spec import ArchSpec, BlockSpec
 
 BLOCK_KEYS = tuple(BlockSpec.__dataclass_fields__)
 HEAD_KEYS = ("pool", "hidden_layers", "hidden", "activation", "dropout")
-TRAIN_KEYS = ("lr", "batch_size", "weight_decay", "optimizer", "label_smoothing", "momentum")
-OPTIMIZERS = ("adamw", "adam", "sgd")
 TOP_KEYS = ("description", "depth", "min_side", "block", "blocks", "head", "train")
 
-# Values used where a space leaves a training hyperparameter out.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "lr": 3e-3,
-    "batch_size": 128,
-    "weight_decay": 5e-4,
-    "optimizer": "adamw",
-    "label_smoothing": 0.0,
-    "momentum": 0.9,
-}
+# Values used where a space leaves a training hyperparameter out: TrainConfig's defaults.
+TRAIN_DEFAULTS: dict[str, Any] = searchable_defaults()
 
 
 @dataclass(frozen=True)
@@ -221,7 +213,7 @@ def _parse(data: dict, path: str) -> SearchSpace:
     _validate_head(head)
 
     train = {k: _dim(v, f"train.{k}") for k, v in
-             _keys(data.get("train", {}), "train", TRAIN_KEYS).items()}
+             _keys(data.get("train", {}), "train", SEARCHABLE).items()}
     _validate_train(train)
     return SearchSpace(path, str(data.get("description", "")), depth, min_side,
                        tuple(per_block), head, train)
@@ -240,7 +232,7 @@ def _validate_block(dims: dict[str, Dim], where: str) -> None:
                 ArchSpec.from_dict({"input": [1, 1, 1], "num_classes": 2,
                                                   "blocks": [trial]})
             except SpecError as exc:
-                raise SpaceError(f"{where}.{key}: {str(exc).split(': ', 1)[1]}") from None
+                raise SpaceError(f"{where}.{key}: {exc.message}") from None
 
 
 def _validate_head(head: dict[str, Dim]) -> None:
@@ -256,7 +248,7 @@ def _validate_head(head: dict[str, Dim]) -> None:
                 ArchSpec.from_dict({"input": [1, 1, 1], "num_classes": 2,
                                                  "head": field})
             except SpecError as exc:
-                raise SpaceError(f"head.{key}: {str(exc).split(': ', 1)[1]}") from None
+                raise SpaceError(f"head.{key}: {exc.message}") from None
 
 
 def _validate_train(train: dict[str, Dim]) -> None:

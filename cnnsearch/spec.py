@@ -74,11 +74,11 @@ class ArchSpec:
         try:
             text = Path(path).read_text()
         except OSError as exc:
-            raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
+            raise SpecError(path, f"cannot read ({exc.strerror})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SpecError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+            raise SpecError(path, f"not valid JSON ({exc.msg}, line {exc.lineno})") from None
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,42 +126,42 @@ def _show(value: Any) -> str:
 
 def _table(value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()):
     if not isinstance(value, dict):
-        raise SpecError(f"{path or 'spec'}: expected an object, got {_show(value)}")
+        raise SpecError(path or "spec", f"expected an object, got {_show(value)}")
     unknown = [k for k in value if k not in allowed]
     if unknown:
         where = f"{path}.{unknown[0]}" if path else str(unknown[0])
-        raise SpecError(f"{where}: unknown key (allowed: {', '.join(allowed)})")
+        raise SpecError(where, f"unknown key (allowed: {', '.join(allowed)})")
     for key in required:
         if key not in value:
-            raise SpecError(f"{path + '.' if path else ''}{key}: missing (required)")
+            raise SpecError(f"{path}.{key}" if path else key, "missing (required)")
     return value
 
 
 def _int(value: Any, path: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{path}: expected an integer, got {_show(value)}")
+        raise SpecError(path, f"expected an integer, got {_show(value)}")
     if not lo <= value <= hi:
-        raise SpecError(f"{path}: {_show(value)} is out of range [{lo}, {hi}]")
+        raise SpecError(path, f"{_show(value)} is out of range [{lo}, {hi}]")
     return value
 
 
 def _choice(value: Any, path: str, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
-        raise SpecError(f"{path}: {_show(value)} is not one of {', '.join(choices)}")
+        raise SpecError(path, f"{_show(value)} is not one of {', '.join(choices)}")
     return value
 
 
 def _dropout(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(f"{path}: expected a number, got {_show(value)}")
+        raise SpecError(path, f"expected a number, got {_show(value)}")
     if not (math.isfinite(value) and 0.0 <= value < 1.0):
-        raise SpecError(f"{path}: {_show(value)} is out of range [0, 1)")
+        raise SpecError(path, f"{_show(value)} is out of range [0, 1)")
     return float(value)
 
 
 def _bool(value: Any, path: str) -> bool:
     if not isinstance(value, bool):
-        raise SpecError(f"{path}: expected true or false, got {_show(value)}")
+        raise SpecError(path, f"expected true or false, got {_show(value)}")
     return value
 
 
@@ -191,9 +191,9 @@ def _head(data: Any) -> HeadSpec:
     d = _table(data, "head", tuple(HeadSpec.__dataclass_fields__))
     hidden = d.get("hidden", [])
     if not isinstance(hidden, (list, tuple)):
-        raise SpecError(f"head.hidden: expected a list of widths, got {_show(hidden)}")
+        raise SpecError("head.hidden", f"expected a list of widths, got {_show(hidden)}")
     if len(hidden) > MAX_BLOCKS:
-        raise SpecError(f"head.hidden: {len(hidden)} layers is more than {MAX_BLOCKS}")
+        raise SpecError("head.hidden", f"{len(hidden)} layers is more than {MAX_BLOCKS}")
     return HeadSpec(
         pool=_choice(d.get("pool", "flatten"), "head.pool", HEAD_POOLS),
         hidden=tuple(_int(w, f"head.hidden[{i}]", 1, MAX_HIDDEN) for i, w in enumerate(hidden)),
@@ -206,15 +206,15 @@ def _arch_from_dict(data: Any) -> ArchSpec:
     d = _table(data, "", ("input", "num_classes", "blocks", "head"), ("input", "num_classes"))
     shape = d["input"]
     if not isinstance(shape, (list, tuple)) or len(shape) != 3:
-        raise SpecError(f"input: expected [C, H, W], got {_show(shape)}")
+        raise SpecError("input", f"expected [C, H, W], got {_show(shape)}")
     c = _int(shape[0], "input[0]", 1, MAX_INPUT_CHANNELS)
     h = _int(shape[1], "input[1]", 1, MAX_SIDE)
     w = _int(shape[2], "input[2]", 1, MAX_SIDE)
     blocks = d.get("blocks", [])
     if not isinstance(blocks, (list, tuple)):
-        raise SpecError(f"blocks: expected a list of blocks, got {_show(blocks)}")
+        raise SpecError("blocks", f"expected a list of blocks, got {_show(blocks)}")
     if len(blocks) > MAX_BLOCKS:
-        raise SpecError(f"blocks: {len(blocks)} blocks is more than {MAX_BLOCKS}")
+        raise SpecError("blocks", f"{len(blocks)} blocks is more than {MAX_BLOCKS}")
     return ArchSpec(
         input=(c, h, w),
         num_classes=_int(d["num_classes"], "num_classes", 2, MAX_CLASSES),

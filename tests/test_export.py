@@ -145,7 +145,7 @@ def test_cli_export_writes_code_and_weights_that_load_in_a_fresh_interpreter(tmp
 def test_cli_export_bad_inputs_exit_2(tmp_path):
     result = run_cli("export", "--spec", str(SPECS / "tutorial_cnn64.json"), "-o", str(tmp_path / "m.py"),
                      "--class-name", "import")
-    assert result.returncode == 2 and result.stderr.startswith("error: class name 'import'")
+    assert result.returncode == 2 and result.stderr.startswith("error: class name: 'import'")
     assert not (tmp_path / "m.py").exists()
     result = run_cli("export", "--spec", str(tmp_path / "missing.json"), "-o", str(tmp_path / "m.py"))
     assert result.returncode == 2 and "cannot read" in result.stderr
