@@ -19,9 +19,10 @@ from pathlib import Path
 import optuna
 import torch
 
+from cnnsearch.objective import Objective
 from cnnsearch.recipe import load_recipe
 from cnnsearch.storage import open_storage
-from cnnsearch.study import Pipeline, run_worker
+from cnnsearch.study import open_study, run_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,15 +69,17 @@ def run(tmp: Path, *, name: str, trials: int, epochs: int, sampler: str, early: 
     path = tmp / f"{name}.toml"
     path.write_text(text)
     recipe = load_recipe(path)
-    pipeline = Pipeline.create(recipe)  # data loading is set-up, not per-trial overhead
+    # set-up, not per-trial overhead: loading the data, opening (creating) the study
+    objective = Objective.create(recipe)
+    study = open_study(recipe, open_storage(recipe.storage))
     SAMPLER_SECONDS[0] = 0.0
     t0 = time.perf_counter()
-    study = run_worker(recipe, open_storage(recipe.storage), until=trials, pipeline=pipeline)
+    run_worker(study, objective, until=trials)
     wall = time.perf_counter() - t0
     done = [t for t in study.trials if t.user_attrs.get("status") == "ok"]
     return {
         "wall_s": wall,
-        "inside_s": sum(pipeline.timings.values()),
+        "inside_s": sum(objective.timings.values()),
         "sampler_s": SAMPLER_SECONDS[0],
         "train_s": sum(t.user_attrs.get("train_seconds", 0.0) for t in study.trials),
         "points": [(t.user_attrs["accuracy"], t.user_attrs["latency_ms"]) for t in done],

@@ -131,13 +131,16 @@ def cmd_export(args) -> int:
     else:
         from .report import export_trial
 
-        out, what = export_trial(args)
+        recipe, study = _study_of(args)
+        out, what = export_trial(study, which=args.trial, artifacts=recipe.artifacts, output=args.output,
+                                 class_name=args.class_name, weights=args.weights)
     print(f"wrote {out}" + (f" and {args.weights}" if args.weights else "") + f": {what}")
     return 0
 
 
 def cmd_search(args) -> int:
-    from .runner import resolve_recipe, search
+    from .recipe import resolve_recipe
+    from .runner import search
 
     if args.workers < 1 or (args.trials is not None and args.trials < 1):
         raise UsageError("--workers and --trials must be at least 1")
@@ -149,7 +152,7 @@ def cmd_search(args) -> int:
 def _study_of(args):
     import optuna
 
-    from .runner import resolve_recipe
+    from .recipe import resolve_recipe
     from .storage import load_existing_study
 
     recipe = resolve_recipe(args.recipe, args.storage, args.study)
@@ -185,7 +188,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .runner import resolve_recipe, search
+    from .recipe import resolve_recipe
+    from .runner import search
 
     recipe_path = str(Path(__file__).resolve().parent.parent / "studies" / "digits.toml")
     if not Path(recipe_path).exists():
@@ -209,8 +213,8 @@ def cmd_demo(args) -> int:
 def cmd_report(args) -> int:
     import optuna
 
+    from .recipe import resolve_recipe
     from .report_page import write_report
-    from .runner import resolve_recipe
     from .storage import load_existing_study
 
     if not args.recipes and not (args.storage and args.study):

@@ -90,14 +90,18 @@ def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | tor
     threads = torch.get_num_threads() if cuda else threads
     try:
         with _threads(threads), torch.inference_mode():
-            # warm-up: allocator, kernels selection, caches; also sizes the call groups
+            # warm-up: allocator, kernels selection, caches; also sizes the call groups. A GPU
+            # needs longer: on an H200 the first 0.1 s of batch-1 calls ran 35% slow (clocks
+            # and host launch path still ramping up), so it gets >= 0.5 s, synchronised per
+            # call so that the time is the GPU's and not how fast the host can queue work
+            warmup_s = max(warmup_s, 0.5) if cuda else warmup_s
             start = time.perf_counter()
             calls = 0
             while time.perf_counter() - start < warmup_s or calls < 3:
                 model(x)
+                if cuda:
+                    torch.cuda.synchronize(device)
                 calls += 1
-            if cuda:
-                torch.cuda.synchronize(device)
             one = (time.perf_counter() - start) / calls
             group = max(1, min(1000, round(5e-3 / max(one, 1e-7))))
             samples: list[float] = []

@@ -7,7 +7,7 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 
-from .report import is_feasible
+from .trials import Status, is_feasible
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
@@ -37,7 +37,7 @@ def pareto_figure(frames: dict[str, pd.DataFrame]) -> go.Figure:
             x=front["latency_ms"], y=front["accuracy"], mode="lines", line_shape="hv",
             name=f"{name}: Pareto front", line={"color": colour, "width": 2},
             hoverinfo="skip", meta={"role": "front", "study": name}))
-        stopped = df[(df["status"] == "early_stopped") & df["latency_ms"].notna()]
+        stopped = df[(df["status"] == Status.EARLY_STOPPED) & df["latency_ms"].notna()]
         if len(stopped):
             fig.add_trace(go.Scatter(
                 x=stopped["latency_ms"], y=stopped["accuracy"], mode="markers",

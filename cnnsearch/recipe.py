@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError, SpaceError
+from .hparams import TrainConfig
 from .space import SearchSpace, parse_space
+from .storage import load_existing_study
 
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "params": "minimize", "flops": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
@@ -24,10 +26,10 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class TrainSection:
-    epochs: int = 5
+    epochs: int = TrainConfig.epochs
     batch_size: int | None = None  # None: the space's (tuned) batch size
-    device: str = "auto"
-    augment: bool = False
+    device: str = TrainConfig.device
+    augment: bool = TrainConfig.augment
 
 
 @dataclass(frozen=True)
@@ -133,12 +135,12 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
             space_toml = (base / space).read_text()
         except OSError as exc:
             raise RecipeError(f"space: cannot read {base / space} ({exc.strerror})") from None
-    dataset = _check(data.get("dataset", "digits"), "dataset", str)
+    dataset = _check(data.get("dataset", Recipe.dataset), "dataset", str)
     objectives = data.get("objectives", ["accuracy", "latency_ms"])
     if (not isinstance(objectives, (list, tuple)) or not objectives or len(set(objectives)) != len(objectives)
             or any(o not in OBJECTIVES for o in objectives)):
         raise RecipeError(f"objectives: {objectives!r} must be distinct names from {', '.join(OBJECTIVES)}")
-    sampler = _check(data.get("sampler", "tpe"), "sampler", str)
+    sampler = _check(data.get("sampler", Recipe.sampler), "sampler", str)
     if sampler not in SAMPLERS:
         raise RecipeError(f"sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
     storage = absolute_url(_check(data.get("storage", f"sqlite:///{name}.db"), "storage", str), base)
@@ -149,16 +151,16 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
 
     t = _section(data, "train", TrainSection)
     train = TrainSection(
-        epochs=_check(t.get("epochs", 5), "train.epochs", int, low=1),
+        epochs=_check(t.get("epochs", TrainSection.epochs), "train.epochs", int, low=1),
         batch_size=_check(t.get("batch_size"), "train.batch_size", int, low=1, allow_none=True),
-        device=_check(t.get("device", "auto"), "train.device", str),
-        augment=_check(t.get("augment", False), "train.augment", bool),
+        device=_check(t.get("device", TrainSection.device), "train.device", str),
+        augment=_check(t.get("augment", TrainSection.augment), "train.augment", bool),
     )
     lt = _section(data, "latency", LatencySection)
     latency = LatencySection(
-        device=_check(lt.get("device", "cpu"), "latency.device", str),
-        batch_size=_check(lt.get("batch_size", 1), "latency.batch_size", int, low=1),
-        threads=_check(lt.get("threads", 1), "latency.threads", int, low=1),
+        device=_check(lt.get("device", LatencySection.device), "latency.device", str),
+        batch_size=_check(lt.get("batch_size", LatencySection.batch_size), "latency.batch_size", int, low=1),
+        threads=_check(lt.get("threads", LatencySection.threads), "latency.threads", int, low=1),
     )
     for key, device in (("train.device", train.device), ("latency.device", latency.device)):
         if device.split(":")[0] not in DEVICES:
@@ -172,15 +174,15 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
     )
     es = _section(data, "early_stopping", EarlyStopping)
     early = EarlyStopping(
-        enabled=_check(es.get("enabled", True), "early_stopping.enabled", bool),
-        margin=float(_check(es.get("margin", 0.03), "early_stopping.margin", (int, float), low=0)),
-        min_epoch=_check(es.get("min_epoch", 1), "early_stopping.min_epoch", int, low=1),
+        enabled=_check(es.get("enabled", EarlyStopping.enabled), "early_stopping.enabled", bool),
+        margin=float(_check(es.get("margin", EarlyStopping.margin), "early_stopping.margin", (int, float), low=0)),
+        min_epoch=_check(es.get("min_epoch", EarlyStopping.min_epoch), "early_stopping.min_epoch", int, low=1),
     )
     recipe = Recipe(
         name=name, space=space, space_toml=space_toml, dataset=dataset, data=dict(options),
         objectives=tuple(objectives),
-        trials=_check(data.get("trials", 20), "trials", int, low=1),
-        seed=_check(data.get("seed", 0), "seed", int, low=0),
+        trials=_check(data.get("trials", Recipe.trials), "trials", int, low=1),
+        seed=_check(data.get("seed", Recipe.seed), "seed", int, low=0),
         sampler=sampler, storage=storage, artifacts=artifacts, train=train, latency=latency,
         limits=limits, early_stopping=early,
     )
@@ -200,3 +202,20 @@ def load_recipe(path: str | Path) -> Recipe:
         return from_dict(data, path.parent)
     except RecipeError as exc:
         raise RecipeError(f"{path}: {exc}") from None
+
+
+def resolve_recipe(path: str | None, storage: str | None = None, study: str | None = None) -> Recipe:
+    """What every command that works on a study starts from: a recipe file (``--storage``
+    overriding its storage, ``--study`` its name), or the recipe stored in an existing study."""
+    if path:
+        recipe = load_recipe(path)
+        if storage:  # a URL on the command line is relative to the working directory
+            recipe = from_dict({**recipe.to_dict(), "storage": absolute_url(storage, Path.cwd()),
+                                "name": study or recipe.name}, Path(path).parent)
+        return recipe
+    if not (storage and study):
+        raise RecipeError("give a recipe (.toml), or --storage URL and --study NAME")
+    stored = load_existing_study(storage, study).user_attrs.get("recipe")
+    if not stored:
+        raise RecipeError(f"study {study!r} was not made by cnnsearch (no stored recipe); give the recipe file")
+    return from_dict({**stored, "storage": absolute_url(storage, Path.cwd())}, Path.cwd())

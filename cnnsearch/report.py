@@ -11,36 +11,20 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-from optuna.trial import TrialState
 
 from .errors import RecipeError
 from .spec import ArchSpec
+from .trials import is_feasible, pareto_mask, status_of
 
 COLUMNS = ["trial", "state", "status", "feasible", "pareto", "accuracy", "latency_ms", "params", "flops",
            "train_seconds", "epochs", "summary", "reason"]
 
 
-CONSTRAINT = "infeasible"  # the one constraint every trial sets (Trial.set_constraint): > 0 is infeasible
-
-
-def is_feasible(t: optuna.trial.FrozenTrial) -> bool:
-    """Finished, within the shapes and every limit, trained without diverging or OOM."""
-    return t.state == TrialState.COMPLETE and t.constraints.get(CONSTRAINT, 0.0) <= 0
-
-
 def pareto_numbers(df: pd.DataFrame, objectives: list[str], directions: list[str]) -> set[int]:
     """Trial numbers of the non-dominated feasible trials (ties kept, as Optuna does)."""
     pool = df[df["feasible"]]
-    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
-    points = [(int(n), [s * float(v) for s, v in zip(signs, row)])
-              for n, row in zip(pool["trial"], pool[objectives].itertuples(index=False))]
-    front = set()
-    for n, p in points:
-        dominated = any(all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p))
-                        for _, q in points)
-        if not dominated:
-            front.add(n)
-    return front
+    mask = pareto_mask(list(pool[objectives].itertuples(index=False)), directions)
+    return {int(n) for n, keep in zip(pool["trial"], mask) if keep}
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -51,7 +35,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         rows.append({
             "trial": t.number,
             "state": t.state.name,
-            "status": a.get("status", "running" if t.state == TrialState.RUNNING else t.state.name.lower()),
+            "status": status_of(t),
             "feasible": is_feasible(t),
             "accuracy": a.get("accuracy", math.nan),
             "latency_ms": a.get("latency_ms", math.nan),
@@ -92,8 +76,7 @@ def pick_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
             raise RecipeError(f"--trial: study {study.study_name!r} has no trial {number}")
         trial = trials[number]
         if not is_feasible(trial) or "weights" not in trial.user_attrs:
-            raise RecipeError(f"--trial: trial {number} has no trained network "
-                              f"({trial.user_attrs.get('status', trial.state.name.lower())})")
+            raise RecipeError(f"--trial: trial {number} has no trained network ({status_of(trial)})")
         return trial
     df = trials_frame(study)
     front = df[df["pareto"]]
@@ -122,19 +105,17 @@ def download_weights(trial: optuna.trial.FrozenTrial, artifacts: str, path: str 
         raise RecipeError(f"weights of trial {trial.number} are not in {artifacts}") from None
 
 
-def export_trial(args) -> tuple[Path, str]:
-    """``cnnsearch export RECIPE --trial best|fastest|N -o model.py [--weights F]``."""
+def export_trial(study: optuna.Study, *, which: str, artifacts: str, output: str | Path,
+                 class_name: str = "Net", weights: str | Path | None = None) -> tuple[Path, str]:
+    """Write the picked trial's network as code (and its trained weights); returns the code's
+    path and a one-line description of what was exported."""
     from .export import export_files
-    from .runner import resolve_recipe
-    from .storage import load_existing_study
 
-    recipe = resolve_recipe(args.recipe, args.storage, args.study)
-    study = load_existing_study(recipe.storage, recipe.name)
-    trial = pick_trial(study, args.trial)
+    trial = pick_trial(study, which)
     spec = trial_spec(trial)
-    out = export_files(spec, args.output, class_name=args.class_name)
-    if args.weights:
-        download_weights(trial, recipe.artifacts, args.weights)
+    out = export_files(spec, output, class_name=class_name)
+    if weights:
+        download_weights(trial, artifacts, weights)
     a = trial.user_attrs
     return out, (f"trial {trial.number} {spec.summary}: accuracy {a['accuracy']:.4f}, "
                  f"{a['latency_ms']:.3f} ms, {a['params']:,} params")

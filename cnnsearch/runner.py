@@ -1,4 +1,4 @@
-"""What ``cnnsearch search`` does around the trial pipeline: resolve the recipe, size the
+"""What ``cnnsearch search`` does around the objective and the worker loop: size the
 budget, show progress, and start K local workers when asked."""
 
 from __future__ import annotations
@@ -6,38 +6,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import optuna
 import torch
 
-from .errors import RecipeError
-from .recipe import Recipe, absolute_url, from_dict, load_recipe
-from .storage import load_existing_study, open_storage
-from .study import Pipeline, finished_count, open_study, run_worker
-
-
-def resolve_recipe(path: str | None, storage: str | None, study: str | None) -> Recipe:
-    """A recipe file (``--storage`` overriding its storage), or the recipe stored in a study."""
-    if path:
-        recipe = load_recipe(path)
-        if storage:  # a URL on the command line is relative to the working directory
-            recipe = from_dict({**recipe.to_dict(), "storage": absolute_url(storage, Path.cwd()),
-                                "name": study or recipe.name}, Path(path).parent)
-        return recipe
-    if not (storage and study):
-        raise RecipeError("give a recipe (.toml), or --storage URL and --study NAME")
-    stored = load_existing_study(storage, study).user_attrs.get("recipe")
-    if not stored:
-        raise RecipeError(f"study {study!r} was not made by cnnsearch (no stored recipe); give the recipe file")
-    return from_dict({**stored, "storage": absolute_url(storage, Path.cwd())}, Path.cwd())
+from .objective import Objective
+from .recipe import Recipe
+from .storage import open_storage
+from .study import INFEASIBLE_CHECK_AFTER, finished_count, open_study, run_worker
+from .trials import status_of
 
 
 def trial_line(trial: optuna.trial.FrozenTrial) -> str:
     a = trial.user_attrs
     acc, lat = a.get("accuracy"), a.get("latency_ms")
     params = a.get("params")
-    text = f"trial {trial.number:>4} {a.get('status', trial.state.name.lower()):<13}"
+    text = f"trial {trial.number:>4} {status_of(trial):<13}"
     text += f" acc {acc:.4f}" if acc is not None else " acc    -  "
     text += f"  {lat:8.3f} ms" if lat is not None else "         - ms"
     text += f"  {params:>10,} params" if params is not None else "           - params"
@@ -109,11 +93,10 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
             bar.write(line)
             bar.update(1)
 
-    pipeline = Pipeline.create(recipe)
-    pipeline.progress = bar is not None and sys.stderr.isatty()  # no nested bars in logs or CI
+    objective = Objective.create(recipe, progress=bar is not None and sys.stderr.isatty())  # no nested bars in logs
     try:
-        study = run_worker(recipe, storage, until=until, timeout=timeout, worker=worker_index,
-                           on_trial=on_trial, pipeline=pipeline, study=study)
+        run_worker(study, objective, until=until, timeout=timeout, on_trial=on_trial,
+                   infeasible_after=min(INFEASIBLE_CHECK_AFTER, recipe.trials))
     finally:
         if bar is not None:
             bar.close()

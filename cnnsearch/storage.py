@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import warnings
@@ -18,6 +19,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
 from .errors import RecipeError
 
@@ -69,3 +71,63 @@ def load_existing_study(url: str, name: str) -> optuna.Study:
     except KeyError:
         names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
         raise RecipeError(f"study {name!r} not found in {url} (studies there: {names})") from None
+
+
+def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
+    """``trial.set_user_attr(key, value)`` for every item, as one statement in one
+    transaction where the storage is SQLite or PostgreSQL (a trial records about 15 keys:
+    one round trip instead of 15, each of which re-reads the trial row).
+
+    The rows are the ones ``set_user_attr`` writes (Optuna's own table and JSON encoding,
+    upserted on (trial_id, key)), and the trial must still be running, as there. Any other
+    storage gets the plain per-key calls.
+    """
+    backend = getattr(trial.storage, "_backend", trial.storage)
+    trial_id = getattr(trial, "_trial_id", None)
+    dialect = backend.engine.name if isinstance(backend, RDBStorage) else None
+    if dialect not in ("sqlite", "postgresql") or trial_id is None or not attrs:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    from optuna.storages._rdb import models
+
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    table = models.TrialUserAttributeModel
+    stmt = insert(table).values([{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                                 for k, v in attrs.items()])
+    stmt = stmt.on_conflict_do_update(index_elements=[table.trial_id, table.key],
+                                      set_={"value_json": stmt.excluded.value_json})
+    session = backend.scoped_session()
+    try:
+        row = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        backend.check_trial_is_updatable(trial_id, row.state)
+        session.execute(stmt)
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    cached = getattr(trial, "_cached_frozen_trial", None)  # what trial.user_attrs returns
+    if cached is not None:
+        cached.user_attrs.update(attrs)
+
+
+def count_trials(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
+    """How many of the study's trials (every worker's) are in ``states``: one COUNT query on
+    an RDB storage, instead of reading every unfinished trial with its params and attrs."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(backend, RDBStorage):
+        return len(study.get_trials(deepcopy=False, states=states))
+    from optuna.storages._rdb import models
+
+    session = backend.scoped_session()
+    try:
+        return (session.query(sqlalchemy.func.count(models.TrialModel.trial_id))
+                .filter(models.TrialModel.study_id == study._study_id)
+                .filter(models.TrialModel.state.in_(states)).scalar())
+    finally:
+        session.close()

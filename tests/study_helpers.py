@@ -43,9 +43,20 @@ def write_recipe(tmp_path: Path, *, name: str = "tiny", extra: str = "", space: 
     return recipe
 
 
+def run_recipe(recipe, *, until: int, objective=None) -> optuna.Study:
+    """One worker of ``recipe`` (a loaded Recipe) until the study holds ``until`` trials."""
+    from cnnsearch.objective import Objective
+    from cnnsearch.storage import open_storage
+    from cnnsearch.study import open_study, run_worker
+
+    study = open_study(recipe, open_storage(recipe.storage))
+    return run_worker(study, objective or Objective.create(recipe), until=until,
+                      infeasible_after=min(20, recipe.trials))
+
+
 def load(recipe: Path, name: str = "tiny", storage: str | None = None) -> optuna.Study:
     url = storage or f"sqlite:///{recipe.parent / name}.db"
     return optuna.load_study(study_name=name, storage=url)
 
 
-__all__ = ["PG_URL", "ROOT", "load", "write_recipe"]
+__all__ = ["PG_URL", "ROOT", "load", "run_recipe", "write_recipe"]

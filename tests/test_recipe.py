@@ -61,7 +61,7 @@ def test_cli_search_bad_recipe_is_one_line(tmp_path):
 
 
 def test_command_line_storage_is_relative_to_the_working_directory(tmp_path, monkeypatch):
-    from cnnsearch.runner import resolve_recipe
+    from cnnsearch.recipe import resolve_recipe
 
     (tmp_path / "sub").mkdir()
     path = write_recipe(tmp_path / "sub")

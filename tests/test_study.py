@@ -13,12 +13,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import cnnsearch.study as study_mod
+import cnnsearch.objective as objective_mod
+from cnnsearch.objective import Objective
 from cnnsearch.recipe import load_recipe
-from cnnsearch.storage import open_storage
-from cnnsearch.study import Pipeline, run_worker
 from tests.conftest import ROOT, run_cli
-from tests.study_helpers import PG_URL, load, write_recipe
+from tests.study_helpers import PG_URL, load, run_recipe, write_recipe
 
 RECORDED = {"arch", "params", "flops", "latency_ms", "latency_iqr_ms", "accuracy", "train_seconds",
             "epochs", "device", "versions", "weights", "status", "summary", "curve"}
@@ -98,7 +97,7 @@ def test_diverged_training_is_recorded_as_such(tmp_path):
 
 def test_exception_in_a_trial_is_a_fail_with_reason_and_the_study_goes_on(tmp_path, monkeypatch):
     recipe = load_recipe(write_recipe(tmp_path, trials=3))
-    real_train = study_mod.train
+    real_train = objective_mod.train
     calls = []
 
     def flaky(model, data, cfg, **kw):
@@ -107,8 +106,8 @@ def test_exception_in_a_trial_is_a_fail_with_reason_and_the_study_goes_on(tmp_pa
             raise RuntimeError("simulated driver fault")
         return real_train(model, data, cfg, **kw)
 
-    monkeypatch.setattr(study_mod, "train", flaky)
-    study = run_worker(recipe, open_storage(recipe.storage), until=3)
+    monkeypatch.setattr(objective_mod, "train", flaky)
+    study = run_recipe(recipe, until=3)
     states = [t.state for t in study.trials]
     assert states[0] == TrialState.FAIL and states.count(TrialState.FAIL) == 1
     assert study.trials[0].user_attrs["fail_reason"] == "RuntimeError: simulated driver fault"
@@ -117,21 +116,21 @@ def test_exception_in_a_trial_is_a_fail_with_reason_and_the_study_goes_on(tmp_pa
 
 def test_early_stopping_prunes_a_clearly_worse_slower_trial(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=4))
-    study = run_worker(recipe, open_storage(recipe.storage), until=1)
+    study = run_recipe(recipe, until=1)
     assert study.trials[0].user_attrs["status"] == "ok"
     # a peer as fast as anything, that led with 100% at every epoch
     peer = optuna.trial.create_trial(values=[1.0, 0.0], user_attrs={"curve": [1.0] * 4, "latency_ms": 0.0})
     study.add_trial(peer)
-    study = run_worker(recipe, open_storage(recipe.storage), until=3)
+    study = run_recipe(recipe, until=3)
     third = study.trials[2]
     assert third.state == TrialState.PRUNED and third.user_attrs["status"] == "early_stopped"
     assert third.user_attrs["epochs"] == 1 and len(third.user_attrs["curve"]) == 1
     off = load_recipe(write_recipe(tmp_path, name="off", trials=1, epochs=2,
                                    extra="[early_stopping]\nenabled = false\n"))
-    off_study = run_worker(off, open_storage(off.storage), until=1)
+    off_study = run_recipe(off, until=1)
     off_study.add_trial(optuna.trial.create_trial(values=[1.0, 0.0], user_attrs={"curve": [1.0] * 2,
                                                                                 "latency_ms": 0.0}))
-    off_study = run_worker(off, open_storage(off.storage), until=3)
+    off_study = run_recipe(off, until=3)
     assert off_study.trials[2].user_attrs["status"] == "ok"
 
 
@@ -242,8 +241,18 @@ def test_unknown_study_and_missing_recipe_are_one_line_errors(tmp_path):
     assert result.returncode == 2 and "give a recipe" in result.stderr
 
 
-def test_pipeline_dataset_is_loaded_once(tmp_path):
-    recipe = load_recipe(write_recipe(tmp_path, trials=2))
-    pipeline = Pipeline.create(recipe)
-    run_worker(recipe, open_storage(recipe.storage), until=2, pipeline=pipeline)
-    assert pipeline.timings["train"] > 0 and pipeline.timings["latency"] > 0
+def test_objective_loads_the_dataset_once_for_all_trials(tmp_path, monkeypatch):
+    real_load = objective_mod.load_data
+    loads = []
+
+    def counting_load(*args, **kwargs):
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(objective_mod, "load_data", counting_load)
+    recipe = load_recipe(write_recipe(tmp_path, trials=3))
+    objective = Objective.create(recipe)
+    study = run_recipe(recipe, until=3, objective=objective)
+    assert loads == [("digits",)]  # once, at creation; not per trial
+    trained = [t for t in study.trials if "train_seconds" in t.user_attrs]
+    assert trained and objective.timings["train"] >= sum(t.user_attrs["train_seconds"] for t in trained)

@@ -1,0 +1,206 @@
+"""The trial objective: sample -> check -> limits -> build -> measure -> train -> record.
+
+A candidate that fails the shapes or a limit is never trained: it is COMPLETE, marked
+infeasible with ``trial.set_constraint`` (so samplers learn where the feasible region is,
+and ``best_trials`` leaves it out) with its reason in ``user_attrs``. Diverged and
+out-of-memory trainings are infeasible too, recorded as such. A trial whose accuracy at
+epoch e is clearly below that of an earlier, not slower trial at the same epoch is stopped
+there (PRUNED, with how far it got): successive halving on Pareto dominance, which works
+for multi-objective studies where ``Trial.report`` cannot.
+
+The objective writes a trial's attributes in two batches (before training, so ``status``
+shows what runs, and at the end) rather than one storage round trip per key.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import torch
+
+from . import __version__
+from .build import build
+from .data import ImageData, load_data
+from .errors import ShapeError
+from .export import save_weights
+from .hparams import TrainConfig
+from .latency import measure
+from .recipe import Recipe
+from .shapes import check
+from .space import SearchSpace
+from .storage import set_user_attrs
+from .train import TrainStatus, resolve_device, train
+from .trials import CONSTRAINT, FINISHED, Status
+
+
+def versions() -> dict[str, str]:
+    return {"cnnsearch": __version__, "torch": torch.__version__, "optuna": optuna.__version__,
+            "python": platform.python_version()}
+
+
+def _finished_trials(study: optuna.Study) -> list:
+    """Finished trials as of this trial's start, from Optuna's per-trial cache (which the
+    sampler has usually filled already); one storage read where that cache is missing."""
+    try:
+        return study._get_trials(deepcopy=False, states=FINISHED, use_cache=True)
+    except (AttributeError, TypeError):
+        return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+class _Record:
+    """A trial's user attributes, kept here and written to the storage in batches."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial = trial
+        self.pending: dict = {}
+
+    def __setitem__(self, key: str, value) -> None:
+        self.pending[key] = value.value if isinstance(value, Status) else value
+
+    def update(self, **attrs) -> None:
+        for key, value in attrs.items():
+            self[key] = value
+
+    def flush(self) -> None:
+        if self.pending:
+            set_user_attrs(self.trial, self.pending)
+            self.pending = {}
+
+
+@dataclass
+class Objective:
+    """Callable for ``Study.optimize``: one trial of the recipe, returning its objective values."""
+
+    recipe: Recipe
+    space: SearchSpace
+    data: ImageData
+    device: torch.device
+    timings: Counter = field(default_factory=Counter)  # seconds in build, latency, train
+    # one measurement per architecture: the same network re-measured would differ by noise
+    # and sit on the Pareto front several times with different training luck
+    latencies: dict = field(default_factory=dict)
+    progress: bool = False  # a per-step bar under the trials bar, for a person at a terminal
+
+    @classmethod
+    def create(cls, recipe: Recipe, *, progress: bool = False) -> Objective:
+        device = resolve_device(recipe.train.device)
+        data = load_data(recipe.dataset, **recipe.data).to(device)
+        return cls(recipe, recipe.load_space(), data, device, progress=progress)
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        record = _Record(trial)
+        try:
+            return self._run(trial, record)
+        except (optuna.TrialPruned, KeyboardInterrupt):
+            record.flush()
+            raise
+        except Exception as exc:  # recorded as FAIL with its reason; the study goes on
+            record.update(status=Status.ERROR, fail_reason=f"{type(exc).__name__}: {exc}"[:500])
+            record.flush()
+            raise
+
+    def _values(self, **metrics: float) -> list[float]:
+        """Objective values in recipe order; a size never measured counts as infinite."""
+        return [metrics.get(o, math.inf) for o in self.recipe.objectives]
+
+    def _infeasible(self, trial, record: _Record, status: Status, reason: str, amount: float,
+                    **metrics) -> list[float]:
+        record.update(status=status, infeasible_reason=reason)
+        record.flush()
+        trial.set_constraint(CONSTRAINT, max(float(amount), 1e-9))
+        return self._values(accuracy=0.0, **metrics)  # never trained (or failed to): worst accuracy
+
+    def _run(self, trial: optuna.Trial, record: _Record) -> list[float]:
+        r = self.recipe
+        spec = self.space.sample(trial, input=self.data.input_shape, num_classes=self.data.num_classes)
+        hp = self.space.sample_train(trial)
+        record.update(arch=spec.to_dict(), summary=spec.summary, versions=versions())
+        try:
+            table = check(spec)
+        except ShapeError as exc:
+            return self._infeasible(trial, record, Status.SHAPE, str(exc), 1.0)
+        record.update(params=table.params, flops=table.flops)
+        sizes = {"params": table.params, "flops": table.flops}
+        for key, value, limit in (("max_params", table.params, r.limits.max_params),
+                                  ("max_flops", table.flops, r.limits.max_flops)):
+            if limit is not None and value > limit:
+                return self._infeasible(trial, record, Status.LIMIT,
+                                        f"{key[4:]} {value:,} > limits.{key} {limit:,}", value / limit - 1, **sizes)
+        seed = r.seed * 1_000_003 + trial.number
+        t0 = time.perf_counter()
+        torch.manual_seed(seed)
+        model = build(spec)
+        t1 = time.perf_counter()
+        lat = self.latencies.get(spec.digest)
+        if lat is None:
+            lat = self.latencies[spec.digest] = measure(
+                model, spec.input, device=r.latency.device, batch_size=r.latency.batch_size,
+                threads=r.latency.threads)
+        t2 = time.perf_counter()
+        self.timings["build"] += t1 - t0
+        self.timings["latency"] += t2 - t1
+        record.update(latency_ms=lat.median_ms, latency_iqr_ms=lat.iqr_ms,
+                      latency={k: v for k, v in lat.to_dict().items() if k not in ("median_ms", "iqr_ms")})
+        metrics = {**sizes, "latency_ms": lat.median_ms}
+        if r.limits.max_latency_ms is not None and lat.median_ms > r.limits.max_latency_ms:
+            return self._infeasible(trial, record, Status.LIMIT,
+                                    f"latency {lat.median_ms:.3f} ms > limits.max_latency_ms "
+                                    f"{r.limits.max_latency_ms}", lat.median_ms / r.limits.max_latency_ms - 1,
+                                    **metrics)
+        record.flush()  # what is about to train, visible to `status` while it trains
+
+        peers = self._peers(trial, lat.median_ms)
+        curve: list[float] = []
+
+        def on_epoch(stats) -> bool:
+            curve.append(stats.val_accuracy)
+            e = stats.epoch
+            if not r.early_stopping.enabled or e < r.early_stopping.min_epoch or e >= r.train.epochs:
+                return False
+            leads = [c[e - 1] for c in peers if len(c) >= e]
+            return bool(leads) and max(leads) >= stats.val_accuracy + r.early_stopping.margin
+
+        cfg = TrainConfig.from_params(hp, epochs=r.train.epochs, seed=seed, device=str(self.device),
+                                      augment=r.train.augment,
+                                      **({"batch_size": r.train.batch_size} if r.train.batch_size else {}))
+        t3 = time.perf_counter()
+        result = train(model, self.data, cfg, on_epoch=on_epoch, progress=self.progress)
+        self.timings["train"] += time.perf_counter() - t3
+        record.update(curve=curve, accuracy=result.accuracy, train_seconds=result.train_seconds,
+                      epochs=len(result.epochs), device=result.device)
+        if result.status in (TrainStatus.DIVERGED, TrainStatus.OOM):
+            return self._infeasible(trial, record, Status(result.status.value), result.detail, 1.0, **metrics)
+        if result.status == TrainStatus.STOPPED:
+            record["status"] = Status.EARLY_STOPPED
+            raise optuna.TrialPruned(f"stopped after epoch {len(result.epochs)} of {r.train.epochs}: "
+                                     f"a not slower trial led by >= {r.early_stopping.margin}")
+        record.update(status=Status.OK, weights=self._save_weights(trial, model))
+        record.flush()
+        trial.set_constraint(CONSTRAINT, 0.0)
+        return self._values(accuracy=result.accuracy, **metrics)
+
+    def _peers(self, trial: optuna.Trial, latency_ms: float) -> list[list[float]]:
+        """Accuracy curves of finished trials at most as slow as this one."""
+        if not self.recipe.early_stopping.enabled:
+            return []
+        finished = _finished_trials(trial.study)
+        return [t.user_attrs["curve"] for t in finished
+                if "curve" in t.user_attrs and t.user_attrs.get("latency_ms", math.inf) <= latency_ms]
+
+    def _save_weights(self, trial: optuna.Trial, model: torch.nn.Module) -> str:
+        """Trained weights as an Optuna artifact (safetensors) beside the database."""
+        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+        Path(self.recipe.artifacts).mkdir(parents=True, exist_ok=True)
+        store = FileSystemArtifactStore(self.recipe.artifacts)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"trial_{trial.number}.safetensors"
+            save_weights(model, path)
+            return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)

@@ -1,0 +1,61 @@
+"""What a finished trial *is*: its status, whether it is feasible, and the Pareto set.
+
+The writing side (``objective.py``, ``study.py``) and the reading side (``report.py``,
+``plots.py``, the CLI) both depend on this module, and it depends on nothing of ours, so
+the two sides agree on the vocabulary without importing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+
+import optuna
+from optuna.trial import TrialState
+
+
+class Status(StrEnum):
+    """``user_attrs["status"]`` of a trial. Stored as the plain string value."""
+
+    OK = "ok"  # trained to the last epoch: feasible
+    EARLY_STOPPED = "early_stopped"  # PRUNED by early stopping, its curve kept
+    SHAPE = "shape"  # the sampled network cannot run on the input: never trained
+    LIMIT = "limit"  # over limits.max_params / max_flops / max_latency_ms: never trained
+    DIVERGED = "diverged"  # non-finite training loss
+    OOM = "oom"  # out of memory even at half the batch
+    ERROR = "error"  # an exception: FAIL, with its reason
+    RUNNING = "running"  # not finished (only shown, never stored)
+
+
+# never trained: the recipe or the space rules them out (the all-infeasible guard counts these)
+REJECTED = frozenset({Status.SHAPE, Status.LIMIT})
+# infeasible after training started
+TRAINING_FAILED = frozenset({Status.DIVERGED, Status.OOM})
+
+# The one constraint every trial sets (Trial.set_constraint): > 0 is infeasible.
+CONSTRAINT = "infeasible"
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts against a study's budget
+
+
+def status_of(t: optuna.trial.FrozenTrial) -> str:
+    """The stored status, or the trial's state for trials that never recorded one."""
+    if "status" in t.user_attrs:
+        return str(t.user_attrs["status"])
+    return Status.RUNNING.value if t.state == TrialState.RUNNING else t.state.name.lower()
+
+
+def is_feasible(t: optuna.trial.FrozenTrial) -> bool:
+    """Finished, within the shapes and every limit, trained without diverging or OOM."""
+    return t.state == TrialState.COMPLETE and t.constraints.get(CONSTRAINT, 0.0) <= 0
+
+
+def pareto_mask(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[bool]:
+    """Which points no other point dominates (ties kept, as Optuna's ``best_trials``).
+
+    ``directions`` holds "maximize" / "minimize" per coordinate.
+    """
+    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
+    loss = [[s * float(v) for s, v in zip(signs, p)] for p in points]
+    return [not any(all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p)) for q in loss)
+            for p in loss]

@@ -1,0 +1,78 @@
+"""The package's shape: one-way imports, no cycle, modules of one idea each."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "cnnsearch"
+# the reading side and the command line: the writing side must never need them
+READING = {"report", "report_page", "plots", "cli", "cli_format", "runner", "__main__"}
+WRITING = {"objective", "study", "storage", "train", "latency", "data", "build", "shapes", "spec",
+           "space", "recipe", "hparams", "trials", "ops", "errors", "export"}
+
+
+def imports_of(path: Path) -> set[str]:
+    """cnnsearch modules ``path`` imports, at the top or inside functions alike."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:  # from . import x: a module, or a name of the package itself
+                found |= {a.name if (PACKAGE / f"{a.name}.py").exists() else "__init__" for a in node.names}
+            elif node.module and node.module.split(".")[0] == "cnnsearch":
+                parts = node.module.split(".")
+                found.add(parts[1] if len(parts) > 1 else "__init__")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "cnnsearch":
+                    found.add(parts[1] if len(parts) > 1 else "__init__")
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    return {p.stem: imports_of(p) - {p.stem} for p in PACKAGE.glob("*.py")}
+
+
+def test_the_import_graph_has_no_cycle():
+    g = graph()
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(g.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*path, node, nxt][path.index(nxt)
+                                     if nxt in path else 0:]))
+            if nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = 2
+
+    for node in sorted(g):
+        if node not in state:
+            visit(node, [])
+
+
+def test_the_writing_side_imports_nothing_from_reporting_or_the_cli():
+    g = graph()
+    assert WRITING | READING | {"__init__"} == set(g), "classify every module as writing or reading"
+    for module in WRITING:
+        seen, todo = set(), [module]
+        while todo:
+            for nxt in g[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        assert not seen & READING, f"{module} reaches {sorted(seen & READING)}"
+
+
+def test_the_checker_sees_imports_in_all_their_forms(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("from .report import x\nfrom . import spec\nimport cnnsearch.plots\n"
+                      "def f():\n    from cnnsearch.cli import main\n")
+    assert imports_of(source) == {"report", "spec", "plots", "cli"}
+
+
+def test_no_module_is_over_400_lines():
+    long = {p.name: n for p in PACKAGE.glob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"split these: {long}"

@@ -1,0 +1,63 @@
+"""The batched attribute writes and the trial count give what Optuna's own calls give."""
+
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from cnnsearch.storage import count_trials, open_storage, set_user_attrs
+from tests.study_helpers import PG_URL
+
+ATTRS = {"arch": {"blocks": [{"out_channels": 8}], "input": [1, 8, 8]}, "params": 1234, "flops": 5.5e6,
+         "summary": "c8k3", "curve": [0.5, 0.75], "status": "ok", "nothing": None}
+
+
+def _storages(tmp_path):
+    yield "sqlite", open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    yield "memory", optuna.storages.InMemoryStorage()
+
+
+def _check_same_as_set_user_attr(storage, name):
+    study = optuna.create_study(storage=storage, study_name=name, directions=["maximize"])
+    batched, plain = study.ask(), study.ask()
+    batched.set_user_attr("params", 1)  # an existing key is overwritten, as set_user_attr does
+    set_user_attrs(batched, ATTRS)
+    for key, value in ATTRS.items():
+        plain.set_user_attr(key, value)
+    assert batched.user_attrs == ATTRS  # the live trial sees them too
+    study.tell(batched, 1.0)
+    study.tell(plain, 1.0)
+    fresh = optuna.load_study(study_name=name, storage=storage)  # read back from the database
+    assert fresh.trials[0].user_attrs == fresh.trials[1].user_attrs == ATTRS
+    with pytest.raises(RuntimeError):  # a finished trial refuses, as with set_user_attr
+        set_user_attrs(batched, {"late": 1})
+    assert "late" not in optuna.load_study(study_name=name, storage=storage).trials[0].user_attrs
+
+
+def test_batched_user_attrs_equal_set_user_attr_on_sqlite_and_in_memory(tmp_path):
+    for kind, storage in _storages(tmp_path):
+        _check_same_as_set_user_attr(storage, f"attrs-{kind}")
+
+
+@pytest.mark.postgres
+def test_batched_user_attrs_equal_set_user_attr_on_postgresql():
+    _check_same_as_set_user_attr(open_storage(PG_URL), f"attrs-{uuid.uuid4().hex[:8]}")
+
+
+def test_count_trials_counts_by_state_across_workers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    mine = optuna.create_study(storage=open_storage(url), study_name="c", directions=["maximize"])
+    other = optuna.load_study(storage=open_storage(url), study_name="c")  # a second worker
+    for value in (1.0, 2.0):
+        mine.tell(mine.ask(), value)
+    other.tell(other.ask(), state=TrialState.PRUNED)
+    other.tell(other.ask(), state=TrialState.FAIL)
+    running = other.ask()
+    assert count_trials(mine, (TrialState.COMPLETE,)) == 2
+    assert count_trials(mine, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)) == 4
+    other.tell(running, 3.0)
+    assert count_trials(mine, (TrialState.COMPLETE,)) == 3
+    memory = optuna.create_study()
+    memory.tell(memory.ask(), 1.0)
+    assert count_trials(memory, (TrialState.COMPLETE,)) == 1
