@@ -23,6 +23,7 @@ from cnnsearch.objective import Objective
 from cnnsearch.recipe import load_recipe
 from cnnsearch.storage import open_storage
 from cnnsearch.study import open_study, run_worker
+from cnnsearch.trials import Status
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,16 +75,16 @@ def run(tmp: Path, *, name: str, trials: int, epochs: int, sampler: str, early: 
     study = open_study(recipe, open_storage(recipe.storage))
     SAMPLER_SECONDS[0] = 0.0
     t0 = time.perf_counter()
-    run_worker(study, objective, until=trials)
+    run_worker(study, objective, until=trials, infeasible_after=min(20, trials))
     wall = time.perf_counter() - t0
-    done = [t for t in study.trials if t.user_attrs.get("status") == "ok"]
+    done = [t for t in study.trials if t.user_attrs.get("status") == Status.OK]
     return {
         "wall_s": wall,
         "inside_s": sum(objective.timings.values()),
         "sampler_s": SAMPLER_SECONDS[0],
         "train_s": sum(t.user_attrs.get("train_seconds", 0.0) for t in study.trials),
         "points": [(t.user_attrs["accuracy"], t.user_attrs["latency_ms"]) for t in done],
-        "early_stopped": sum(t.user_attrs.get("status") == "early_stopped" for t in study.trials),
+        "early_stopped": sum(t.user_attrs.get("status") == Status.EARLY_STOPPED for t in study.trials),
     }
 
 

@@ -47,7 +47,9 @@ def versions() -> dict[str, str]:
 
 def _finished_trials(study: optuna.Study) -> list:
     """Finished trials as of this trial's start, from Optuna's per-trial cache (which the
-    sampler has usually filled already); one storage read where that cache is missing."""
+    sampler has usually filled already); one storage read where that cache is missing.
+    With several workers, a peer that finishes while this trial builds and measures is
+    left out: early stopping is then, if anything, more lenient."""
     try:
         return study._get_trials(deepcopy=False, states=FINISHED, use_cache=True)
     except (AttributeError, TypeError):
@@ -69,9 +71,11 @@ class _Record:
             self[key] = value
 
     def flush(self) -> None:
-        if self.pending:
-            set_user_attrs(self.trial, self.pending)
-            self.pending = {}
+        # taken out before writing: a batch that failed (a locked or lost database) is not
+        # retried with the error's own status and reason, which are then written on their own
+        pending, self.pending = self.pending, {}
+        if pending:
+            set_user_attrs(self.trial, pending)
 
 
 @dataclass
@@ -175,8 +179,9 @@ class Objective:
         self.timings["train"] += time.perf_counter() - t3
         record.update(curve=curve, accuracy=result.accuracy, train_seconds=result.train_seconds,
                       epochs=len(result.epochs), device=result.device)
-        if result.status in (TrainStatus.DIVERGED, TrainStatus.OOM):
-            return self._infeasible(trial, record, Status(result.status.value), result.detail, 1.0, **metrics)
+        failed = {TrainStatus.DIVERGED: Status.DIVERGED, TrainStatus.OOM: Status.OOM}.get(result.status)
+        if failed is not None:
+            return self._infeasible(trial, record, failed, result.detail, 1.0, **metrics)
         if result.status == TrainStatus.STOPPED:
             record["status"] = Status.EARLY_STOPPED
             raise optuna.TrialPruned(f"stopped after epoch {len(result.epochs)} of {r.train.epochs}: "

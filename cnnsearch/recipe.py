@@ -136,7 +136,7 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
         except OSError as exc:
             raise RecipeError(f"space: cannot read {base / space} ({exc.strerror})") from None
     dataset = _check(data.get("dataset", Recipe.dataset), "dataset", str)
-    objectives = data.get("objectives", ["accuracy", "latency_ms"])
+    objectives = data.get("objectives", list(Recipe.objectives))
     if (not isinstance(objectives, (list, tuple)) or not objectives or len(set(objectives)) != len(objectives)
             or any(o not in OBJECTIVES for o in objectives)):
         raise RecipeError(f"objectives: {objectives!r} must be distinct names from {', '.join(OBJECTIVES)}")

@@ -13,6 +13,7 @@ import optuna
 import pandas as pd
 
 from .errors import RecipeError
+from .recipe import Recipe
 from .spec import ArchSpec
 from .trials import is_feasible, pareto_mask, status_of
 
@@ -47,7 +48,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "reason": a.get("infeasible_reason") or a.get("fail_reason") or "",
         })
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "pareto"])
-    objectives = study.metric_names or ["accuracy", "latency_ms"]
+    objectives = study.metric_names or list(Recipe.objectives)
     directions = [d.name.lower() for d in study.directions]
     front = pareto_numbers(df, objectives, directions) if len(df) else set()
     df.insert(4, "pareto", df["trial"].isin(front))

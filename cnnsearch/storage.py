@@ -80,11 +80,15 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
 
     The rows are the ones ``set_user_attr`` writes (Optuna's own table and JSON encoding,
     upserted on (trial_id, key)), and the trial must still be running, as there. Any other
-    storage gets the plain per-key calls.
+    storage (MySQL, in-memory, SQLite before 3.24) gets the plain per-key calls. It reaches
+    into Optuna's RDB models, so pyproject.toml pins Optuna below 6; tests/test_storage.py
+    compares the result with set_user_attr's on SQLite and PostgreSQL.
     """
     backend = getattr(trial.storage, "_backend", trial.storage)
     trial_id = getattr(trial, "_trial_id", None)
     dialect = backend.engine.name if isinstance(backend, RDBStorage) else None
+    if dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 24, 0):
+        dialect = None  # no ON CONFLICT DO UPDATE before SQLite 3.24 (Optuna falls back too)
     if dialect not in ("sqlite", "postgresql") or trial_id is None or not attrs:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)

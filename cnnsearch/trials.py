@@ -29,8 +29,6 @@ class Status(StrEnum):
 
 # never trained: the recipe or the space rules them out (the all-infeasible guard counts these)
 REJECTED = frozenset({Status.SHAPE, Status.LIMIT})
-# infeasible after training started
-TRAINING_FAILED = frozenset({Status.DIVERGED, Status.OOM})
 
 # The one constraint every trial sets (Trial.set_constraint): > 0 is infeasible.
 CONSTRAINT = "infeasible"

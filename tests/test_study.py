@@ -256,3 +256,23 @@ def test_objective_loads_the_dataset_once_for_all_trials(tmp_path, monkeypatch):
     assert loads == [("digits",)]  # once, at creation; not per trial
     trained = [t for t in study.trials if "train_seconds" in t.user_attrs]
     assert trained and objective.timings["train"] >= sum(t.user_attrs["train_seconds"] for t in trained)
+
+
+def test_a_failed_attribute_write_still_records_the_reason(tmp_path, monkeypatch):
+    real = objective_mod.set_user_attrs
+    calls = []
+
+    def locked_once(trial, attrs):
+        calls.append(sorted(attrs))
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+        return real(trial, attrs)
+
+    monkeypatch.setattr(objective_mod, "set_user_attrs", locked_once)
+    recipe = load_recipe(write_recipe(tmp_path, trials=1))
+    study = run_recipe(recipe, until=1)
+    first = study.trials[0]
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs == {"status": "error", "fail_reason": "RuntimeError: database is locked"}
+    assert calls[1] == ["fail_reason", "status"]  # the failed batch was not retried with them
+    assert study.trials[1].user_attrs["status"] in ("ok", "early_stopped")  # the study went on
