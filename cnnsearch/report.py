@@ -7,6 +7,8 @@ without plotly, and the CLI's ``status`` and ``export --trial`` share it.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -99,11 +101,17 @@ def download_weights(trial: optuna.trial.FrozenTrial, artifacts: str, path: str 
     from optuna.artifacts import FileSystemArtifactStore, download_artifact
     from optuna.artifacts.exceptions import ArtifactNotFound
 
-    try:
-        download_artifact(artifact_store=FileSystemArtifactStore(artifacts), file_path=str(path),
-                          artifact_id=trial.user_attrs["weights"])
-    except ArtifactNotFound:
-        raise RecipeError(f"weights of trial {trial.number} are not in {artifacts}") from None
+    path = Path(path)
+    # Optuna refuses to overwrite: download beside the target, then replace it in one step,
+    # so exporting again (the demo, run twice) overwrites the old weights as it does the code
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        part = Path(tmp) / path.name
+        try:
+            download_artifact(artifact_store=FileSystemArtifactStore(artifacts), file_path=str(part),
+                              artifact_id=trial.user_attrs["weights"])
+        except ArtifactNotFound:
+            raise RecipeError(f"weights of trial {trial.number} are not in {artifacts}") from None
+        os.replace(part, path)
 
 
 def export_trial(study: optuna.Study, *, which: str, artifacts: str, output: str | Path,

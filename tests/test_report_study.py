@@ -11,8 +11,9 @@ from pathlib import Path
 import optuna
 import pytest
 from playwright.sync_api import sync_playwright
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
+from cnnsearch import ArchSpec, build
 from cnnsearch.data import load_data
 from cnnsearch.recipe import load_recipe
 from tests.conftest import ROOT, run_cli
@@ -127,6 +128,13 @@ def test_export_trial_by_storage_and_study(study_dir, tmp_path):
                      "-o", str(tmp_path / "m.py"), "--weights", str(tmp_path / "m.safetensors"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "m.safetensors").stat().st_size > 0
+    other = next(t.number for t in study.trials if t.user_attrs.get("status") == "ok" and t.number != number)
+    again = run_cli("export", "--storage", url, "--study", "small", "--trial", str(other),
+                    "-o", str(tmp_path / "m.py"), "--weights", str(tmp_path / "m.safetensors"))
+    assert again.returncode == 0, again.stderr  # a second export overwrites, as the demo run twice does
+    want = build(ArchSpec.from_dict(study.trials[other].user_attrs["arch"])).state_dict()
+    assert {k: v.shape for k, v in load_file(tmp_path / "m.safetensors").items()} == {
+        k: v.shape for k, v in want.items()}
     bad = run_cli("export", "--storage", url, "--study", "small", "--trial", "nope", "-o", str(tmp_path / "x.py"))
     assert bad.returncode == 2 and "--trial: expected best, fastest or a trial number" in bad.stderr
     assert Path(tmp_path / "m.py").read_text().startswith('"""Net: a CNN classifier for 1x8x8 images')
