@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from .cli_format import human
-from .errors import CnnSearchError, ShapeError
+from .errors import CnnSearchError, FailingTrials, ShapeError
 from .shapes import ShapeTable, check
 from .spec import ArchSpec
 
@@ -146,7 +146,8 @@ def cmd_search(args) -> int:
         raise UsageError("--workers and --trials must be at least 1")
     recipe = resolve_recipe(args.recipe, args.storage, args.study)
     return search(args.recipe, recipe, trials=args.trials, timeout=args.timeout, workers=args.workers,
-                  until=args.until, worker_index=args.worker_index, quiet=args.quiet)
+                  until=args.until, worker_index=args.worker_index, quiet=args.quiet,
+                  worker_id=args.worker_id)
 
 
 def _study_of(args):
@@ -180,10 +181,39 @@ def cmd_status(args) -> int:
     if board.empty:
         print("no feasible trial has finished training yet")
         return 0
-    print(f"{'rank':>4} {'trial':>5} {'accuracy':>8} {'latency':>10} {'params':>10} {'FLOPs':>7}  pareto  architecture")
+    print(f"{'rank':>4} {'trial':>5} {'val acc':>8} {'test (finalized)':>16} {'latency':>10} {'params':>10} "
+          f"{'FLOPs':>7}  pareto  architecture")
     for row in board.head(args.top).itertuples():
-        print(f"{row.rank:>4} {row.trial:>5} {row.accuracy:>8.4f} {row.latency_ms:>7.3f} ms "
+        test = f"{row.test_mean:.4f}+-{row.test_std:.4f}" if row.test_mean == row.test_mean else "-"
+        print(f"{row.rank:>4} {row.trial:>5} {row.accuracy:>8.4f} {test:>16} {row.latency_ms:>7.3f} ms "
               f"{int(row.params):>10,} {human(row.flops):>7}  {'  *   ' if row.pareto else '      '}  {row.summary}")
+    print("val acc: the search's brief training, on the validation split that chose the front; "
+          "test: `cnnsearch finalize` (longer training, several seeds, the held-out test split)")
+    return 0
+
+
+def cmd_finalize(args) -> int:
+    from .finalize import DEFAULT_SEEDS, finalize
+
+    recipe, study = _study_of(args)
+    seeds = args.seeds if args.seeds is not None else DEFAULT_SEEDS
+    if not args.json:
+        print(f"finalizing trial {args.trial} of {recipe.name!r}: {seeds} seeds, "
+              f"{args.epochs or f'3 x {recipe.train.epochs}'} epochs, scored on the held-out test split")
+
+    def on_seed(seed, test_acc, val_acc, seconds):
+        if not args.json:
+            print(f"  seed {seed}: test accuracy {test_acc:.4f} (validation {val_acc:.4f}) in {seconds:.1f} s",
+                  flush=True)
+
+    number, final = finalize(study, recipe, which=args.trial, epochs=args.epochs, seeds=seeds,
+                             progress=not args.json and sys.stderr.isatty(), on_seed=on_seed)
+    if args.json:
+        print(json.dumps({"trial": number, **final}, indent=2))
+    else:
+        print(f"trial {number}: test accuracy {final['test_accuracy_mean']:.4f} +- "
+              f"{final['test_accuracy_std']:.4f} over {final['seeds']} seeds ({final['epochs']} epochs); "
+              f"recorded as user_attrs['final']")
     return 0
 
 
@@ -197,6 +227,10 @@ def cmd_demo(args) -> int:
     recipe = resolve_recipe(recipe_path, None, None)
     code = search(recipe_path, recipe, trials=None, timeout=None, workers=1, until=None,
                   worker_index=0, quiet=False)
+    if code:
+        return code
+    print()
+    code = cmd_finalize(make_parser().parse_args(["finalize", recipe_path, "--trial", "best"]))
     if code:
         return code
     print()
@@ -251,6 +285,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study name (with --storage; the recipe stored in the study is used)")
     p.add_argument("--until", type=int, help=argparse.SUPPRESS)  # set by the worker launcher
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--worker-id", help="this worker's name, unique across machines (seeds its sampler; "
+                                       "search/worker.sh sets it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, one line per trial")
     p.set_defaults(func=cmd_search)
 
@@ -268,6 +304,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage")
     p.add_argument("--study", action="append", help="study name (with --storage); repeat to compare")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("finalize", help="retrain a trial from scratch, longer, several seeds; score it on "
+                                        "the held-out test split")
+    p.add_argument("recipe", nargs="?", help="study recipe (.toml)")
+    p.add_argument("--trial", default="best", help="best, fastest or a trial number")
+    p.add_argument("--epochs", type=int, help="training epochs (default: 3x the recipe's)")
+    p.add_argument("--seeds", type=int, help="independent trainings, seeds 0..S-1 (default 3)")
+    p.add_argument("--json", action="store_true", help="print the recorded result as JSON")
+    p.add_argument("--storage", help="Optuna storage URL (instead of the recipe's)")
+    p.add_argument("--study", help="study name (with --storage)")
+    p.set_defaults(func=cmd_finalize)
 
     p = sub.add_parser("demo", help="the embedded default end to end: digits study, status, export")
     p.set_defaults(func=cmd_demo)
@@ -294,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     except CnnSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except FailingTrials as exc:  # not bad input: the machine or the code is failing
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Optuna has already marked the running trial FAIL
         print("error: interrupted", file=sys.stderr)
         sys.stdout.flush()

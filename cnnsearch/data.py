@@ -1,8 +1,10 @@
 """Datasets as whole tensors: ``digits`` (embedded), procedural ``shapes``, torchvision
 datasets by name, and a user's photos as ``folder:PATH`` (ImageFolder layout).
 
-Every loader returns an ``ImageData``: normalised float32 train and validation tensors,
-split deterministically by seed. Small classification sets fit in memory, so the trainer
+Every loader returns an ``ImageData``: normalised float32 train, validation and test
+tensors, split deterministically by seed (stratified, disjoint; a torchvision set's
+official test split is its test split). The search selects on validation and never reads
+the test split: only ``finalize`` does. Small classification sets fit in memory, so the trainer
 indexes tensors directly (on the GPU when it trains there) instead of going through a
 DataLoader and a collate per batch.
 """
@@ -30,6 +32,8 @@ class ImageData:
     y_train: torch.Tensor  # (N,) int64
     x_val: torch.Tensor
     y_val: torch.Tensor
+    x_test: torch.Tensor | None  # None only where a caller dropped it (the search needs none)
+    y_test: torch.Tensor | None
     classes: tuple[str, ...]
     mean: tuple[float, ...]  # per channel, of the raw [0, 1] pixels of the train split
     std: tuple[float, ...]
@@ -43,36 +47,56 @@ class ImageData:
         return len(self.classes)
 
     def to(self, device: str | torch.device) -> ImageData:
-        move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val")}
+        move = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+                if getattr(self, k) is not None}
         return replace(self, **move)
 
+    def description(self) -> dict:
+        """What an exported network needs to take raw images: plain JSON data."""
+        return {"name": self.name, "input_size": list(self.input_shape), "classes": list(self.classes),
+                "mean": list(self.mean), "std": list(self.std)}
 
-def split_and_normalise(name: str, x: torch.Tensor, y: torch.Tensor, classes, *,
-                        val_fraction: float, seed: int) -> ImageData:
-    """Stratified, seeded train/validation split; normalise with train statistics."""
+
+def split_and_normalise(name: str, x: torch.Tensor, y: torch.Tensor, classes, *, val_fraction: float,
+                        test_fraction: float, seed: int,
+                        test: tuple[torch.Tensor, torch.Tensor] | None = None) -> ImageData:
+    """Stratified, seeded, disjoint train / validation / test split (``test`` given: that
+    is the test split, and ``test_fraction`` is unused); normalise all three with the
+    train split's statistics."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction: {val_fraction} is not in (0, 1)")
+    if test is None and not (0.0 < test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
+        raise DataError(f"test_fraction: {test_fraction} must be in (0, 1) and leave room for "
+                        f"training beside val_fraction {val_fraction}")
     g = torch.Generator().manual_seed(seed)
-    train_idx, val_idx = [], []
+    train_idx, val_idx, test_idx = [], [], []
     for c in range(len(classes)):
         idx = (y == c).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
         n_val = int(round(len(idx) * val_fraction))
+        n_test = 0 if test is not None else int(round(len(idx) * test_fraction))
         val_idx.append(idx[:n_val])
-        train_idx.append(idx[n_val:])
+        test_idx.append(idx[n_val:n_val + n_test])
+        train_idx.append(idx[n_val + n_test:])
     train_idx = torch.cat(train_idx)[torch.randperm(sum(len(t) for t in train_idx), generator=g)]
     val_idx = torch.cat(val_idx).sort().values
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise DataError(f"{name}: {len(y)} images are too few to split with val_fraction {val_fraction}")
+    test_idx = torch.cat(test_idx).sort().values
+    if len(train_idx) == 0 or len(val_idx) == 0 or (test is None and len(test_idx) == 0):
+        raise DataError(f"{name}: {len(y)} images are too few to split with val_fraction {val_fraction}"
+                        f" and test_fraction {test_fraction}")
     x = x.float()
     mean = x[train_idx].mean(dim=(0, 2, 3))
     std = x[train_idx].std(dim=(0, 2, 3)).clamp_min(1e-6)
-    x = (x - mean[:, None, None]) / std[:, None, None]
-    return ImageData(name, x[train_idx].contiguous(), y[train_idx], x[val_idx].contiguous(), y[val_idx],
-                     tuple(classes), tuple(mean.tolist()), tuple(std.tolist()))
+
+    def norm(images: torch.Tensor) -> torch.Tensor:
+        return ((images.float() - mean[:, None, None]) / std[:, None, None]).contiguous()
+
+    x_test, y_test = (x[test_idx], y[test_idx]) if test is None else test
+    return ImageData(name, norm(x[train_idx]), y[train_idx], norm(x[val_idx]), y[val_idx],
+                     norm(x_test), y_test, tuple(classes), tuple(mean.tolist()), tuple(std.tolist()))
 
 
-def digits(*, val_fraction: float = 0.2, seed: int = 0) -> ImageData:
+def digits(*, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> ImageData:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes)."""
     from sklearn.datasets import load_digits
 
@@ -80,11 +104,12 @@ def digits(*, val_fraction: float = 0.2, seed: int = 0) -> ImageData:
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
     y = torch.from_numpy(bunch.target.astype(np.int64))
     return split_and_normalise("digits", x, y, [str(c) for c in range(10)],
-                               val_fraction=val_fraction, seed=seed)
+                               val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 
 
 def shapes(*, n: int = 4000, size: int = 32, classes: int = 6, channels: int = 3,
-           noise: float = 0.25, val_fraction: float = 0.2, seed: int = 0) -> ImageData:
+           noise: float = 0.25, val_fraction: float = 0.2, test_fraction: float = 0.2,
+           seed: int = 0) -> ImageData:
     """Procedural shapes: one of ``classes`` shapes at a random place, scale and colour on a
     noisy background. Any size and resolution, deterministic by seed. Small shapes, noise
     and colour clutter make it hard enough that depth, width and pooling change accuracy."""
@@ -124,7 +149,8 @@ def shapes(*, n: int = 4000, size: int = 32, classes: int = 6, channels: int = 3
         img += rng.normal(0, noise, img.shape).astype(np.float32)
         x[s] = np.clip(img, 0, 1)
     return split_and_normalise(f"shapes{size}", torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)),
-                               SHAPE_CLASSES[:classes], val_fraction=val_fraction, seed=seed)
+                               SHAPE_CLASSES[:classes], val_fraction=val_fraction,
+                               test_fraction=test_fraction, seed=seed)
 
 
 def _stack(dataset, limit: int | None):
@@ -152,8 +178,9 @@ def torchvision_dataset(name: str, *, root: str | Path = DEFAULT_CACHE, download
     cls = getattr(tvd, name)
     root = Path(root)
     try:
-        kwargs = {"split": "train"} if name == "SVHN" else {"train": True}
-        ds = cls(str(root), download=download, **kwargs)
+        train, test = ({"split": "train"}, {"split": "test"}) if name == "SVHN" else ({"train": True}, {"train": False})
+        ds = cls(str(root), download=download, **train)
+        official_test = cls(str(root), download=download, **test)
     except Exception as exc:  # URLError, RuntimeError("Dataset not found"), OSError...
         raise DataError(
             f"{name}: not found in {root} and could not be downloaded ({type(exc).__name__}: "
@@ -161,11 +188,12 @@ def torchvision_dataset(name: str, *, root: str | Path = DEFAULT_CACHE, download
             f"copy the files there or set CNNSEARCH_DATA") from None
     x, y = _stack(ds, limit)
     classes = getattr(ds, "classes", None) or [str(c) for c in range(int(y.max()) + 1)]
-    return split_and_normalise(name, x, y, classes, val_fraction=val_fraction, seed=seed)
+    return split_and_normalise(name, x, y, classes, val_fraction=val_fraction, test_fraction=0.0, seed=seed,
+                               test=_stack(official_test, limit))
 
 
 def image_folder(path: str | Path, *, size: int | None = None, val_fraction: float = 0.2,
-                 seed: int = 0, channels: int = 3) -> ImageData:
+                 test_fraction: float = 0.2, seed: int = 0, channels: int = 3) -> ImageData:
     """A user's photos in ImageFolder layout (one sub-folder per class), resized to
     ``size`` x ``size`` (default: the median short side, capped to 64)."""
     from PIL import Image
@@ -200,7 +228,7 @@ def image_folder(path: str | Path, *, size: int | None = None, val_fraction: flo
     x = torch.from_numpy(np.stack(xs))
     y = torch.tensor(ys, dtype=torch.int64)
     return split_and_normalise(f"folder:{path.name}", x, y, folder.classes,
-                               val_fraction=val_fraction, seed=seed)
+                               val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 
 
 def load_data(name: str, **options) -> ImageData:

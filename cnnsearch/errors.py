@@ -37,3 +37,8 @@ class RecipeError(CnnSearchError):
 
 class DataError(CnnSearchError):
     """A dataset cannot be found, downloaded or read."""
+
+
+class FailingTrials(Exception):
+    """Trial after trial raised (a broken GPU, a bug): a fault of the machine or the code,
+    not of the input, so not a CnnSearchError; the CLI says so in one line and exits 1."""

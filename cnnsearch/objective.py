@@ -19,7 +19,7 @@ import platform
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import optuna
@@ -91,11 +91,13 @@ class Objective:
     # and sit on the Pareto front several times with different training luck
     latencies: dict = field(default_factory=dict)
     progress: bool = False  # a per-step bar under the trials bar, for a person at a terminal
+    run_attrs: dict = field(default_factory=dict)  # recorded on every trial (sampler seed, worker)
 
     @classmethod
     def create(cls, recipe: Recipe, *, progress: bool = False) -> Objective:
         device = resolve_device(recipe.train.device)
-        data = load_data(recipe.dataset, **recipe.data).to(device)
+        # the search selects on validation and never sees the test split: drop it here
+        data = replace(load_data(recipe.dataset, **recipe.data), x_test=None, y_test=None).to(device)
         return cls(recipe, recipe.load_space(), data, device, progress=progress)
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
@@ -125,7 +127,7 @@ class Objective:
         r = self.recipe
         spec = self.space.sample(trial, input=self.data.input_shape, num_classes=self.data.num_classes)
         hp = self.space.sample_train(trial)
-        record.update(arch=spec.to_dict(), summary=spec.summary, versions=versions())
+        record.update(arch=spec.to_dict(), summary=spec.summary, versions=versions(), **self.run_attrs)
         try:
             table = check(spec)
         except ShapeError as exc:

@@ -70,6 +70,20 @@ def literal(value: object) -> str:
     raise TypeError(f"refusing to emit {value!r} as source: not a whitelisted literal")
 
 
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.,+()")
+
+
+def text_literal(text: str, limit: int = 200) -> str:
+    """A string from data (a class name) as a Python literal that cannot be anything else:
+    letters, digits and a few marks as themselves, every other character as a \\u escape,
+    so no quote, backslash or newline of the data ever reaches the source."""
+    if not isinstance(text, str) or len(text) > limit:
+        raise TypeError(f"refusing to emit {str(text)[:40]!r} as source: not a string of <= {limit} characters")
+    body = "".join(c if c in _PLAIN else (f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+                   for c in text)
+    return f'"{body}"'
+
+
 def module_class(op: str) -> str:
     name = OPS[op].module
     if name is None:

@@ -64,6 +64,7 @@ class Recipe:
     trials: int = 20
     seed: int = 0
     sampler: str = "tpe"
+    max_consecutive_failures: int = 5  # this many FAILed trials in a row stop the search (exit 1)
     storage: str = ""
     artifacts: str = ""  # directory of trained weights (Optuna FileSystemArtifactStore)
     train: TrainSection = field(default_factory=TrainSection)
@@ -83,6 +84,34 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def meaning(self) -> dict[str, Any]:
+        """Everything but the budget, flattened to ``section.key``: results under two recipes
+        that differ here are not comparable on one front (DESIGN.md: a resumed study's recipe
+        may change only its budget). Left out: ``trials``, ``max_consecutive_failures``, and
+        where the study lives (name, storage, artifacts)."""
+        d = self.to_dict()
+        flat: dict[str, Any] = {"dataset": d["dataset"], "space": d["space_toml"],
+                                "objectives": list(d["objectives"]), "seed": d["seed"], "sampler": d["sampler"]}
+        for key, value in d["data"].items():
+            flat[f"data.{key}"] = value
+        for section in ("train", "latency", "limits", "early_stopping"):
+            for key, value in d[section].items():
+                flat[f"{section}.{key}"] = value
+        return flat
+
+
+def changed_meaning(stored: Recipe, wanted: Recipe) -> list[str]:
+    """``['train.epochs: 4 -> 5', ...]``: where ``wanted`` differs from the study's recipe."""
+    old, new = stored.meaning(), wanted.meaning()
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            if key == "space":
+                changes.append("space: the space file's text changed")
+            else:
+                changes.append(f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}")
+    return changes
 
 
 def absolute_url(url: str, base: Path) -> str:
@@ -119,7 +148,8 @@ def _section(data: dict, key: str, cls):
 
 def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recipe:
     """Validate recipe data; ``base`` resolves relative paths (the recipe's folder)."""
-    top = ("name", "space", "dataset", "data", "objectives", "trials", "seed", "sampler", "storage",
+    top = ("name", "space", "dataset", "data", "objectives", "trials", "seed", "sampler",
+           "max_consecutive_failures", "storage",
            "artifacts", "train", "latency", "limits", "early_stopping", "space_toml")
     for key in data:
         if key not in top:
@@ -183,7 +213,9 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
         objectives=tuple(objectives),
         trials=_check(data.get("trials", Recipe.trials), "trials", int, low=1),
         seed=_check(data.get("seed", Recipe.seed), "seed", int, low=0),
-        sampler=sampler, storage=storage, artifacts=artifacts, train=train, latency=latency,
+        sampler=sampler, storage=storage,
+        max_consecutive_failures=_check(data.get("max_consecutive_failures", Recipe.max_consecutive_failures),
+                                        "max_consecutive_failures", int, low=1), artifacts=artifacts, train=train, latency=latency,
         limits=limits, early_stopping=early,
     )
     recipe.load_space()  # a bad space is a bad recipe: say so before any trial

@@ -19,8 +19,8 @@ from .recipe import Recipe
 from .spec import ArchSpec
 from .trials import is_feasible, pareto_mask, status_of
 
-COLUMNS = ["trial", "state", "status", "feasible", "pareto", "accuracy", "latency_ms", "params", "flops",
-           "train_seconds", "epochs", "summary", "reason"]
+COLUMNS = ["trial", "state", "status", "feasible", "pareto", "accuracy", "test_mean", "test_std", "latency_ms",
+           "params", "flops", "train_seconds", "epochs", "summary", "reason"]
 
 
 def pareto_numbers(df: pd.DataFrame, objectives: list[str], directions: list[str]) -> set[int]:
@@ -40,7 +40,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "state": t.state.name,
             "status": status_of(t),
             "feasible": is_feasible(t),
-            "accuracy": a.get("accuracy", math.nan),
+            "accuracy": a.get("accuracy", math.nan),  # the search's validation accuracy
+            # finalize's held-out test accuracy over seeds (NaN: not finalized)
+            "test_mean": a.get("final", {}).get("test_accuracy_mean", math.nan),
+            "test_std": a.get("final", {}).get("test_accuracy_std", math.nan),
             "latency_ms": a.get("latency_ms", math.nan),
             "params": a.get("params", math.nan),
             "flops": a.get("flops", math.nan),
@@ -97,7 +100,7 @@ def trial_spec(trial: optuna.trial.FrozenTrial) -> ArchSpec:
     return ArchSpec.from_dict(trial.user_attrs["arch"])  # validated again: stored data is input too
 
 
-def download_weights(trial: optuna.trial.FrozenTrial, artifacts: str, path: str | Path) -> None:
+def download_weights(artifact_id: str, artifacts: str, path: str | Path, *, what: str) -> None:
     from optuna.artifacts import FileSystemArtifactStore, download_artifact
     from optuna.artifacts.exceptions import ArtifactNotFound
 
@@ -108,23 +111,34 @@ def download_weights(trial: optuna.trial.FrozenTrial, artifacts: str, path: str 
         part = Path(tmp) / path.name
         try:
             download_artifact(artifact_store=FileSystemArtifactStore(artifacts), file_path=str(part),
-                              artifact_id=trial.user_attrs["weights"])
+                              artifact_id=artifact_id)
         except ArtifactNotFound:
-            raise RecipeError(f"weights of trial {trial.number} are not in {artifacts}") from None
+            raise RecipeError(f"{what} are not in {artifacts}") from None
         os.replace(part, path)
 
 
 def export_trial(study: optuna.Study, *, which: str, artifacts: str, output: str | Path,
                  class_name: str = "Net", weights: str | Path | None = None) -> tuple[Path, str]:
-    """Write the picked trial's network as code (and its trained weights); returns the code's
-    path and a one-line description of what was exported."""
+    """Write the picked trial's network as code (and its weights: finalize's best seed when
+    the trial was finalized, else the search's); returns the code's path and one line that
+    says what was exported. The code takes raw images when the study stored its data
+    description (every study since the test split), else normalised ones."""
     from .export import export_files
 
     trial = pick_trial(study, which)
     spec = trial_spec(trial)
-    out = export_files(spec, output, class_name=class_name)
-    if weights:
-        download_weights(trial, artifacts, weights)
+    data = study.user_attrs.get("data")
+    out = export_files(spec, output, class_name=class_name, data=data)
     a = trial.user_attrs
-    return out, (f"trial {trial.number} {spec.summary}: accuracy {a['accuracy']:.4f}, "
-                 f"{a['latency_ms']:.3f} ms, {a['params']:,} params")
+    final = a.get("final")
+    if final:
+        source = (f"finalized weights (best of {final['seeds']} seeds, {final['epochs']} epochs): test accuracy "
+                  f"{final['test_accuracy_mean']:.4f} +- {final['test_accuracy_std']:.4f}")
+    else:
+        source = f"the search's weights: validation accuracy {a['accuracy']:.4f} (not finalized)"
+    if weights:
+        download_weights(final["weights"] if final else a["weights"], artifacts, weights,
+                         what=f"weights of trial {trial.number}")
+    raw = "raw images in [0, 1]" if data else "normalised images (a study from before data descriptions)"
+    return out, (f"trial {trial.number} {spec.summary}, {a['latency_ms']:.3f} ms, {a['params']:,} params; "
+                 f"{source}; takes {raw}")

@@ -25,8 +25,8 @@ th { background: #f6f6f6; } td.text, th.text { text-align: left; font-family: mo
 .muted { color: #777; }
 """
 
-BOARD_COLUMNS = ["rank", "trial", "accuracy", "latency_ms", "params", "flops", "train_seconds", "pareto",
-                 "summary"]
+BOARD_COLUMNS = ["rank", "trial", "val_accuracy", "test_final", "latency_ms", "params", "flops", "train_seconds",
+                 "pareto", "summary"]
 
 
 def _table(df: pd.DataFrame, text_columns: tuple[str, ...] = ("summary",)) -> str:
@@ -36,7 +36,7 @@ def _table(df: pd.DataFrame, text_columns: tuple[str, ...] = ("summary",)) -> st
         cells = []
         for column, value in zip(df.columns, record):
             if isinstance(value, float):
-                value = f"{value:.4f}" if column in ("accuracy",) else f"{value:.3f}"
+                value = f"{value:.4f}" if column in ("val_accuracy",) else f"{value:.3f}"
             elif isinstance(value, bool):
                 value = "*" if value else ""
             elif isinstance(value, int) and column in ("params", "flops"):
@@ -80,6 +80,11 @@ def write_report(studies: list[optuna.Study], out: str | Path, *, max_shape_tabl
         df = frames[study.study_name]
         counts = ", ".join(f"{n} {html.escape(str(s))}" for s, n in sorted(df["status"].value_counts().items()))
         board = leaderboard(df)
+        # the search's validation accuracy (what chose the front) and, for finalized trials,
+        # finalize's held-out test accuracy: labelled apart, never mixed
+        board = board.rename(columns={"accuracy": "val_accuracy"})
+        board["test_final"] = [f"{m:.4f} +- {s:.4f}" if m == m else "" for m, s in
+                               zip(board["test_mean"], board["test_std"])]
         board = board[[c for c in BOARD_COLUMNS if c in board.columns]].head(25)
         front = board[board["pareto"]]["trial"].tolist()[:max_shape_tables]
         trials = study.get_trials(deepcopy=False)

@@ -4,6 +4,7 @@ budget, show progress, and start K local workers when asked."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import torch
 from .objective import Objective
 from .recipe import Recipe
 from .storage import open_storage
-from .study import INFEASIBLE_CHECK_AFTER, finished_count, open_study, run_worker
+from .study import INFEASIBLE_CHECK_AFTER, finished_count, open_study, record_data, run_worker
 from .trials import status_of
 
 
@@ -57,10 +58,22 @@ def launch_workers(recipe_path: str | None, recipe: Recipe, *, workers: int, unt
     return max(codes)
 
 
+def worker_identity(index: int, worker_id: str | None, launched: bool) -> str:
+    """``"0"`` for a plain single search (so a fresh study reproduces); otherwise unique to
+    this process (index@host:pid), unless the caller names it (``search/worker.sh``)."""
+    if worker_id:
+        return worker_id
+    if index == 0 and not launched:
+        return "0"
+    return f"{index}@{socket.gethostname()}:{os.getpid()}"
+
+
 def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeout: float | None,
-           workers: int, until: int | None, worker_index: int, quiet: bool) -> int:
+           workers: int, until: int | None, worker_index: int, quiet: bool,
+           worker_id: str | None = None) -> int:
     storage = open_storage(recipe.storage)
-    study = open_study(recipe, storage, worker=worker_index)
+    worker = worker_identity(worker_index, worker_id, launched=until is not None)
+    study = open_study(recipe, storage, worker=worker)
     done = finished_count(study)
     if until is None:
         until = done + trials if trials else recipe.trials
@@ -94,9 +107,12 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
             bar.update(1)
 
     objective = Objective.create(recipe, progress=bar is not None and sys.stderr.isatty())  # no nested bars in logs
+    objective.run_attrs = {"sampler_seed": study.sampler_seed, "worker": worker}
+    record_data(study, objective.data.description())
     try:
         run_worker(study, objective, until=until, timeout=timeout, on_trial=on_trial,
-                   infeasible_after=min(INFEASIBLE_CHECK_AFTER, recipe.trials))
+                   infeasible_after=min(INFEASIBLE_CHECK_AFTER, recipe.trials),
+                   max_consecutive_failures=recipe.max_consecutive_failures)
     finally:
         if bar is not None:
             bar.close()

@@ -93,6 +93,26 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
+    _upsert_user_attrs(backend, dialect, trial_id, attrs, running_only=True)
+    cached = getattr(trial, "_cached_frozen_trial", None)  # what trial.user_attrs returns
+    if cached is not None:
+        cached.user_attrs.update(attrs)
+
+
+def set_finished_trial_user_attrs(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: dict) -> None:
+    """User attributes on a trial that has already finished, which Optuna's API refuses:
+    what ``finalize`` learns about a trial after the search. Same rows as set_user_attr."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    dialect = backend.engine.name if isinstance(backend, RDBStorage) else None
+    if dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 24, 0):
+        dialect = None
+    if dialect not in ("sqlite", "postgresql"):
+        raise RecipeError("finalize records its results in the study: that needs a SQLite or PostgreSQL storage")
+    _upsert_user_attrs(backend, dialect, trial._trial_id, attrs, running_only=False)
+
+
+def _upsert_user_attrs(backend: RDBStorage, dialect: str, trial_id: int, attrs: dict, *,
+                       running_only: bool) -> None:
     from optuna.storages._rdb import models
 
     if dialect == "sqlite":
@@ -107,7 +127,8 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
     session = backend.scoped_session()
     try:
         row = models.TrialModel.find_or_raise_by_id(trial_id, session)
-        backend.check_trial_is_updatable(trial_id, row.state)
+        if running_only:
+            backend.check_trial_is_updatable(trial_id, row.state)
         session.execute(stmt)
         session.commit()
     except Exception:
@@ -115,9 +136,6 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
         raise
     finally:
         session.close()
-    cached = getattr(trial, "_cached_frozen_trial", None)  # what trial.user_attrs returns
-    if cached is not None:
-        cached.user_attrs.update(attrs)
 
 
 def count_trials(study: optuna.Study, states: tuple[TrialState, ...]) -> int:

@@ -9,15 +9,17 @@ feasibility mean, in ``trials.py``.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .errors import CnnSearchError, RecipeError
-from .recipe import SAMPLERS, Recipe
+from .errors import CnnSearchError, FailingTrials, RecipeError
+from .recipe import SAMPLERS, Recipe, changed_meaning
 from .storage import count_trials
 from .trials import FINISHED, REJECTED, is_feasible
 
@@ -37,13 +39,32 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise RecipeError(f"sampler: {name!r} is not one of {', '.join(SAMPLERS)}")
 
 
-def open_study(recipe: Recipe, storage, *, worker: int = 0) -> optuna.Study:
-    """Create the recipe's study or resume it; refuse one made by a different recipe."""
+def sampler_seed(recipe_seed: int, trials_in_study: int, worker: str) -> int:
+    """The recipe's seed for a fresh study's first (or only) worker, so it reproduces; else
+    one derived from the seed, the trials already there and the worker's identity, so a
+    resumed run or a second worker does not re-propose the candidates it started from."""
+    if trials_in_study == 0 and worker == "0":
+        return recipe_seed
+    digest = hashlib.sha256(f"{recipe_seed}:{trials_in_study}:{worker}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
+    """Create the recipe's study or resume it; refuse one made by a different recipe.
+
+    ``worker`` names this worker (an index, or index@host:pid); with the trials already in
+    the study it seeds the sampler (``sampler_seed``), and ``study.sampler_seed`` says
+    which seed, for the objective to record on each trial."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=, metric names
-    sampler = make_sampler(recipe.sampler, recipe.seed + 7919 * worker)
-    study = optuna.create_study(study_name=recipe.name, storage=storage, sampler=sampler,
+    existing = _existing(storage, recipe.name)
+    if existing is not None:
+        _refuse_changed_recipe(existing, recipe)
+    study = optuna.create_study(study_name=recipe.name, storage=storage, sampler=optuna.samplers.RandomSampler(),
                                 directions=recipe.directions, load_if_exists=True)
+    seed = sampler_seed(recipe.seed, len(study.get_trials(deepcopy=False)), str(worker))
+    study.sampler = make_sampler(recipe.sampler, seed)
+    study.sampler_seed = seed
     want = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
             for d in recipe.directions]
     if study.directions != want:
@@ -55,6 +76,39 @@ def open_study(recipe: Recipe, storage, *, worker: int = 0) -> optuna.Study:
     if "recipe" not in study.user_attrs:
         study.set_user_attr("recipe", recipe.to_dict())
     return study
+
+
+def record_data(study: optuna.Study, description: dict) -> None:
+    """What a self-contained export needs (input size, classes, normalisation), stored with
+    the study the first time a worker loads its data."""
+    if "data" not in study.user_attrs:
+        study.set_user_attr("data", description)
+
+
+def _existing(storage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def _refuse_changed_recipe(study: optuna.Study, recipe: Recipe) -> None:
+    """A study keeps the recipe that made it; resuming it under a recipe that changes what
+    its trials mean would mix incomparable trials into one front."""
+    from .recipe import from_dict
+
+    stored = study.user_attrs.get("recipe")
+    if not stored:
+        return  # not made by cnnsearch, or made before recipes were stored
+    try:
+        old = from_dict({**stored, "storage": recipe.storage, "artifacts": recipe.artifacts}, Path.cwd())
+    except RecipeError:
+        return  # a stored recipe an older cnnsearch wrote; the objectives check still applies
+    changes = changed_meaning(old, recipe)
+    if changes:
+        raise RecipeError(f"study {recipe.name!r} was made with another recipe: " + "; ".join(changes)
+                          + ". Its trials would not be comparable: give the recipe a new name "
+                          "(or another storage), or undo the change")
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -82,16 +136,25 @@ def infeasible_summary(trials: list[FrozenTrial]) -> str:
 
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[float]], *, until: int,
                timeout: float | None = None, infeasible_after: int = INFEASIBLE_CHECK_AFTER,
+               max_consecutive_failures: int = 5,
                on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> optuna.Study:
     """Run ``objective`` on ``study`` until it holds ``until`` finished (or running) trials,
     counting every worker's. ``on_trial`` sees each trial this worker finishes. With no
-    feasible trial after ``infeasible_after`` rejected ones, stop with AllInfeasible."""
+    feasible trial after ``infeasible_after`` rejected ones, stop with AllInfeasible; after
+    ``max_consecutive_failures`` of this worker's trials FAILed in a row, with FailingTrials
+    (instead of burning the budget on a broken GPU or a bug)."""
     feasible_seen = False
+    failures = 0
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal feasible_seen
+        nonlocal feasible_seen, failures
         if on_trial is not None:
             on_trial(study, trial)
+        failures = failures + 1 if trial.state == TrialState.FAIL else 0
+        if failures >= max_consecutive_failures:
+            study.stop()
+            raise FailingTrials(f"{failures} trials in a row failed; the last: "
+                                f"{trial.user_attrs.get('fail_reason', 'no reason recorded')}")
         if count_trials(study, (*FINISHED, TrialState.RUNNING)) >= until:  # every worker's
             study.stop()
         feasible_seen = feasible_seen or is_feasible(trial)

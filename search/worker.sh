@@ -21,11 +21,13 @@ gpus=${GPUS_PER_NODE:-0}
 if [ "$gpus" -gt 0 ]; then
   pids=()
   for ((i = 0; i < gpus; i++)); do
-    CUDA_VISIBLE_DEVICES=$i "$PY" "${args[@]}" --worker-index "$i" &
+    CUDA_VISIBLE_DEVICES=$i "$PY" "${args[@]}" --worker-index "$i" --worker-id "$i@$(hostname):$$" &
     pids+=($!)
   done
   status=0
   for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
   exit $status
 fi
-exec "$PY" "${args[@]}" --worker-index "${WORKER_INDEX:-${SLURM_PROCID:-0}}"
+# a distinct identity per worker seeds its sampler: no two workers propose the same candidates
+index=${WORKER_INDEX:-${SLURM_PROCID:-0}}
+exec "$PY" "${args[@]}" --worker-index "$index" --worker-id "${WORKER_ID:-$index@$(hostname):$$}"

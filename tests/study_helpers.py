@@ -47,11 +47,13 @@ def run_recipe(recipe, *, until: int, objective=None) -> optuna.Study:
     """One worker of ``recipe`` (a loaded Recipe) until the study holds ``until`` trials."""
     from cnnsearch.objective import Objective
     from cnnsearch.storage import open_storage
-    from cnnsearch.study import open_study, run_worker
+    from cnnsearch.study import open_study, record_data, run_worker
 
     study = open_study(recipe, open_storage(recipe.storage))
-    return run_worker(study, objective or Objective.create(recipe), until=until,
-                      infeasible_after=min(20, recipe.trials))
+    objective = objective or Objective.create(recipe)
+    record_data(study, objective.data.description())
+    return run_worker(study, objective, until=until, infeasible_after=min(20, recipe.trials),
+                      max_consecutive_failures=recipe.max_consecutive_failures)
 
 
 def load(recipe: Path, name: str = "tiny", storage: str | None = None) -> optuna.Study:

@@ -15,7 +15,15 @@ from cnnsearch.data import augment, load_data
 def test_digits_is_the_real_bundled_set():
     data = load_data("digits", seed=0)
     assert data.input_shape == (1, 8, 8) and data.num_classes == 10
-    assert len(data.x_train) + len(data.x_val) == 1797
+    assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 1797
+    assert len(data.x_test) == len(data.y_test) > 300
+    for c in range(10):  # stratified: every split holds every class in the same proportion
+        per_split = [int((y == c).sum()) for y in (data.y_train, data.y_val, data.y_test)]
+        assert abs(per_split[1] - per_split[2]) <= 1 and per_split[0] > per_split[1]
+    rows = {tuple(r.tolist()) for r in data.x_test.flatten(1)}
+    # disjoint by index; digits itself holds a few identical images, so allow those few
+    assert len(rows & {tuple(r.tolist()) for r in data.x_val.flatten(1)}) <= 5
+    assert len(rows & {tuple(r.tolist()) for r in data.x_train.flatten(1)}) <= 5
     assert abs(data.x_train.mean().item()) < 1e-4  # normalised with train statistics
     again = load_data("digits", seed=0)
     assert torch.equal(again.x_val, data.x_val) and torch.equal(again.y_train, data.y_train)
@@ -29,7 +37,7 @@ def test_shapes_any_size_deterministic_by_seed():
     c = load_data("shapes", n=300, size=20, classes=5, channels=1, seed=4)
     assert a.input_shape == (1, 20, 20) and a.num_classes == 5
     assert torch.equal(a.x_train, b.x_train) and not torch.equal(a.x_train, c.x_train)
-    counts = torch.bincount(torch.cat([a.y_train, a.y_val]), minlength=5)
+    counts = torch.bincount(torch.cat([a.y_train, a.y_val, a.y_test]), minlength=5)
     assert counts.tolist() == [60] * 5  # balanced classes
     with pytest.raises(DataError, match="classes must be in"):
         load_data("shapes", classes=20)
@@ -54,7 +62,7 @@ def test_image_folder_from_pngs(tmp_path):
     data = load_data(f"folder:{tmp_path}", size=16, val_fraction=0.2, seed=0)
     assert data.classes == ("cats", "dogs")
     assert data.input_shape == (3, 16, 16)
-    assert len(data.x_train) == 16 and len(data.x_val) == 4
+    assert len(data.x_train) == 12 and len(data.x_val) == 4 and len(data.x_test) == 4
     chosen = load_data(f"folder:{tmp_path}")  # size chosen from the photos: median short side
     assert chosen.input_shape == (3, 24, 24)
     # red cats, blue dogs survive the resize and normalisation
@@ -90,6 +98,8 @@ def test_torchvision_mnist_from_files_the_test_writes(tmp_path):
     data = load_data("MNIST", root=tmp_path, download=False, val_fraction=0.2)
     assert data.input_shape == (1, 28, 28) and data.num_classes == 10
     assert len(data.x_train) + len(data.x_val) == 50
+    assert len(data.x_test) == 10  # the official t10k split, normalised with the train statistics
+    assert torch.equal(data.x_test[:, 0].mean(dim=2).argmax(dim=1), data.y_test)
     lit_rows = data.x_train[:, 0].mean(dim=2).argmax(dim=1)
     assert torch.equal(lit_rows, data.y_train)
 

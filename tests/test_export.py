@@ -1,5 +1,6 @@
 """Exported code: standalone, lint-clean, loads build(spec)'s weights, same outputs."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -175,3 +176,41 @@ def test_torch_export_and_onnx_match(tmp_path, name):
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     assert abs(got - expected.numpy()).max() <= 1e-5
+
+
+HOSTILE_CLASSES = ['cat"]; import os; os.system("x")  #', "line\nbreak", "back\\slash", "é-ü", "😀", "'''"]
+
+
+def test_export_with_data_normalises_inside_carries_classes_and_runs_in_onnxruntime(tmp_path):
+    spec = load_spec("compact_residual.json")
+    c = spec.input[0]
+    classes = (HOSTILE_CLASSES * 10)[:spec.num_classes]
+    data = {"mean": [0.1 * (i + 1) for i in range(c)], "std": [0.2 + 0.05 * i for i in range(c)],
+            "classes": classes}
+    source = to_source(spec, data=data)
+    tree = ast.parse(source)  # the hostile names stay inside string literals: nothing else appears
+    imports = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    assert imports == {"torch", "torch.nn.functional", "nn"} and "os.system(" not in source.replace(
+        "os.system(\\u0022", "")
+    calls = {n.func.attr if isinstance(n.func, ast.Attribute) else n.func.id for n in ast.walk(tree)
+             if isinstance(n, ast.Call)}
+    assert "system" not in calls
+    namespace = {}
+    exec(compile(source, "exported.py", "exec"), namespace)  # our own generated file
+    model = namespace["Net"]().eval()
+    assert model.classes == classes and model.input_size == tuple(spec.input)
+    torch.manual_seed(0)
+    plain = build(spec).eval()
+    model.load_state_dict(plain.state_dict(), strict=True)  # the statistics are not weights
+    raw = torch.rand(2, *spec.input)  # images in [0, 1]
+    mean, std = torch.tensor(data["mean"]).view(1, c, 1, 1), torch.tensor(data["std"]).view(1, c, 1, 1)
+    with torch.no_grad():
+        expected = plain((raw - mean) / std)
+        assert torch.equal(model(raw), expected)
+    onnx_path = tmp_path / "model.onnx"
+    torch.onnx.export(model, (raw,), str(onnx_path), dynamo=True)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: raw.numpy()})
+    assert abs(got - expected.numpy()).max() <= 1e-5
+    with pytest.raises(SpecError, match="data"):
+        to_source(spec, data={**data, "mean": [0.5] * (c + 1)})

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from playwright.sync_api import sync_playwright
 from safetensors.torch import load_file, save_file
 
@@ -90,6 +91,7 @@ CHILD = textwrap.dedent("""
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     model = module.Net()
+    assert model.classes == [str(c) for c in range(10)] and model.input_size == (1, 8, 8)
     model.load_state_dict(load_file(sys.argv[2]), strict=True)
     model.eval()
     data = load_file(sys.argv[3])
@@ -109,8 +111,13 @@ def test_export_trial_loads_strictly_and_reproduces_its_accuracy(study_dir, tmp_
     trial = load(recipe, "small").trials[number]
     r = load_recipe(recipe)
     data = load_data(r.dataset, **r.data)
+    # the user's raw images: digits' pixels / 16 in [0, 1] (undo our normalisation, then snap
+    # to the 1/16 grid the raw pixels live on); the exported module normalises them itself
+    mean, std = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1)
+    raw = torch.round((data.x_val * std + mean) * 16) / 16
+    assert raw.min() >= 0 and raw.max() <= 1
     val = tmp_path / "val.safetensors"
-    save_file({"x": data.x_val.contiguous(), "y": data.y_val}, str(val))
+    save_file({"x": raw.contiguous(), "y": data.y_val}, str(val))
     child = subprocess.run([sys.executable, "-I", "-c", CHILD, str(model), str(weights), str(val)],
                            capture_output=True, text=True, cwd=tmp_path)
     assert child.returncode == 0, child.stderr

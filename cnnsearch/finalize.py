@@ -1,0 +1,87 @@
+"""Train the chosen network properly, once the search is over.
+
+The search trains each candidate briefly and selects on validation accuracy, so the
+validation score of the winner is optimistic: it is what chose it. ``finalize`` retrains
+the chosen trial's architecture and hyperparameters from scratch, longer (3x the recipe's
+epochs by default), with several seeds, and scores each once on the held-out test split,
+which nothing in the search ever read. The result goes on the trial as
+``user_attrs["final"]`` and the best seed's weights become an artifact of the study.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import torch
+
+from .build import build
+from .data import load_data
+from .errors import CnnSearchError
+from .export import save_weights
+from .hparams import SEARCHABLE, TrainConfig, searchable_defaults
+from .recipe import Recipe
+from .report import pick_trial, trial_spec
+from .storage import set_finished_trial_user_attrs
+from .train import TrainStatus, evaluate, resolve_device, train
+
+DEFAULT_SEEDS = 3
+EPOCHS_FACTOR = 3  # default final training: this many times the search's epochs
+
+
+def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs: int | None = None,
+             seeds: int = DEFAULT_SEEDS, progress: bool = False,
+             on_seed: Callable[[int, float, float, float], None] | None = None) -> tuple[int, dict]:
+    """Retrain trial ``which`` (best, fastest or a number) with ``seeds`` seeds (0, 1, ...)
+    for ``epochs``; return (trial number, the ``final`` dict also stored on the trial).
+    ``on_seed(seed, test_accuracy, val_accuracy, seconds)`` follows each seed."""
+    if seeds < 1 or (epochs is not None and epochs < 1):
+        raise CnnSearchError("--seeds and --epochs must be at least 1")
+    trial = pick_trial(study, which)
+    spec = trial_spec(trial)
+    epochs = epochs or EPOCHS_FACTOR * recipe.train.epochs
+    device = resolve_device(recipe.train.device)
+    data = load_data(recipe.dataset, **recipe.data).to(device)
+    hp = {**searchable_defaults(), **{k: v for k, v in trial.params.items() if k in SEARCHABLE}}
+    overrides = {"batch_size": recipe.train.batch_size} if recipe.train.batch_size else {}
+    tests, vals, best = [], [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(seeds):
+            t0 = time.perf_counter()
+            torch.manual_seed(seed)
+            model = build(spec)
+            cfg = TrainConfig.from_params(hp, epochs=epochs, seed=seed, device=str(device),
+                                          augment=recipe.train.augment, **overrides)
+            result = train(model, data, cfg, progress=progress)
+            if result.status != TrainStatus.OK:
+                raise CnnSearchError(f"trial {trial.number}, seed {seed}: training ended {result.status} "
+                                     f"({result.detail}); nothing was recorded")
+            _, test_acc = evaluate(model, data.x_test, data.y_test, autocast=device.type == "cuda")
+            tests.append(test_acc)
+            vals.append(result.accuracy)
+            if best is None or test_acc > tests[best]:
+                best = seed
+                save_weights(model, Path(tmp) / "best.safetensors")
+            if on_seed is not None:
+                on_seed(seed, test_acc, result.accuracy, time.perf_counter() - t0)
+        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+        Path(recipe.artifacts).mkdir(parents=True, exist_ok=True)
+        weights = upload_artifact(artifact_store=FileSystemArtifactStore(recipe.artifacts),
+                                  file_path=str(Path(tmp) / "best.safetensors"), study_or_trial=study)
+    final = {
+        "epochs": epochs,
+        "seeds": seeds,
+        "test_accuracies": tests,
+        "test_accuracy_mean": statistics.fmean(tests),
+        "test_accuracy_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+        "val_accuracies": vals,
+        "best_seed": best,
+        "weights": weights,
+    }
+    set_finished_trial_user_attrs(study, trial, {"final": final})
+    return trial.number, final

@@ -1,0 +1,109 @@
+"""What a user takes away can be trusted: finalize on the test split, refused recipe
+changes, no re-proposed candidates, a stop on repeated failures."""
+
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import cnnsearch.objective as objective_mod
+from cnnsearch.cli import main
+from cnnsearch.errors import FailingTrials
+from cnnsearch.objective import Objective
+from cnnsearch.recipe import load_recipe
+from tests.conftest import run_cli
+from tests.study_helpers import load, run_recipe, write_recipe
+
+
+def test_finalize_retrains_scores_on_test_records_and_export_uses_it(tmp_path):
+    recipe = write_recipe(tmp_path, trials=3, epochs=2)
+    assert run_cli("search", str(recipe)).returncode == 0
+    result = run_cli("finalize", str(recipe), "--trial", "best", "--seeds", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    trial = load(recipe).trials[out["trial"]]
+    final = trial.user_attrs["final"]
+    assert {k: v for k, v in out.items() if k != "trial"} == final
+    assert final["epochs"] == 6 and final["seeds"] == 2 and len(final["test_accuracies"]) == 2
+    assert final["test_accuracy_mean"] == pytest.approx(sum(final["test_accuracies"]) / 2)
+    assert final["test_accuracy_std"] == pytest.approx(abs(final["test_accuracies"][0]
+                                                           - final["test_accuracies"][1]) / 2 ** 0.5)
+    assert all(0.5 < a <= 1 for a in final["test_accuracies"])  # trained, not chance (10 classes)
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["accuracy"] > 0  # the rest untouched
+    status = run_cli("status", str(recipe), "--json")
+    row = next(r for r in json.loads(status.stdout)["leaderboard"] if r["trial"] == out["trial"])
+    assert row["test_mean"] == pytest.approx(final["test_accuracy_mean"])
+    export = run_cli("export", str(recipe), "--trial", str(out["trial"]), "-o", str(tmp_path / "m.py"),
+                     "--weights", str(tmp_path / "m.safetensors"))
+    assert export.returncode == 0, export.stderr
+    assert "finalized weights (best of 2 seeds" in export.stdout
+    bad = run_cli("finalize", str(recipe), "--seeds", "0")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --seeds")
+
+
+def test_the_search_never_holds_the_test_split(tmp_path):
+    objective = Objective.create(load_recipe(write_recipe(tmp_path)))
+    assert objective.data.x_test is None and objective.data.y_test is None
+
+
+def test_a_changed_recipe_is_refused_and_the_study_untouched(tmp_path):
+    recipe = write_recipe(tmp_path, trials=2, epochs=2)
+    assert run_cli("search", str(recipe)).returncode == 0
+    before = [(t.number, t.state, t.params, t.user_attrs) for t in load(recipe).trials]
+    mtime = (tmp_path / "tiny.db").stat().st_mtime_ns
+    write_recipe(tmp_path, trials=2, epochs=3)  # train.epochs 2 -> 3
+    result = run_cli("search", str(recipe), "--trials", "1")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: study 'tiny' was made with another recipe: train.epochs: 2 -> 3")
+    assert "new name" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert [(t.number, t.state, t.params, t.user_attrs) for t in load(recipe).trials] == before
+    assert (tmp_path / "tiny.db").stat().st_mtime_ns == mtime
+    write_recipe(tmp_path, trials=2, epochs=2, top='sampler = "random"')
+    result = run_cli("search", str(recipe), "--trials", "1")
+    assert result.returncode == 2 and "sampler: 'tpe' -> 'random'" in result.stderr
+    write_recipe(tmp_path, trials=3, epochs=2, top="max_consecutive_failures = 2")  # the budget: fine
+    assert run_cli("search", str(recipe)).returncode == 0
+    assert len(load(recipe).trials) == 3
+
+
+def _param_sets(study):
+    return [tuple(sorted(t.params.items())) for t in study.trials]
+
+
+def test_resumed_runs_and_two_workers_propose_no_duplicates(tmp_path):
+    recipe = write_recipe(tmp_path, trials=3, epochs=1, top='sampler = "random"')
+    for _ in range(3):  # the first run, then two resumed runs of 3 more each
+        assert run_cli("search", str(recipe), "--trials", "3").returncode == 0
+    study = load(recipe)
+    sets = _param_sets(study)
+    assert len(sets) == 9 and len(set(sets)) == 9
+    seeds = [t.user_attrs["sampler_seed"] for t in study.trials]
+    assert seeds[:3] == [0, 0, 0] and len({seeds[0], seeds[3], seeds[6]}) == 3
+    two = write_recipe(tmp_path, name="two", trials=6, epochs=1, top='sampler = "random"')
+    result = run_cli("search", str(two), "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    study = load(two, "two")
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2
+    sets = _param_sets(study)
+    assert len(set(sets)) == len(sets) >= 6
+
+
+def test_a_fresh_single_worker_study_still_reproduces(tmp_path):
+    for name in ("a", "b"):
+        run_recipe(load_recipe(write_recipe(tmp_path, name=name, trials=2, epochs=1)), until=2)
+    assert _param_sets(load(tmp_path / "a.toml", "a")) == _param_sets(load(tmp_path / "b.toml", "b"))
+
+
+def test_consecutive_failures_stop_the_search_with_exit_1(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(objective_mod, "train", broken)
+    recipe = write_recipe(tmp_path, trials=20, top="max_consecutive_failures = 3")
+    with pytest.raises(FailingTrials, match="3 trials in a row failed; the last: RuntimeError: CUDA error"):
+        run_recipe(load_recipe(recipe), until=20)
+    study = load(recipe)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    optuna.delete_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tiny.db'}")
+    assert main(["search", str(recipe), "--quiet"]) == 1  # the CLI: one error line, exit 1
