@@ -231,6 +231,18 @@ def image_folder(path: str | Path, *, size: int | None = None, val_fraction: flo
                                val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 
 
+def loader_options(name: str) -> tuple[str, ...] | None:
+    """The options ``load_data(name, ...)`` accepts (None for an unknown dataset name)."""
+    import inspect
+
+    loader = ({"digits": digits, "shapes": shapes}.get(name)
+              or (image_folder if name.startswith("folder:") else None)
+              or (torchvision_dataset if name in TORCHVISION else None))
+    if loader is None:
+        return None
+    return tuple(p.name for p in inspect.signature(loader).parameters.values() if p.kind == p.KEYWORD_ONLY)
+
+
 def load_data(name: str, **options) -> ImageData:
     """``digits``, ``shapes``, ``folder:PATH`` or a torchvision name (CIFAR10, MNIST, ...)."""
     if name == "digits":

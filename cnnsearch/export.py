@@ -4,13 +4,15 @@ The source is generated from the shape table's rows only, through the ``ops.py``
 whitelist: module class names come from that table, arguments are numbers or whitelisted
 words written by ``ops.literal``, attribute names are the rows' own (``conv1``, ``fc2``),
 which the shape arithmetic made from integers. Nothing a user stored as a string is ever
-interpolated into the source. The output is deterministic: the same spec gives the same
+interpolated into the source except as a fully escaped string literal (a study's class
+names, through ``ops.text_literal``). The output is deterministic: the same spec gives the same
 bytes. Layer names match ``build(spec)``'s, so its ``state_dict`` loads with strict=True.
 """
 
 from __future__ import annotations
 
 import keyword
+import math
 import re
 from pathlib import Path
 
@@ -92,8 +94,10 @@ def _preprocess(data: dict, spec: ArchSpec) -> tuple[list[str], list[str], list[
     c = spec.input[0]
     mean, std, classes = data.get("mean"), data.get("std"), data.get("classes")
     if (not isinstance(mean, list) or not isinstance(std, list) or len(mean) != c or len(std) != c
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean + std)
-            or not isinstance(classes, list) or len(classes) != spec.num_classes):
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in mean + std) or not all(v > 0 for v in std)
+            or not isinstance(classes, list) or len(classes) != spec.num_classes
+            or not all(isinstance(n, str) and len(n) <= 200 for n in classes)):
         raise SpecError("data", f"the stored data description does not fit a {c}-channel, "
                         f"{spec.num_classes}-class network")
     names = ", ".join(ops.text_literal(str(n)) for n in classes)
@@ -119,7 +123,7 @@ def _usage(class_name: str, spec: ArchSpec) -> list[str]:
         "    from torchvision.transforms.functional import to_tensor",
         f"    model = {class_name}().eval()",
         '    model.load_state_dict(load_file("weights.safetensors"))',
-        f'    image = to_tensor(Image.open("image.png").convert("{mode}").resize(({w}, {h})))',
+        f'    image = to_tensor(Image.open("image.png").convert("{mode}").resize(({w}, {h}), Image.BILINEAR))',
         "    print(model.classes[model(image.unsqueeze(0)).argmax(1).item()])",
     ]
 

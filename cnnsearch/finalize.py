@@ -4,7 +4,8 @@ The search trains each candidate briefly and selects on validation accuracy, so 
 validation score of the winner is optimistic: it is what chose it. ``finalize`` retrains
 the chosen trial's architecture and hyperparameters from scratch, longer (3x the recipe's
 epochs by default), with several seeds, and scores each once on the held-out test split,
-which nothing in the search ever read. The result goes on the trial as
+which nothing in the search ever read. The seed whose weights are kept is chosen on
+validation accuracy; test accuracy is only reported. The result goes on the trial as
 ``user_attrs["final"]`` and the best seed's weights become an artifact of the study.
 """
 
@@ -23,10 +24,11 @@ from .build import build
 from .data import load_data
 from .errors import CnnSearchError
 from .export import save_weights
-from .hparams import SEARCHABLE, TrainConfig, searchable_defaults
+from .hparams import TrainConfig
 from .recipe import Recipe
 from .report import pick_trial, trial_spec
-from .storage import set_finished_trial_user_attrs
+from .storage import require_rdb_for_finished_trials, set_finished_trial_user_attrs
+from .study import check_data, check_recipe
 from .train import TrainStatus, evaluate, resolve_device, train
 
 DEFAULT_SEEDS = 3
@@ -41,12 +43,18 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
     ``on_seed(seed, test_accuracy, val_accuracy, seconds)`` follows each seed."""
     if seeds < 1 or (epochs is not None and epochs < 1):
         raise CnnSearchError("--seeds and --epochs must be at least 1")
+    check_recipe(study, recipe)  # the same data, split and training as the search's, or nothing
+    require_rdb_for_finished_trials(study)  # before any training: the result must be storable
     trial = pick_trial(study, which)
     spec = trial_spec(trial)
     epochs = epochs or EPOCHS_FACTOR * recipe.train.epochs
     device = resolve_device(recipe.train.device)
-    data = load_data(recipe.dataset, **recipe.data).to(device)
-    hp = {**searchable_defaults(), **{k: v for k, v in trial.params.items() if k in SEARCHABLE}}
+    data = load_data(recipe.dataset, **recipe.data)
+    check_data(study, data.description())  # same split and statistics as the search and the export
+    data = data.to(device)
+    # the hyperparameters the search trained this trial with: the tuned ones from its params,
+    # the ones the space fixes (never suggested, so not in params) from the space
+    hp = recipe.load_space().sample_train(optuna.trial.FixedTrial(dict(trial.params)))
     overrides = {"batch_size": recipe.train.batch_size} if recipe.train.batch_size else {}
     tests, vals, best = [], [], None
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,7 +71,7 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
             _, test_acc = evaluate(model, data.x_test, data.y_test, autocast=device.type == "cuda")
             tests.append(test_acc)
             vals.append(result.accuracy)
-            if best is None or test_acc > tests[best]:
+            if best is None or result.accuracy > vals[best]:  # chosen on validation: test is only scored
                 best = seed
                 save_weights(model, Path(tmp) / "best.safetensors")
             if on_seed is not None:

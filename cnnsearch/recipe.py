@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data import TORCHVISION, loader_options
 from .errors import RecipeError, SpaceError
 from .hparams import TrainConfig
 from .space import SearchSpace, parse_space
@@ -105,12 +106,16 @@ def changed_meaning(stored: Recipe, wanted: Recipe) -> list[str]:
     """``['train.epochs: 4 -> 5', ...]``: where ``wanted`` differs from the study's recipe."""
     old, new = stored.meaning(), wanted.meaning()
     changes = []
+
+    def shown(flat: dict, key: str) -> str:
+        return repr(flat[key]) if key in flat else "(unset)"
+
     for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
+        if old.get(key, ...) != new.get(key, ...):
             if key == "space":
                 changes.append("space: the space file's text changed")
             else:
-                changes.append(f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}")
+                changes.append(f"{key}: {shown(old, key)} -> {shown(new, key)}")
     return changes
 
 
@@ -178,6 +183,12 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
     options = data.get("data", {})
     if not isinstance(options, dict):
         raise RecipeError(f"data: expected a table of dataset options, got {options!r}")
+    allowed = loader_options(dataset)
+    if allowed is None:
+        raise RecipeError(f"dataset: {dataset!r} is not one of digits, shapes, folder:PATH, {', '.join(TORCHVISION)}")
+    for key in options:
+        if key not in allowed:
+            raise RecipeError(f"data.{key}: not an option of {dataset} (allowed: {', '.join(allowed)})")
 
     t = _section(data, "train", TrainSection)
     train = TrainSection(

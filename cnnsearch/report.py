@@ -139,6 +139,8 @@ def export_trial(study: optuna.Study, *, which: str, artifacts: str, output: str
     if weights:
         download_weights(final["weights"] if final else a["weights"], artifacts, weights,
                          what=f"weights of trial {trial.number}")
+    else:
+        source = "no weights asked for (--weights FILE); " + source
     raw = "raw images in [0, 1]" if data else "normalised images (a study from before data descriptions)"
     return out, (f"trial {trial.number} {spec.summary}, {a['latency_ms']:.3f} ms, {a['params']:,} params; "
                  f"{source}; takes {raw}")

@@ -89,6 +89,10 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
             _summary(optuna.load_study(study_name=recipe.name, storage=storage))
         return code
 
+    # the data first: a study whose data now loads differently is refused before any output
+    objective = Objective.create(recipe, progress=not quiet and sys.stderr.isatty())  # no nested bars in logs
+    objective.run_attrs = {"sampler_seed": study.sampler_seed, "worker": study.worker_identity}
+    record_data(study, objective.data.description())
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
@@ -106,9 +110,6 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
             bar.write(line)
             bar.update(1)
 
-    objective = Objective.create(recipe, progress=bar is not None and sys.stderr.isatty())  # no nested bars in logs
-    objective.run_attrs = {"sampler_seed": study.sampler_seed, "worker": worker}
-    record_data(study, objective.data.description())
     try:
         run_worker(study, objective, until=until, timeout=timeout, on_trial=on_trial,
                    infeasible_after=min(INFEASIBLE_CHECK_AFTER, recipe.trials),

@@ -102,13 +102,19 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
 def set_finished_trial_user_attrs(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: dict) -> None:
     """User attributes on a trial that has already finished, which Optuna's API refuses:
     what ``finalize`` learns about a trial after the search. Same rows as set_user_attr."""
+    backend, dialect = require_rdb_for_finished_trials(study)
+    _upsert_user_attrs(backend, dialect, trial._trial_id, attrs, running_only=False)
+
+
+def require_rdb_for_finished_trials(study: optuna.Study) -> tuple[RDBStorage, str]:
+    """The storage and SQL dialect set_finished_trial_user_attrs needs, or RecipeError."""
     backend = getattr(study._storage, "_backend", study._storage)
     dialect = backend.engine.name if isinstance(backend, RDBStorage) else None
     if dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 24, 0):
         dialect = None
     if dialect not in ("sqlite", "postgresql"):
         raise RecipeError("finalize records its results in the study: that needs a SQLite or PostgreSQL storage")
-    _upsert_user_attrs(backend, dialect, trial._trial_id, attrs, running_only=False)
+    return backend, dialect
 
 
 def _upsert_user_attrs(backend: RDBStorage, dialect: str, trial_id: int, attrs: dict, *,

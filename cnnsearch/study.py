@@ -10,6 +10,8 @@ feasibility mean, in ``trials.py``.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -59,12 +61,16 @@ def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=, metric names
     existing = _existing(storage, recipe.name)
     if existing is not None:
-        _refuse_changed_recipe(existing, recipe)
+        check_recipe(existing, recipe)
     study = optuna.create_study(study_name=recipe.name, storage=storage, sampler=optuna.samplers.RandomSampler(),
                                 directions=recipe.directions, load_if_exists=True)
-    seed = sampler_seed(recipe.seed, len(study.get_trials(deepcopy=False)), str(worker))
+    trials = len(study.get_trials(deepcopy=False))
+    worker = str(worker)
+    if trials and worker == "0":  # a plain run resuming: two such runs must not share a seed
+        worker = f"0@{socket.gethostname()}:{os.getpid()}"
+    seed = sampler_seed(recipe.seed, trials, worker)
     study.sampler = make_sampler(recipe.sampler, seed)
-    study.sampler_seed = seed
+    study.sampler_seed, study.worker_identity = seed, worker
     want = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
             for d in recipe.directions]
     if study.directions != want:
@@ -80,9 +86,25 @@ def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
 
 def record_data(study: optuna.Study, description: dict) -> None:
     """What a self-contained export needs (input size, classes, normalisation), stored with
-    the study the first time a worker loads its data."""
+    the study the first time a worker loads its data; later workers must load the same."""
+    check_data(study, description)
     if "data" not in study.user_attrs:
         study.set_user_attr("data", description)
+
+
+def check_data(study: optuna.Study, description: dict) -> None:
+    """Refuse data that is not what the study's trials were trained on: a changed folder,
+    other split defaults, or a study from before train/val/test splits."""
+    stored = study.user_attrs.get("data")
+    if stored is None:
+        if study.get_trials(deepcopy=False):
+            raise RecipeError(f"study {study.study_name!r} was made by an older cnnsearch (no stored data "
+                              "description: its split had no test set); give the recipe a new name")
+        return
+    changed = sorted(k for k in set(stored) | set(description) if stored.get(k) != description.get(k))
+    if changed:
+        raise RecipeError(f"study {study.study_name!r}: the data now loads differently from when its trials "
+                          f"were trained ({', '.join(changed)} changed); give the recipe a new name")
 
 
 def _existing(storage, name: str) -> optuna.Study | None:
@@ -92,7 +114,7 @@ def _existing(storage, name: str) -> optuna.Study | None:
         return None
 
 
-def _refuse_changed_recipe(study: optuna.Study, recipe: Recipe) -> None:
+def check_recipe(study: optuna.Study, recipe: Recipe) -> None:
     """A study keeps the recipe that made it; resuming it under a recipe that changes what
     its trials mean would mix incomparable trials into one front."""
     from .recipe import from_dict

@@ -107,3 +107,52 @@ def test_consecutive_failures_stop_the_search_with_exit_1(tmp_path, monkeypatch)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
     optuna.delete_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tiny.db'}")
     assert main(["search", str(recipe), "--quiet"]) == 1  # the CLI: one error line, exit 1
+
+
+def test_data_that_loads_differently_is_refused(tmp_path):
+    from cnnsearch.errors import RecipeError
+    from cnnsearch.study import check_data
+
+    recipe = write_recipe(tmp_path, trials=1, epochs=1)
+    assert run_cli("search", str(recipe)).returncode == 0
+    study = load(recipe)
+    stored = study.user_attrs["data"]
+    assert stored["classes"] == [str(c) for c in range(10)] and stored["input_size"] == [1, 8, 8]
+    check_data(study, dict(stored))  # the same: fine
+    with pytest.raises(RecipeError, match=r"loads differently .*\(mean changed\)"):
+        check_data(study, {**stored, "mean": [0.5]})
+    old = optuna.create_study(study_name="old", storage=f"sqlite:///{tmp_path / 'tiny.db'}")
+    old.tell(old.ask(), 1.0)  # trials, but no data description: made before test splits
+    with pytest.raises(RecipeError, match="older cnnsearch"):
+        check_data(old, dict(stored))
+
+
+def test_unknown_data_option_is_one_error_line(tmp_path):
+    recipe = write_recipe(tmp_path, extra="[data]\nsise = 8\n")
+    result = run_cli("search", str(recipe))
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("data.sise: not an option of digits (allowed: val_fraction, "
+                                          "test_fraction, seed)")
+    assert not (tmp_path / "tiny.db").exists()
+
+
+def test_finalize_uses_the_hyperparameters_the_space_fixes(tmp_path, monkeypatch):
+    import cnnsearch.finalize as finalize_mod
+    from tests.study_helpers import TINY_SPACE
+
+    space = TINY_SPACE.replace("batch_size = 64", 'batch_size = 64\noptimizer = "sgd"\nmomentum = 0.8')
+    recipe = load_recipe(write_recipe(tmp_path, trials=2, epochs=1, space=space))
+    study = run_recipe(recipe, until=2)
+    seen = []
+    real = finalize_mod.train
+
+    def spy(model, data, cfg, **kw):
+        seen.append(cfg)
+        return real(model, data, cfg, **kw)
+
+    monkeypatch.setattr(finalize_mod, "train", spy)
+    number, final = finalize_mod.finalize(study, recipe, seeds=2, epochs=2)
+    tuned = study.trials[number].params["lr"]
+    assert [(c.optimizer, c.momentum, c.lr, c.batch_size, c.epochs, c.seed) for c in seen] == [
+        ("sgd", 0.8, tuned, 64, 2, 0), ("sgd", 0.8, tuned, 64, 2, 1)]
+    assert final["best_seed"] == max(range(2), key=lambda s: (final["val_accuracies"][s], -s))
