@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from .cli_format import human
-from .errors import CnnSearchError, FailingTrials, ShapeError
+from .errors import CnnSearchError, FailingTrials, RecipeError, ShapeError
 from .shapes import ShapeTable, check
 from .spec import ArchSpec
 
@@ -116,6 +116,19 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _outputs(*paths) -> None:
+    """Make the folders that output files go into (after every input was validated), or
+    say in one line why they cannot be."""
+    for path in paths:
+        if path:
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"{path}: cannot create its folder ({exc.strerror})") from None
+            if Path(path).is_dir():
+                raise UsageError(f"{path}: is a folder; give a file name")
+
+
 def cmd_export(args) -> int:
     from .export import export_files
 
@@ -125,6 +138,7 @@ def cmd_export(args) -> int:
         raise UsageError("give --spec SPEC.json, a recipe (.toml), or --storage URL --study NAME")
     if args.spec:
         spec = ArchSpec.from_json(args.spec)
+        _outputs(args.output, args.weights)
         out = export_files(spec, args.output, class_name=args.class_name, weights=args.weights,
                            seed=args.seed)
         what = f"{spec.summary} ({check(spec).params:,} params)"
@@ -132,6 +146,7 @@ def cmd_export(args) -> int:
         from .report import export_trial
 
         recipe, study = _study_of(args)
+        _outputs(args.output, args.weights)
         out, what = export_trial(study, which=args.trial, artifacts=recipe.artifacts, output=args.output,
                                  class_name=args.class_name, weights=args.weights)
     print(f"wrote {out}" + (f" and {args.weights}" if args.weights else "") + f": {what}")
@@ -194,8 +209,10 @@ def cmd_status(args) -> int:
 
 def cmd_finalize(args) -> int:
     from .finalize import DEFAULT_SEEDS, finalize
+    from .recipe import check_runnable
 
     recipe, study = _study_of(args)
+    check_runnable(recipe)
     seeds = args.seeds if args.seeds is not None else DEFAULT_SEEDS
     if not args.json:
         print(f"finalizing trial {args.trial} of {recipe.name!r}: {seeds} seeds, "
@@ -225,12 +242,16 @@ def cmd_demo(args) -> int:
     if not Path(recipe_path).exists():
         raise UsageError(f"{recipe_path} is missing: run the demo from a cnnsearch checkout")
     recipe = resolve_recipe(recipe_path, None, None)
-    code = search(recipe_path, recipe, trials=None, timeout=None, workers=1, until=None,
-                  worker_index=0, quiet=False)
-    if code:
-        return code
-    print()
-    code = cmd_finalize(make_parser().parse_args(["finalize", recipe_path, "--trial", "best"]))
+    try:
+        code = search(recipe_path, recipe, trials=None, timeout=None, workers=1, until=None,
+                      worker_index=0, quiet=False)
+        if code:
+            return code
+        print()
+        code = cmd_finalize(make_parser().parse_args(["finalize", recipe_path, "--trial", "best"]))
+    except RecipeError as exc:  # e.g. a demo study left by an older cnnsearch
+        raise RecipeError(f"{exc} (the demo's study is {recipe.storage[len('sqlite:///'):]}: "
+                          "delete it to start the demo afresh)") from None
     if code:
         return code
     print()
@@ -259,6 +280,7 @@ def cmd_report(args) -> int:
     studies = [load_existing_study(r.storage, r.name) for r in recipes]
     out = Path(args.output or Path(args.recipes[0] if args.recipes else ".").with_name(
         f"{recipes[0].name}_report.html"))
+    _outputs(out)
     written = write_report(studies, out)
     print(f"wrote {written[0]} ({len(studies)} studies) and " + ", ".join(str(p) for p in written[1:]))
     return 0

@@ -19,6 +19,7 @@ import platform
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -92,6 +93,9 @@ class Objective:
     latencies: dict = field(default_factory=dict)
     progress: bool = False  # a per-step bar under the trials bar, for a person at a terminal
     run_attrs: dict = field(default_factory=dict)  # recorded on every trial (sampler seed, worker)
+    # called after each epoch as (trial number, epoch, epochs, val accuracy, seconds into the
+    # trial): the runner prints a line for long trials when no bar shows progress
+    on_epoch: Callable[[int, int, int, float, float], None] | None = None
 
     @classmethod
     def create(cls, recipe: Recipe, *, progress: bool = False) -> Objective:
@@ -165,9 +169,13 @@ class Objective:
         peers = self._peers(trial, lat.median_ms)
         curve: list[float] = []
 
+        started = time.perf_counter()
+
         def on_epoch(stats) -> bool:
             curve.append(stats.val_accuracy)
             e = stats.epoch
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, e, r.train.epochs, stats.val_accuracy, time.perf_counter() - started)
             if not r.early_stopping.enabled or e < r.early_stopping.min_epoch or e >= r.train.epochs:
                 return False
             leads = [c[e - 1] for c in peers if len(c) >= e]

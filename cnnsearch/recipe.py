@@ -172,8 +172,9 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
             raise RecipeError(f"space: cannot read {base / space} ({exc.strerror})") from None
     dataset = _check(data.get("dataset", Recipe.dataset), "dataset", str)
     objectives = data.get("objectives", list(Recipe.objectives))
-    if (not isinstance(objectives, (list, tuple)) or not objectives or len(set(objectives)) != len(objectives)
-            or any(o not in OBJECTIVES for o in objectives)):
+    if (not isinstance(objectives, (list, tuple)) or not objectives
+            or not all(isinstance(o, str) and o in OBJECTIVES for o in objectives)
+            or len(set(objectives)) != len(objectives)):
         raise RecipeError(f"objectives: {objectives!r} must be distinct names from {', '.join(OBJECTIVES)}")
     sampler = _check(data.get("sampler", Recipe.sampler), "sampler", str)
     if sampler not in SAMPLERS:
@@ -231,6 +232,27 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
     )
     recipe.load_space()  # a bad space is a bad recipe: say so before any trial
     return recipe
+
+
+def check_runnable(recipe: Recipe) -> None:
+    """What a valid recipe still needs from this machine before a search or finalize
+    starts: its devices, and a folder dataset's folders. (Not checked when a study is only
+    read: a GPU study reports fine on a laptop.)"""
+    import torch
+
+    for key, device in (("train.device", recipe.train.device), ("latency.device", recipe.latency.device)):
+        if device.startswith("cuda"):
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            index = int(device.split(":")[1]) if ":" in device else 0
+            if index >= count:
+                raise RecipeError(f"{key}: {device!r}, but this machine has {count} CUDA GPU(s); "
+                                  f"use \"auto\" or \"cpu\"")
+    if recipe.dataset.startswith("folder:"):
+        folder = Path(recipe.dataset[len("folder:"):])
+        classes = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+        if len(classes) < 2:
+            raise RecipeError(f"dataset: {folder} must be a folder with one sub-folder of images per class "
+                              f"(found {'no such folder' if not folder.is_dir() else f'{len(classes)} sub-folder(s)'})")
 
 
 def load_recipe(path: str | Path) -> Recipe:

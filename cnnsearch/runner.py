@@ -7,14 +7,23 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import optuna
 import torch
 
 from .objective import Objective
-from .recipe import Recipe
+from .recipe import Recipe, check_runnable
 from .storage import open_storage
-from .study import INFEASIBLE_CHECK_AFTER, finished_count, open_study, record_data, run_worker
+from .study import (
+    INFEASIBLE_CHECK_AFTER,
+    finished_count,
+    open_study,
+    process_owner,
+    record_data,
+    recover_dead_local_trials,
+    run_worker,
+)
 from .trials import status_of
 
 
@@ -71,6 +80,7 @@ def worker_identity(index: int, worker_id: str | None, launched: bool) -> str:
 def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeout: float | None,
            workers: int, until: int | None, worker_index: int, quiet: bool,
            worker_id: str | None = None) -> int:
+    check_runnable(recipe)  # before the study is created or opened
     storage = open_storage(recipe.storage)
     worker = worker_identity(worker_index, worker_id, launched=until is not None)
     study = open_study(recipe, storage, worker=worker)
@@ -91,25 +101,37 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
 
     # the data first: a study whose data now loads differently is refused before any output
     objective = Objective.create(recipe, progress=not quiet and sys.stderr.isatty())  # no nested bars in logs
-    objective.run_attrs = {"sampler_seed": study.sampler_seed, "worker": study.worker_identity}
+    objective.run_attrs = {"sampler_seed": study.sampler_seed, "worker": study.worker_identity,
+                           "owner": process_owner()}
     record_data(study, objective.data.description())
     bar = None
     if not quiet:
+        print(f"study {recipe.name!r}: {until - done} trials to go on {recipe.dataset} "
+              f"({recipe.storage})", flush=True)
+    if not quiet and sys.stderr.isatty():  # a person watching: a live bar
         from tqdm.auto import tqdm
 
-        print(f"study {recipe.name!r}: {until - done} trials to go on {recipe.dataset} "
-              f"({recipe.storage})")
         bar = tqdm(total=until - done, unit="trial", dynamic_ncols=True)
+    else:  # a log, CI, a worker: plain lines only, with elapsed time and an estimate of the rest
+        objective.on_epoch = _epoch_line(f"[w{worker_index}] " if quiet else "")
     prefix = f"[w{worker_index}] " if quiet else ""
+    started, finished = time.monotonic(), 0
 
     def on_trial(study, trial):
+        nonlocal finished
+        finished += 1
         line = prefix + trial_line(trial)
         if bar is None:
-            print(line, flush=True)
+            elapsed = time.monotonic() - started
+            eta = elapsed / finished * max(0, until - done - finished)
+            print(f"{line}  [{finished}/{until - done}, {_duration(elapsed)} elapsed, ETA {_duration(eta)}]",
+                  flush=True)
         else:
             bar.write(line)
             bar.update(1)
 
+    for number in recover_dead_local_trials(study):
+        print(f"{prefix}trial {number:>4} failed: its worker on this host died; re-queued", flush=True)
     try:
         run_worker(study, objective, until=until, timeout=timeout, on_trial=on_trial,
                    infeasible_after=min(INFEASIBLE_CHECK_AFTER, recipe.trials),
@@ -120,6 +142,21 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     if not quiet:
         _summary(study)
     return 0
+
+
+LONG_TRIAL_S = 10.0  # trials past this get a line per epoch in logs
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _epoch_line(prefix: str):
+    def on_epoch(number: int, epoch: int, epochs: int, accuracy: float, seconds: float) -> None:
+        if seconds >= LONG_TRIAL_S:
+            print(f"{prefix}trial {number:>4} epoch {epoch}/{epochs}: val acc {accuracy:.4f} "
+                  f"({_duration(seconds)} into the trial)", flush=True)
+    return on_epoch
 
 
 def _summary(study: optuna.Study) -> None:

@@ -84,6 +84,54 @@ def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
     return study
 
 
+def process_owner() -> dict:
+    """Who runs a trial: host, pid and the process's start time (so a reused pid is not
+    taken for the dead owner). Recorded on each trial as ``owner``."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid())}
+
+
+def _start_time(pid: int) -> int | None:
+    """Clock ticks after boot at which ``pid`` started (Linux /proc), or None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(owner: dict) -> bool:
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, TypeError):
+        return True  # someone else's live process, or a value we cannot judge: leave it be
+    start = owner.get("start")
+    return start is None or _start_time(int(owner["pid"])) in (None, start)
+
+
+def recover_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Fail and re-queue, at once, every RUNNING trial whose owner ran on this host and is
+    gone (kill -9, a crash). Other hosts' trials are left to the heartbeat (30 s). A trial
+    is retried as the heartbeat would: same parameters, at most twice."""
+    from optuna.storages import RetryFailedTrialCallback
+
+    host, recovered = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get("owner")
+        if not isinstance(owner, dict) or owner.get("host") != host or _alive(owner):
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
+                                               f"its worker (pid {owner.get('pid')}) died mid-trial")
+            study.tell(t.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):
+            continue  # another worker recovered it first
+        RetryFailedTrialCallback(max_retry=2)(study, study._storage.get_trial(t._trial_id))
+        recovered.append(t.number)
+    return recovered
+
+
 def record_data(study: optuna.Study, description: dict) -> None:
     """What a self-contained export needs (input size, classes, normalisation), stored with
     the study the first time a worker loads its data; later workers must load the same."""
@@ -99,12 +147,13 @@ def check_data(study: optuna.Study, description: dict) -> None:
     if stored is None:
         if study.get_trials(deepcopy=False):
             raise RecipeError(f"study {study.study_name!r} was made by an older cnnsearch (no stored data "
-                              "description: its split had no test set); give the recipe a new name")
+                              "description: its split had no test set); give the recipe a new name or "
+                              "another storage")
         return
     changed = sorted(k for k in set(stored) | set(description) if stored.get(k) != description.get(k))
     if changed:
         raise RecipeError(f"study {study.study_name!r}: the data now loads differently from when its trials "
-                          f"were trained ({', '.join(changed)} changed); give the recipe a new name")
+                          f"were trained ({', '.join(changed)} changed); give the recipe a new name or another storage")
 
 
 def _existing(storage, name: str) -> optuna.Study | None:

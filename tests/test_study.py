@@ -195,12 +195,22 @@ def _latency_recorded(db) -> bool:
 
 def test_ctrl_c_stops_cleanly_and_marks_the_running_trial(tmp_path):
     recipe = write_recipe(tmp_path, trials=2, epochs=100_000)
+
+    def default_sigint():  # a suite started from a background shell inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     proc = subprocess.Popen([sys.executable, "-m", "cnnsearch", "search", str(recipe), "--quiet"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: _latency_recorded(tmp_path / "tiny.db"))
-    time.sleep(0.5)  # well inside the (long) training
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
+    try:
+        _wait_for(lambda: _latency_recorded(tmp_path / "tiny.db"))
+        time.sleep(0.5)  # well inside the (long) training
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # never leave a training process behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("error: interrupted")
     assert [t.state for t in load(recipe).trials] == [TrialState.FAIL]
 
@@ -281,3 +291,47 @@ def test_a_failed_attribute_write_still_records_the_reason(tmp_path, monkeypatch
     assert first.user_attrs == {"status": "error", "fail_reason": "RuntimeError: database is locked"}
     assert calls[1] == ["fail_reason", "status"]  # the failed batch was not retried with them
     assert study.trials[1].user_attrs["status"] in ("ok", "early_stopped")  # the study went on
+
+
+def test_logs_get_plain_lines_with_eta_and_no_bar_redraws(tmp_path, monkeypatch, capsys):
+    import cnnsearch.runner as runner
+
+    result = run_cli("search", str(write_recipe(tmp_path, trials=2, epochs=1)))
+    assert result.returncode == 0 and "\r" not in result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("trial")]
+    assert len(lines) == 2 and all("elapsed, ETA" in line for line in lines), result.stdout
+    monkeypatch.setattr(runner, "LONG_TRIAL_S", 0.0)  # every trial counts as long: a line per epoch
+    recipe = load_recipe(write_recipe(tmp_path, name="long", trials=1, epochs=2))
+    assert runner.search(None, recipe, trials=None, timeout=None, workers=1, until=None, worker_index=0,
+                         quiet=False) == 0
+    out = capsys.readouterr()
+    assert "\r" not in out.out + out.err
+    epochs = [line for line in out.out.splitlines() if " epoch " in line]
+    assert [line.split(" epoch ")[1].split(":")[0] for line in epochs] == ["1/2", "2/2"], out.out
+
+
+def test_a_dead_local_worker_s_trial_is_recovered_at_once(tmp_path):
+    recipe = write_recipe(tmp_path, trials=2, epochs=100_000)  # trials that would train for ages
+    proc = subprocess.Popen([sys.executable, "-m", "cnnsearch", "search", str(recipe), "--trials", "1", "--quiet"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: _latency_recorded(tmp_path / "tiny.db"))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    (killed,) = [t for t in load(recipe).trials if t.state == TrialState.RUNNING]
+    assert killed.user_attrs["owner"]["pid"] == proc.pid
+    study = load(recipe)  # fast, perfect peers: the retried trial is early-stopped after one epoch
+    study.add_trial(optuna.trial.create_trial(values=[1.0, 0.0], user_attrs={"curve": [1.0] * 3, "latency_ms": 0.0}))
+    started = time.monotonic()  # at once: no 30 s heartbeat grace period (the default heartbeat is 10 s)
+    result = run_cli("search", str(recipe), "--trials", "1", "--quiet", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 25
+    assert f"trial {killed.number:>4} failed: its worker on this host died; re-queued" in result.stdout
+    study = load(recipe)
+    assert study.trials[killed.number].state == TrialState.FAIL
+    assert "died mid-trial" in study.trials[killed.number].user_attrs["fail_reason"]
+    retried = [t for t in study.trials if t.number > killed.number and t.params]
+    assert retried and retried[0].params == killed.params
+    assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
