@@ -70,6 +70,24 @@ def _threads(n: int):
         torch.set_num_threads(before)
 
 
+@contextmanager
+def _machine_lock(device: str | None):
+    """Hold the lock every cnnsearch process on this machine takes to time ``device``."""
+    if device is None:
+        yield
+        return
+    import fcntl
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), f"cnnsearch-latency-{device.replace(':', '_')}.lock")
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _quartiles(samples: list[float]) -> tuple[float, float, float]:
     q1, q2, q3 = statistics.quantiles(samples, n=4, method="inclusive")
     return q1, q2, q3
@@ -77,8 +95,9 @@ def _quartiles(samples: list[float]) -> tuple[float, float, float]:
 
 def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | torch.device = "cpu",
             batch_size: int = 1, threads: int = 1, warmup_s: float = 0.1, min_runs: int = 30,
-            max_runs: int = 2000, time_cap_s: float = 3.0, rel_iqr: float = 0.10) -> Latency:
-    """Median latency in ms of ``model`` on one batch of ``input_shape`` images."""
+            max_runs: int = 2000, time_cap_s: float = 3.0, rel_iqr: float = 0.10, lock: bool = True) -> Latency:
+    """Median latency in ms of ``model`` on one batch of ``input_shape`` images. With
+    ``lock``, a machine-wide file lock keeps two local workers from timing at once."""
     device = torch.device(device)
     cuda = device.type == "cuda"
     was_training = model.training
@@ -89,7 +108,7 @@ def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | tor
         x = x.contiguous(memory_format=torch.channels_last)
     threads = torch.get_num_threads() if cuda else threads
     try:
-        with _threads(threads), torch.inference_mode():
+        with _machine_lock(str(device) if lock else None), _threads(threads), torch.inference_mode():
             # warm-up: allocator, kernels selection, caches; also sizes the call groups. A GPU
             # needs longer: on an H200 the first 0.1 s of batch-1 calls ran 35% slow (clocks
             # and host launch path still ramping up), so it gets >= 0.5 s, synchronised per

@@ -114,7 +114,7 @@ def recover_dead_local_trials(study: optuna.Study) -> list[int]:
     """Fail and re-queue, at once, every RUNNING trial whose owner ran on this host and is
     gone (kill -9, a crash). Other hosts' trials are left to the heartbeat (30 s). A trial
     is retried as the heartbeat would: same parameters, at most twice."""
-    from optuna.storages import RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     host, recovered = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -127,7 +127,7 @@ def recover_dead_local_trials(study: optuna.Study) -> list[int]:
             study.tell(t.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError):
             continue  # another worker recovered it first
-        RetryFailedTrialCallback(max_retry=2)(study, study._storage.get_trial(t._trial_id))
+        RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(t._trial_id))
         recovered.append(t.number)
     return recovered
 

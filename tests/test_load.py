@@ -1,0 +1,96 @@
+"""Four workers on one study, SQLite and PostgreSQL, 40 short trials each; one is killed
+with kill -9 mid-trial: the others finish, every trial is recorded once, the dead worker's
+trial is retried, and nothing is left RUNNING."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import ROOT
+from tests.study_helpers import PG_URL, load, write_recipe
+
+WORKERS, TRIALS = 4, 40
+
+
+def _four_workers_one_killed(tmp_path, storage_url, name):
+    recipe = write_recipe(tmp_path, name=name, trials=TRIALS, epochs=1)
+    if storage_url:
+        recipe.write_text(recipe.read_text().replace("seed = 0", f'seed = 0\nstorage = "{storage_url}"'))
+    url = storage_url or f"sqlite:///{tmp_path / name}.db"
+    env = {**os.environ, "CNNSEARCH_HEARTBEAT_S": "1", "CNNSEARCH_TRAIN_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    # the first worker creates the study; the others join it as separate processes, as on a cluster
+    procs = []
+    try:
+        for i in range(WORKERS):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "cnnsearch", "search", str(recipe), "--until", str(TRIALS),
+                 "--worker-index", str(i), "--quiet"],
+                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            if i == 0:
+                _wait(lambda: _study(url, name) is not None)
+        victim = procs[1]
+
+        def victim_mid_trial():
+            study = _study(url, name)
+            return study and [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                              if t.user_attrs.get("owner", {}).get("pid") == victim.pid
+                              and "latency_ms" in t.user_attrs]
+
+        (killed,) = _wait(victim_mid_trial)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        outputs = [p.communicate(timeout=600) for p in procs if p is not victim]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (_, err) in zip([p for p in procs if p is not victim], outputs):
+        assert p.returncode == 0, err[-2000:]
+    study = load(recipe, name=name, storage=storage_url)
+    trials = study.trials
+    assert len({t.number for t in trials}) == len(trials)  # every trial recorded once
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert TRIALS <= len(finished) <= TRIALS + WORKERS - 1  # the budget; workers may finish one in flight each
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == [killed.number], [t.user_attrs.get("fail_reason") for t in failed]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert any(t.params == killed.params and t.number > killed.number for t in finished)  # retried
+    assert not any("locked" in str(t.user_attrs.get("fail_reason", "")) for t in trials)
+    assert len({t.user_attrs["worker"] for t in finished}) >= WORKERS - 1
+
+
+def _study(url, name):
+    try:
+        return optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        return None
+
+
+def _wait(predicate, timeout=300.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            found = predicate()
+        except Exception:  # the database is still being created
+            found = None
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
+def test_four_workers_on_sqlite_survive_a_kill(tmp_path):
+    _four_workers_one_killed(tmp_path, None, "load")
+
+
+@pytest.mark.postgres
+def test_four_workers_on_postgresql_survive_a_kill(tmp_path):
+    _four_workers_one_killed(tmp_path, PG_URL, f"load_{uuid.uuid4().hex[:8]}")
