@@ -359,7 +359,12 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
-        return args.func(args)
+        try:
+            return args.func(args)
+        except OSError as exc:  # an output the OS refuses (a full disk, /proc, permissions): no traceback
+            if exc.filename is None:
+                raise
+            raise UsageError(f"{exc.filename}: {exc.strerror or exc}") from None
     except CnnSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -106,6 +106,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         record = _Record(trial)
+        if "owner" in self.run_attrs:  # first: a retried trial arrives with its dead owner's attributes
+            set_user_attrs(trial, {"owner": self.run_attrs["owner"]})
         try:
             return self._run(trial, record)
         except (optuna.TrialPruned, KeyboardInterrupt):

@@ -9,6 +9,7 @@ another machine can join with just ``--storage URL --study NAME``.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,6 @@ from .storage import load_existing_study
 
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "params": "minimize", "flops": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -204,9 +204,11 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
         batch_size=_check(lt.get("batch_size", LatencySection.batch_size), "latency.batch_size", int, low=1),
         threads=_check(lt.get("threads", LatencySection.threads), "latency.threads", int, low=1),
     )
-    for key, device in (("train.device", train.device), ("latency.device", latency.device)):
-        if device.split(":")[0] not in DEVICES:
-            raise RecipeError(f"{key}: {device!r} is not one of auto, cpu, cuda, cuda:N")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", train.device):
+        raise RecipeError(f"train.device: {train.device!r} is not one of auto, cpu, cuda, cuda:N")
+    if not re.fullmatch(r"cpu|cuda(:\d{1,3})?", latency.device):  # where it will run: no guessing
+        raise RecipeError(f"latency.device: {latency.device!r} is not one of cpu, cuda, cuda:N "
+                          "(the device the network will be deployed on)")
     lm = _section(data, "limits", Limits)
     limits = Limits(
         max_params=_check(lm.get("max_params"), "limits.max_params", int, low=1, allow_none=True),
@@ -246,7 +248,7 @@ def check_runnable(recipe: Recipe) -> None:
             index = int(device.split(":")[1]) if ":" in device else 0
             if index >= count:
                 raise RecipeError(f"{key}: {device!r}, but this machine has {count} CUDA GPU(s); "
-                                  f"use \"auto\" or \"cpu\"")
+                                  f"use {'auto or cpu' if key == 'train.device' else 'cpu'}")
     if recipe.dataset.startswith("folder:"):
         folder = Path(recipe.dataset[len("folder:"):])
         classes = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []

@@ -15,7 +15,7 @@ import torch
 
 from .objective import Objective
 from .recipe import Recipe, check_runnable
-from .storage import open_storage
+from .storage import count_trials, open_storage
 from .study import (
     INFEASIBLE_CHECK_AFTER,
     finished_count,
@@ -25,7 +25,7 @@ from .study import (
     recover_dead_local_trials,
     run_worker,
 )
-from .trials import status_of
+from .trials import FINISHED, status_of
 
 
 def trial_line(trial: optuna.trial.FrozenTrial) -> str:
@@ -44,7 +44,7 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
 def _worker_env(index: int, workers: int) -> dict[str, str]:
     env = dict(os.environ)
     # K local workers share the CPU cores for training instead of each taking all of them
-    env["CNNSEARCH_TRAIN_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    env["CNNSEARCH_TRAIN_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
     gpus = torch.cuda.device_count()
     if gpus and "CUDA_VISIBLE_DEVICES" not in os.environ:
         env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)  # round robin: K > GPUs shares them
@@ -84,8 +84,8 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
            workers: int, until: int | None, worker_index: int, quiet: bool,
            worker_id: str | None = None) -> int:
     check_runnable(recipe)  # before the study is created or opened
-    if os.environ.get("CNNSEARCH_TRAIN_THREADS"):  # set by launch_workers
-        torch.set_num_threads(int(os.environ["CNNSEARCH_TRAIN_THREADS"]))
+    if os.environ.get("CNNSEARCH_TRAIN_THREADS", "").isdigit():  # set by launch_workers
+        torch.set_num_threads(max(1, int(os.environ["CNNSEARCH_TRAIN_THREADS"])))
     storage = open_storage(recipe.storage)
     worker = worker_identity(worker_index, worker_id, launched=until is not None)
     study = open_study(recipe, storage, worker=worker)
@@ -101,7 +101,9 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
         code = launch_workers(recipe_path, recipe, workers=min(workers, until - done), until=until,
                               timeout=timeout)
         if code == 0:
-            _summary(optuna.load_study(study_name=recipe.name, storage=storage))
+            study = optuna.load_study(study_name=recipe.name, storage=storage)
+            _retime_front(study, recipe)
+            _summary(study)
         return code
 
     # the data first: a study whose data now loads differently is refused before any output
@@ -120,17 +122,16 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     else:  # a log, CI, a worker: plain lines only, with elapsed time and an estimate of the rest
         objective.on_epoch = _epoch_line(f"[w{worker_index}] " if quiet else "")
     prefix = f"[w{worker_index}] " if quiet else ""
-    started, finished = time.monotonic(), 0
+    started = time.monotonic()
 
     def on_trial(study, trial):
-        nonlocal finished
-        finished += 1
         line = prefix + trial_line(trial)
-        if bar is None:
+        if bar is None:  # progress of the whole study (every worker's trials), not this worker's
+            now_done = count_trials(study, FINISHED)
             elapsed = time.monotonic() - started
-            eta = elapsed / finished * max(0, until - done - finished)
-            print(f"{line}  [{finished}/{until - done}, {_duration(elapsed)} elapsed, ETA {_duration(eta)}]",
-                  flush=True)
+            rate = max(now_done - done, 1) / elapsed
+            eta = max(0, until - now_done) / rate
+            print(f"{line}  [{now_done}/{until}, {_duration(elapsed)} elapsed, ETA {_duration(eta)}]", flush=True)
         else:
             bar.write(line)
             bar.update(1)
@@ -144,14 +145,23 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     finally:
         if bar is not None:
             bar.close()
-    changes = remeasure_front(study, recipe)
-    if changes and not quiet:
+    if not quiet:  # a worker among many leaves it to whoever launched them
+        _retime_front(study, recipe)
+        _summary(study)
+    return 0
+
+
+def _retime_front(study: optuna.Study, recipe: Recipe) -> None:
+    """Best effort: the search has succeeded whatever happens here."""
+    try:
+        changes = remeasure_front(study, recipe)
+    except Exception as exc:  # a storage that cannot annotate finished trials, an old arch, ...
+        print(f"note: the Pareto front was not re-timed ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return
+    if changes:
         worst = max(abs(new / old - 1) for _, old, new in changes)
         print(f"re-measured the latency of the {len(changes)} Pareto-optimal trial(s), interleaved: "
               f"largest change {worst:.1%} (stored as latency_remeasured_ms)")
-    if not quiet:
-        _summary(study)
-    return 0
 
 
 def remeasure_front(study: optuna.Study, recipe: Recipe, *, passes: int = 2) -> list[tuple[int, float, float]]:

@@ -15,6 +15,7 @@ import socket
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -22,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .errors import CnnSearchError, FailingTrials, RecipeError
 from .recipe import SAMPLERS, Recipe, changed_meaning
-from .storage import count_trials
+from .storage import count_trials, set_finished_trial_user_attrs
 from .trials import FINISHED, REJECTED, is_feasible
 
 INFEASIBLE_CHECK_AFTER = 20  # with no feasible trial after this many, stop and say why
@@ -86,8 +87,25 @@ def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
 
 def process_owner() -> dict:
     """Who runs a trial: host, pid and the process's start time (so a reused pid is not
-    taken for the dead owner). Recorded on each trial as ``owner``."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid())}
+    taken for the dead owner), and the boot and pid namespace, so containers that share a
+    hostname but not their processes never judge each other's. Recorded first on each trial."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
+            "boot": _read("/proc/sys/kernel/random/boot_id"), "pidns": _pid_namespace()}
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
 
 
 def _start_time(pid: int) -> int | None:
@@ -116,18 +134,28 @@ def recover_dead_local_trials(study: optuna.Study) -> list[int]:
     is retried as the heartbeat would: same parameters, at most twice."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    host, recovered = socket.gethostname(), []
+    here = process_owner()
+    recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("owner")
-        if not isinstance(owner, dict) or owner.get("host") != host or _alive(owner):
+        if (not isinstance(owner, dict) or None in (here["boot"], here["pidns"])
+                or any(owner.get(k) != here[k] for k in ("host", "boot", "pidns"))):
+            continue  # another machine, container or boot: the heartbeat judges it
+        if t.datetime_start and (datetime.now() - t.datetime_start).total_seconds() < 2:
+            continue  # just started: its owner may not have recorded itself yet (a retry carries the old one)
+        if _alive(owner):
             continue
         try:
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
-                                               f"its worker (pid {owner.get('pid')}) died mid-trial")
             study.tell(t.number, state=TrialState.FAIL)
-        except (RuntimeError, ValueError):
-            continue  # another worker recovered it first
+        except Exception:  # another worker recovered it first (or the storage refused): leave it
+            continue
+        # the retry copies the trial's attributes: the reason goes on the failed trial only, after
         RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(t._trial_id))
+        try:
+            set_finished_trial_user_attrs(study, t, {"fail_reason": f"its worker (pid {owner.get('pid')}) died "
+                                                                    "mid-trial"})
+        except CnnSearchError:
+            pass  # a storage that cannot annotate finished trials: the FAIL and the retry stand
         recovered.append(t.number)
     return recovered
 
