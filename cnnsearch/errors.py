@@ -8,6 +8,11 @@ anything else is an internal fault (exit 1).
 class CnnSearchError(Exception):
     """Base class of every error caused by user input (specs, spaces, recipes, data)."""
 
+    def __str__(self) -> str:
+        # one line whatever the input held: a key or value with a newline or a control
+        # character is shown escaped, never breaks the `error: ...` line
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in super().__str__())
+
 
 class SpecError(CnnSearchError):
     """An architecture spec is malformed: unknown key, wrong type, value off the whitelist.
