@@ -237,7 +237,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
                timeout: float | None = None, infeasible_after: int = INFEASIBLE_CHECK_AFTER,
                max_consecutive_failures: int = 5,
                on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> optuna.Study:
-    """Run ``objective`` on ``study`` until it holds ``until`` finished (or running) trials,
+    """Run ``objective`` on ``study`` until it holds ``until`` finished trials and no re-queued one,
     counting every worker's. ``on_trial`` sees each trial this worker finishes. With no
     feasible trial after ``infeasible_after`` rejected ones, stop with AllInfeasible; after
     ``max_consecutive_failures`` of this worker's trials FAILed in a row, with FailingTrials
@@ -254,7 +254,10 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
             study.stop()
             raise FailingTrials(f"{failures} trials in a row failed; the last: "
                                 f"{trial.user_attrs.get('fail_reason', 'no reason recorded')}")
-        if count_trials(study, (*FINISHED, TrialState.RUNNING)) >= until:  # every worker's
+        # every worker's finished trials; running ones do not count, since a dead worker's
+        # trial looks running until the heartbeat fails it and re-queues it (WAITING): a
+        # worker stops only when the budget is finished and no re-queued trial is owed
+        if count_trials(study, FINISHED) >= until and not count_trials(study, (TrialState.WAITING,)):
             study.stop()
         feasible_seen = feasible_seen or is_feasible(trial)
         if feasible_seen:
