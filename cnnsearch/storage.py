@@ -86,10 +86,8 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
     """
     backend = getattr(trial.storage, "_backend", trial.storage)
     trial_id = getattr(trial, "_trial_id", None)
-    dialect = backend.engine.name if isinstance(backend, RDBStorage) else None
-    if dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 24, 0):
-        dialect = None  # no ON CONFLICT DO UPDATE before SQLite 3.24 (Optuna falls back too)
-    if dialect not in ("sqlite", "postgresql") or trial_id is None or not attrs:
+    dialect = _upsert_dialect(backend)
+    if dialect is None or trial_id is None or not attrs:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
@@ -109,12 +107,19 @@ def set_finished_trial_user_attrs(study: optuna.Study, trial: optuna.trial.Froze
 def require_rdb_for_finished_trials(study: optuna.Study) -> tuple[RDBStorage, str]:
     """The storage and SQL dialect set_finished_trial_user_attrs needs, or RecipeError."""
     backend = getattr(study._storage, "_backend", study._storage)
-    dialect = backend.engine.name if isinstance(backend, RDBStorage) else None
-    if dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 24, 0):
-        dialect = None
-    if dialect not in ("sqlite", "postgresql"):
+    dialect = _upsert_dialect(backend)
+    if dialect is None:
         raise RecipeError("finalize records its results in the study: that needs a SQLite or PostgreSQL storage")
     return backend, dialect
+
+
+def _upsert_dialect(backend) -> str | None:
+    """"sqlite" or "postgresql" where one upsert statement can write user attributes, else None
+    (MySQL, in-memory, SQLite before 3.24 has no ON CONFLICT DO UPDATE; Optuna falls back too)."""
+    dialect = backend.engine.name if isinstance(backend, RDBStorage) else None
+    if dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 24, 0):
+        return None
+    return dialect if dialect in ("sqlite", "postgresql") else None
 
 
 def _upsert_user_attrs(backend: RDBStorage, dialect: str, trial_id: int, attrs: dict, *,

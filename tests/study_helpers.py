@@ -1,6 +1,7 @@
 """Small recipes written by tests, and a look into their study databases."""
 
 import textwrap
+import time
 from pathlib import Path
 
 import optuna
@@ -56,9 +57,24 @@ def run_recipe(recipe, *, until: int, objective=None) -> optuna.Study:
                       max_consecutive_failures=recipe.max_consecutive_failures)
 
 
+def wait_for(predicate, *, timeout: float = 120.0, ignoring: tuple = (KeyError,)):
+    """Poll ``predicate`` until it returns something truthy; exceptions in ``ignoring`` count
+    as not yet (KeyError: the database file exists before the worker created the study)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            value = predicate()
+        except ignoring:
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
 def load(recipe: Path, name: str = "tiny", storage: str | None = None) -> optuna.Study:
     url = storage or f"sqlite:///{recipe.parent / name}.db"
     return optuna.load_study(study_name=name, storage=url)
 
 
-__all__ = ["PG_URL", "ROOT", "load", "run_recipe", "write_recipe"]
+__all__ = ["PG_URL", "ROOT", "load", "run_recipe", "wait_for", "write_recipe"]

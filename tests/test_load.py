@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import optuna
@@ -14,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import ROOT
-from tests.study_helpers import PG_URL, load, write_recipe
+from tests.study_helpers import PG_URL, load, wait_for, write_recipe
 
 WORKERS, TRIALS = 4, 40
 
@@ -36,7 +35,7 @@ def _four_workers_one_killed(tmp_path, storage_url, name):
                  "--worker-index", str(i), "--quiet"],
                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
             if i == 0:
-                _wait(lambda: _study(url, name) is not None)
+                wait_for(lambda: _study(url, name) is not None, timeout=300, ignoring=(Exception,))
         victim = procs[1]
 
         def victim_mid_trial():
@@ -45,7 +44,7 @@ def _four_workers_one_killed(tmp_path, storage_url, name):
                               if t.user_attrs.get("owner", {}).get("pid") == victim.pid
                               and "latency_ms" in t.user_attrs]
 
-        _wait(victim_mid_trial)
+        wait_for(victim_mid_trial, timeout=300, ignoring=(Exception,))  # the database may be mid-creation
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         killed = [t for t in _study(url, name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -78,19 +77,6 @@ def _study(url, name):
         return optuna.load_study(study_name=name, storage=url)
     except KeyError:
         return None
-
-
-def _wait(predicate, timeout=300.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            found = predicate()
-        except Exception:  # the database is still being created
-            found = None
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting")
 
 
 def test_four_workers_on_sqlite_survive_a_kill(tmp_path):

@@ -17,7 +17,7 @@ import cnnsearch.objective as objective_mod
 from cnnsearch.objective import Objective
 from cnnsearch.recipe import load_recipe
 from tests.conftest import ROOT, run_cli
-from tests.study_helpers import PG_URL, load, run_recipe, write_recipe
+from tests.study_helpers import PG_URL, load, run_recipe, wait_for, write_recipe
 
 RECORDED = {"arch", "params", "flops", "latency_ms", "latency_iqr_ms", "accuracy", "train_seconds",
             "epochs", "device", "versions", "weights", "status", "summary", "curve"}
@@ -134,19 +134,6 @@ def test_early_stopping_prunes_a_clearly_worse_slower_trial(tmp_path):
     assert off_study.trials[2].user_attrs["status"] == "ok"
 
 
-def _wait_for(predicate, timeout=120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            value = predicate()
-        except KeyError:  # the database file exists before the worker has created the study
-            value = None
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError("timed out waiting")
-
-
 def test_kill_9_mid_trial_loses_nothing_and_retries_the_parameters(tmp_path):
     # one recipe throughout (a resumed study refuses a changed one): trials that would train
     # for ages, so the first is surely killed mid-training
@@ -155,8 +142,8 @@ def test_kill_9_mid_trial_loses_nothing_and_retries_the_parameters(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "cnnsearch", "search", str(recipe), "--trials", "1", "--quiet"],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        number = _wait_for(lambda: [t for t in load(recipe).trials if t.state == TrialState.RUNNING])[0].number
-        _wait_for(lambda: "latency_ms" in load(recipe).trials[number].user_attrs)  # sampled, now training
+        number = wait_for(lambda: [t for t in load(recipe).trials if t.state == TrialState.RUNNING])[0].number
+        wait_for(lambda: "latency_ms" in load(recipe).trials[number].user_attrs)  # sampled, now training
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -203,7 +190,7 @@ def test_ctrl_c_stops_cleanly_and_marks_the_running_trial(tmp_path):
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=default_sigint)
     try:
-        _wait_for(lambda: _latency_recorded(tmp_path / "tiny.db"))
+        wait_for(lambda: _latency_recorded(tmp_path / "tiny.db"))
         time.sleep(0.5)  # well inside the (long) training
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -315,7 +302,7 @@ def test_a_dead_local_worker_s_trial_is_recovered_at_once(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "cnnsearch", "search", str(recipe), "--trials", "1", "--quiet"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: _latency_recorded(tmp_path / "tiny.db"))
+        wait_for(lambda: _latency_recorded(tmp_path / "tiny.db"))
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
