@@ -3,10 +3,11 @@
 A candidate that fails the shapes or a limit is never trained: it is COMPLETE, marked
 infeasible with ``trial.set_constraint`` (so samplers learn where the feasible region is,
 and ``best_trials`` leaves it out) with its reason in ``user_attrs``. Diverged and
-out-of-memory trainings are infeasible too, recorded as such. A trial whose accuracy at
-epoch e is clearly below that of an earlier, not slower trial at the same epoch is stopped
-there (PRUNED, with how far it got): successive halving on Pareto dominance, which works
-for multi-objective studies where ``Trial.report`` cannot.
+out-of-memory trainings are infeasible too, recorded as such. At the recipe's rungs a
+trial that an earlier comparable trial dominates (on the objectives known before training
+and on accuracy so far), and that is not in the top fraction of its peers, is stopped there
+(PRUNED, with how far it got): see ``early_stopping.py``. ``Trial.report`` cannot do this
+for multi-objective studies.
 
 The objective writes a trial's attributes in two batches (before training, so ``status``
 shows what runs, and at the end) rather than one storage round trip per key.
@@ -21,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import optuna
@@ -29,6 +31,7 @@ import torch
 from . import __version__
 from .build import build
 from .data import ImageData, load_data
+from .early_stopping import Peer, known_objectives, rung_epochs, should_stop
 from .errors import ShapeError
 from .export import save_weights
 from .hparams import TrainConfig
@@ -97,6 +100,11 @@ class Objective:
     # trial): the runner prints a line for long trials when no bar shows progress
     on_epoch: Callable[[int, int, int, float, float], None] | None = None
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """Trials with equal fingerprints trained the same way: early stopping compares only those."""
+        return self.recipe.fingerprint()
+
     @classmethod
     def create(cls, recipe: Recipe, *, progress: bool = False) -> Objective:
         device = resolve_device(recipe.train.device)
@@ -133,7 +141,8 @@ class Objective:
         r = self.recipe
         spec = self.space.sample(trial, input=self.data.input_shape, num_classes=self.data.num_classes)
         hp = self.space.sample_train(trial)
-        record.update(arch=spec.to_dict(), summary=spec.summary, versions=versions(), **self.run_attrs)
+        record.update(arch=spec.to_dict(), summary=spec.summary, versions=versions(), fingerprint=self.fingerprint,
+                      **self.run_attrs)
         try:
             table = check(spec)
         except ShapeError as exc:
@@ -168,20 +177,25 @@ class Objective:
                                     **metrics)
         record.flush()  # what is about to train, visible to `status` while it trains
 
-        peers = self._peers(trial, lat.median_ms)
+        es = r.early_stopping
+        known = known_objectives(r.objectives)
+        known_values = tuple(metrics[o] for o in known)
+        rungs = rung_epochs(r.train.epochs, es.rungs, es.min_epoch) if es.enabled else frozenset()
+        peers = self._peers(trial, known) if rungs else []
         curve: list[float] = []
+        steps_per_epoch = [0]
 
         started = time.perf_counter()
 
         def on_epoch(stats) -> bool:
+            del curve[stats.epoch - 1:]  # a run restarted at a smaller batch after an OOM starts over
             curve.append(stats.val_accuracy)
+            steps_per_epoch[0] = stats.steps // stats.epoch
             e = stats.epoch
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, e, r.train.epochs, stats.val_accuracy, time.perf_counter() - started)
-            if not r.early_stopping.enabled or e < r.early_stopping.min_epoch or e >= r.train.epochs:
-                return False
-            leads = [c[e - 1] for c in peers if len(c) >= e]
-            return bool(leads) and max(leads) >= stats.val_accuracy + r.early_stopping.margin
+            return e in rungs and should_stop(known_values, stats.val_accuracy, epoch=e, steps=stats.steps, peers=peers,
+                                              margin=es.margin, keep=es.keep)
 
         cfg = TrainConfig.from_params(hp, epochs=r.train.epochs, seed=seed, device=str(self.device),
                                       augment=r.train.augment,
@@ -190,26 +204,29 @@ class Objective:
         result = train(model, self.data, cfg, on_epoch=on_epoch, progress=self.progress)
         self.timings["train"] += time.perf_counter() - t3
         record.update(curve=curve, accuracy=result.accuracy, train_seconds=result.train_seconds,
-                      epochs=len(result.epochs), device=result.device)
+                      epochs=len(result.epochs), device=result.device, steps_per_epoch=steps_per_epoch[0])
         failed = {TrainStatus.DIVERGED: Status.DIVERGED, TrainStatus.OOM: Status.OOM}.get(result.status)
         if failed is not None:
             return self._infeasible(trial, record, failed, result.detail, 1.0, **metrics)
         if result.status == TrainStatus.STOPPED:
             record["status"] = Status.EARLY_STOPPED
-            raise optuna.TrialPruned(f"stopped after epoch {len(result.epochs)} of {r.train.epochs}: "
-                                     f"a not slower trial led by >= {r.early_stopping.margin}")
+            raise optuna.TrialPruned(f"stopped after epoch {len(result.epochs)} of {r.train.epochs}: an earlier "
+                                     f"trial as small on {', '.join(known) or 'nothing known'} led by >= "
+                                     f"{es.margin}, and it was not in the top {es.keep:.0%} of its peers")
         record.update(status=Status.OK, weights=self._save_weights(trial, model))
         record.flush()
         trial.set_constraint(CONSTRAINT, 0.0)
         return self._values(accuracy=result.accuracy, **metrics)
 
-    def _peers(self, trial: optuna.Trial, latency_ms: float) -> list[list[float]]:
-        """Accuracy curves of finished trials at most as slow as this one."""
-        if not self.recipe.early_stopping.enabled:
-            return []
-        finished = _finished_trials(trial.study)
-        return [t.user_attrs["curve"] for t in finished
-                if "curve" in t.user_attrs and t.user_attrs.get("latency_ms", math.inf) <= latency_ms]
+    def _peers(self, trial: optuna.Trial, known: tuple[str, ...]) -> list[Peer]:
+        """Finished trials of the same recipe fingerprint, as early-stopping peers."""
+        peers = []
+        for t in _finished_trials(trial.study):
+            a = t.user_attrs
+            if (a.get("fingerprint") == self.fingerprint and a.get("curve") and a.get("steps_per_epoch")
+                    and all(o in a for o in known)):
+                peers.append(Peer(tuple(a[o] for o in known), tuple(a["curve"]), a["steps_per_epoch"]))
+        return peers
 
     def _save_weights(self, trial: optuna.Trial, model: torch.nn.Module) -> str:
         """Trained weights as an Optuna artifact (safetensors) beside the database."""

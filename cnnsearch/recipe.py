@@ -8,6 +8,8 @@ another machine can join with just ``--storage URL --study NAME``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import tomllib
@@ -49,8 +51,12 @@ class Limits:
 
 @dataclass(frozen=True)
 class EarlyStopping:
+    """See early_stopping.py: dominance on the known objectives and accuracy, at rungs."""
+
     enabled: bool = True
-    margin: float = 0.03  # "clearly higher": accuracy points a faster trial must lead by
+    margin: float = 0.03  # "clearly ahead": accuracy points a dominating earlier trial must lead by
+    rungs: tuple[float, ...] = (1 / 3, 2 / 3)  # compare after these fractions of the epochs
+    keep: float = 0.5  # never stop a trial in this top fraction of its peers (non-domination rank)
     min_epoch: int = 1  # never stop before this epoch
 
 
@@ -86,6 +92,9 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def fingerprint(self) -> str:
+        return fingerprint(self)
+
     def meaning(self) -> dict[str, Any]:
         """Everything but the budget, flattened to ``section.key``: results under two recipes
         that differ here are not comparable on one front (DESIGN.md: a resumed study's recipe
@@ -100,6 +109,14 @@ class Recipe:
             for key, value in d[section].items():
                 flat[f"{section}.{key}"] = value
         return flat
+
+
+def fingerprint(recipe: Recipe) -> str:
+    """What makes two trials' training comparable (data, space, objectives, training,
+    latency protocol, limits; not the budget, the sampler, nor early stopping's own settings)."""
+    flat = {k: v for k, v in recipe.meaning().items()
+            if not k.startswith("early_stopping.") and k not in ("sampler", "seed")}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def changed_meaning(stored: Recipe, wanted: Recipe) -> list[str]:
@@ -138,6 +155,24 @@ def _check(value: Any, key: str, kind: type | tuple, *, low=None, allow_none=Fal
     if low is not None and (value < low or (isinstance(value, float) and not math.isfinite(value))):
         raise RecipeError(f"{key}: {value!r} must be >= {low}")
     return value
+
+
+def _fraction(value: Any, key: str) -> float:
+    value = float(_check(value, key, (int, float)))
+    if not 0 < value <= 1:
+        raise RecipeError(f"{key}: {value!r} must be in (0, 1]")
+    return value
+
+
+def _rungs(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise RecipeError(f"early_stopping.rungs: expected a list of fractions of the epochs, e.g. [0.34, 0.67], "
+                          f"got {value!r}")
+    rungs = tuple(_fraction(f, "early_stopping.rungs") for f in value)
+    if any(f >= 1 for f in rungs):
+        raise RecipeError(f"early_stopping.rungs: {list(rungs)!r}: a rung at the end of training stops nothing; "
+                          "use fractions below 1")
+    return rungs
 
 
 def _section(data: dict, key: str, cls):
@@ -220,6 +255,8 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
     early = EarlyStopping(
         enabled=_check(es.get("enabled", EarlyStopping.enabled), "early_stopping.enabled", bool),
         margin=float(_check(es.get("margin", EarlyStopping.margin), "early_stopping.margin", (int, float), low=0)),
+        rungs=_rungs(es.get("rungs", EarlyStopping.rungs)),
+        keep=_fraction(es.get("keep", EarlyStopping.keep), "early_stopping.keep"),
         min_epoch=_check(es.get("min_epoch", EarlyStopping.min_epoch), "early_stopping.min_epoch", int, low=1),
     )
     recipe = Recipe(

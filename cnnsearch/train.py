@@ -41,6 +41,7 @@ class EpochStats:
     val_accuracy: float
     seconds: float  # wall time of this epoch's training and evaluation
     train_seconds: float = 0.0  # the training part alone (what images_per_s divides by)
+    steps: int = 0  # optimizer steps so far (epochs x steps per epoch): progress across batch sizes
 
 
 @dataclass
@@ -188,7 +189,8 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
                 result.status, result.detail = TrainStatus.DIVERGED, f"non-finite training loss in epoch {epoch}"
                 break
             val_loss, val_acc = evaluate(model, x_val, data.y_val, cfg.eval_batch_size, autocast=cuda)
-            stats = EpochStats(epoch, train_loss, val_loss, val_acc, time.perf_counter() - t0, epoch_train)
+            stats = EpochStats(epoch, train_loss, val_loss, val_acc, time.perf_counter() - t0, epoch_train,
+                               epoch * steps_per_epoch)
             result.epochs.append(stats)
             if bar is not None:
                 bar.set_postfix(acc=f"{val_acc:.3f}", loss=f"{train_loss:.3f}")

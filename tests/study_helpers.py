@@ -44,6 +44,29 @@ def write_recipe(tmp_path: Path, *, name: str = "tiny", extra: str = "", space: 
     return recipe
 
 
+# early stopping's first rung at epoch 1 even for trials of 100,000 epochs
+FIRST_EPOCH_RUNG = "[early_stopping]\nrungs = [0.00001]\n"
+
+
+def perfect_peer(recipe, value: float = 1.0, epochs: int = 3) -> optuna.trial.FrozenTrial:
+    """A finished trial of ``recipe`` (a loaded Recipe) as small and fast as anything and 100%
+    accurate from epoch 1: every later trial is dominated at its first rung."""
+    attrs = {"curve": [1.0] * epochs, "latency_ms": 0.0, "params": 0, "flops": 0, "steps_per_epoch": 1,
+             "fingerprint": recipe.fingerprint(), "status": "ok"}
+    return optuna.trial.create_trial(values=[value, 0.0], user_attrs=attrs)
+
+
+def new_study(recipe) -> optuna.Study:
+    """The study of ``recipe`` (a loaded Recipe), created as a search creates it, with no trial."""
+    from cnnsearch.data import load_data
+    from cnnsearch.storage import open_storage
+    from cnnsearch.study import open_study, record_data
+
+    study = open_study(recipe, open_storage(recipe.storage))
+    record_data(study, load_data(recipe.dataset, **recipe.data).description())
+    return study
+
+
 def run_recipe(recipe, *, until: int, objective=None) -> optuna.Study:
     """One worker of ``recipe`` (a loaded Recipe) until the study holds ``until`` trials."""
     from cnnsearch.objective import Objective
@@ -77,4 +100,5 @@ def load(recipe: Path, name: str = "tiny", storage: str | None = None) -> optuna
     return optuna.load_study(study_name=name, storage=url)
 
 
-__all__ = ["PG_URL", "ROOT", "load", "run_recipe", "wait_for", "write_recipe"]
+__all__ = ["FIRST_EPOCH_RUNG", "PG_URL", "ROOT", "load", "new_study", "perfect_peer", "run_recipe", "wait_for",
+           "write_recipe"]

@@ -17,7 +17,15 @@ import cnnsearch.objective as objective_mod
 from cnnsearch.objective import Objective
 from cnnsearch.recipe import load_recipe
 from tests.conftest import ROOT, run_cli
-from tests.study_helpers import PG_URL, load, run_recipe, wait_for, write_recipe
+from tests.study_helpers import (
+    FIRST_EPOCH_RUNG,
+    PG_URL,
+    load,
+    perfect_peer,
+    run_recipe,
+    wait_for,
+    write_recipe,
+)
 
 RECORDED = {"arch", "params", "flops", "latency_ms", "latency_iqr_ms", "accuracy", "train_seconds",
             "epochs", "device", "versions", "weights", "status", "summary", "curve"}
@@ -118,18 +126,16 @@ def test_early_stopping_prunes_a_clearly_worse_slower_trial(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=4))
     study = run_recipe(recipe, until=1)
     assert study.trials[0].user_attrs["status"] == "ok"
-    # a peer as fast as anything, that led with 100% at every epoch
-    peer = optuna.trial.create_trial(values=[1.0, 0.0], user_attrs={"curve": [1.0] * 4, "latency_ms": 0.0})
-    study.add_trial(peer)
-    study = run_recipe(recipe, until=3)
-    third = study.trials[2]
+    for _ in range(2):  # as fast as anything, 100% at every epoch: half the peers are ahead of any trial
+        study.add_trial(perfect_peer(recipe, epochs=4))
+    study = run_recipe(recipe, until=4)
+    third = study.trials[3]
     assert third.state == TrialState.PRUNED and third.user_attrs["status"] == "early_stopped"
     assert third.user_attrs["epochs"] == 1 and len(third.user_attrs["curve"]) == 1
     off = load_recipe(write_recipe(tmp_path, name="off", trials=1, epochs=2,
                                    extra="[early_stopping]\nenabled = false\n"))
     off_study = run_recipe(off, until=1)
-    off_study.add_trial(optuna.trial.create_trial(values=[1.0, 0.0], user_attrs={"curve": [1.0] * 2,
-                                                                                "latency_ms": 0.0}))
+    off_study.add_trial(perfect_peer(off, epochs=2))
     off_study = run_recipe(off, until=3)
     assert off_study.trials[2].user_attrs["status"] == "ok"
 
@@ -137,7 +143,7 @@ def test_early_stopping_prunes_a_clearly_worse_slower_trial(tmp_path):
 def test_kill_9_mid_trial_loses_nothing_and_retries_the_parameters(tmp_path):
     # one recipe throughout (a resumed study refuses a changed one): trials that would train
     # for ages, so the first is surely killed mid-training
-    recipe = write_recipe(tmp_path, trials=2, epochs=100_000)
+    recipe = write_recipe(tmp_path, trials=2, epochs=100_000, extra=FIRST_EPOCH_RUNG)
     env = {**os.environ, "CNNSEARCH_HEARTBEAT_S": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "cnnsearch", "search", str(recipe), "--trials", "1", "--quiet"],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -153,8 +159,7 @@ def test_kill_9_mid_trial_loses_nothing_and_retries_the_parameters(tmp_path):
     # retried trial is early-stopped after one epoch instead of training for ages
     study = load(recipe)
     for value in (0.9, 1.0):
-        study.add_trial(optuna.trial.create_trial(values=[value, 0.0],
-                                                  user_attrs={"curve": [1.0] * 3, "latency_ms": 0.0}))
+        study.add_trial(perfect_peer(load_recipe(recipe), value))
     completed = {t.number: t.values for t in load(recipe).trials if t.state == TrialState.COMPLETE}
     time.sleep(3.5)  # the grace period: 3 heartbeats
     result = subprocess.run([sys.executable, "-m", "cnnsearch", "search", str(recipe), "--trials", "1", "--quiet"],
@@ -298,7 +303,7 @@ def test_logs_get_plain_lines_with_eta_and_no_bar_redraws(tmp_path, monkeypatch,
 
 
 def test_a_dead_local_worker_s_trial_is_recovered_at_once(tmp_path):
-    recipe = write_recipe(tmp_path, trials=2, epochs=100_000)  # trials that would train for ages
+    recipe = write_recipe(tmp_path, trials=2, epochs=100_000, extra=FIRST_EPOCH_RUNG)  # would train for ages
     proc = subprocess.Popen([sys.executable, "-m", "cnnsearch", "search", str(recipe), "--trials", "1", "--quiet"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -309,7 +314,7 @@ def test_a_dead_local_worker_s_trial_is_recovered_at_once(tmp_path):
     (killed,) = [t for t in load(recipe).trials if t.state == TrialState.RUNNING]
     assert killed.user_attrs["owner"]["pid"] == proc.pid
     study = load(recipe)  # fast, perfect peers: the retried trial is early-stopped after one epoch
-    study.add_trial(optuna.trial.create_trial(values=[1.0, 0.0], user_attrs={"curve": [1.0] * 3, "latency_ms": 0.0}))
+    study.add_trial(perfect_peer(load_recipe(recipe)))
     started = time.monotonic()  # at once: no 30 s heartbeat grace period (the default heartbeat is 10 s)
     result = run_cli("search", str(recipe), "--trials", "1", "--quiet", timeout=120)
     assert result.returncode == 0, result.stderr

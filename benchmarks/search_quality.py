@@ -1,0 +1,234 @@
+"""Does the search beat random sampling, and what does early stopping cost? Measured on
+held-out test accuracy, which the search never sees.
+
+For each task, sampler and seed, one study of ``--trials`` trials runs as ``cnnsearch
+search`` would (same Objective, same worker loop). Afterwards every trained trial's stored
+weights are scored on the test split. The figure of merit is the hypervolume of
+(test error, latency) dominated up to a fixed reference point per task (Optuna's own
+hypervolume code); "half" is the same study's first half of trials.
+
+- ``default_half_vs_random_full``: the default sampler's half-budget hypervolume over random
+  search's full-budget one (median over seeds). Goal: >= 1.
+- ``es_compute_saved`` / ``es_hv_ratio``: the default sampler with and without early
+  stopping, same seeds: training seconds saved, and hypervolume kept (median of per-seed ratios).
+- ``kendall_tau``: validation accuracy after the search's brief training against test
+  accuracy after ``finalize``'s longer training (``EPOCHS_FACTOR`` x, one seed), for
+  ``--tau-trials`` trained architectures of one study: does the brief proxy rank networks right?
+
+Prints one JSON line per task (and a per-run line on stderr as it goes).
+    python benchmarks/search_quality.py                 # the full run (about 2 h on 2 CPU cores)
+    python benchmarks/search_quality.py --quick         # under 15 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+from optuna._hypervolume import compute_hypervolume  # Optuna's exact 2-D/N-D hypervolume
+from scipy.stats import kendalltau
+
+from cnnsearch.build import build
+from cnnsearch.data import load_data
+from cnnsearch.export import load_weights
+from cnnsearch.finalize import EPOCHS_FACTOR, finalize
+from cnnsearch.objective import Objective
+from cnnsearch.recipe import load_recipe
+from cnnsearch.report import download_weights, trial_spec
+from cnnsearch.storage import open_storage
+from cnnsearch.study import open_study, run_worker
+from cnnsearch.train import evaluate
+from cnnsearch.trials import Status
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Tasks: each with a fixed hypervolume reference point (test error, latency ms). digits is
+# saturated (most networks score 97-99%); shapes at 32x32 with 8 classes and heavy noise is
+# where depth, width and pooling move test accuracy by 10+ points.
+TASKS = {
+    "digits": {
+        "dataset": "digits", "data": {}, "space": "small-images.toml", "epochs": 6,
+        "max_params": 200_000, "ref": (0.2, 1.0),
+    },
+    "shapes": {
+        "dataset": "shapes", "data": {"n": 2400, "size": 16, "classes": 8, "noise": 0.35},
+        "space": "small-images.toml", "epochs": 6, "max_params": 200_000, "ref": (0.9, 1.0),
+    },
+}
+
+# Samplers by name. "default" is what a recipe's `sampler = "tpe"` gives (study.make_sampler);
+# the others are the candidates for that place.
+SAMPLERS = {
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
+    "tpe-plain": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=12),
+    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),
+}
+
+
+def recipe_text(task: dict, *, name: str, trials: int, seed: int, early: bool) -> str:
+    data = "".join(f"{k} = {v}\n" for k, v in task["data"].items())
+    return f"""name = "{name}"
+space = "{ROOT}/spaces/{task['space']}"
+dataset = "{task['dataset']}"
+objectives = ["accuracy", "latency_ms"]
+trials = {trials}
+seed = {seed}
+sampler = "random"
+[data]
+{data}
+[train]
+epochs = {task['epochs']}
+device = "cpu"
+[latency]
+device = "cpu"
+batch_size = 1
+threads = 1
+[limits]
+max_params = {task['max_params']}
+[early_stopping]
+enabled = {'true' if early else 'false'}
+"""
+
+
+def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by (error, latency) points, both minimised, up to ``ref``."""
+    inside = np.array([p for p in points if p[0] < ref[0] and p[1] < ref[1]], dtype=float)
+    if not len(inside):
+        return 0.0
+    return float(compute_hypervolume(inside, np.array(ref, dtype=float)))
+
+
+def run_study(tmp: Path, task_name: str, *, sampler: str, seed: int, trials: int, early: bool,
+              test_data) -> dict:
+    """One study; every trained trial scored on the test split from its stored weights."""
+    task = TASKS[task_name]
+    name = f"{task_name}-{sampler}-{seed}-{'es' if early else 'full'}"
+    path = tmp / f"{name}.toml"
+    path.write_text(recipe_text(task, name=name, trials=trials, seed=seed, early=early))
+    recipe = load_recipe(path)
+    objective = Objective.create(recipe)
+    study = open_study(recipe, open_storage(recipe.storage))
+    study.sampler = SAMPLERS[sampler](seed)
+    t0 = time.perf_counter()
+    run_worker(study, objective, until=trials, infeasible_after=trials)
+    wall = time.perf_counter() - t0
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        row = {"number": t.number, "status": a.get("status"), "train_s": a.get("train_seconds", 0.0),
+               "latency_ms": a.get("latency_ms"), "val": a.get("accuracy")}
+        if a.get("status") == Status.OK:
+            model = build(trial_spec(t))
+            weights = tmp / f"{name}-{t.number}.safetensors"
+            download_weights(a["weights"], recipe.artifacts, weights, what="weights")
+            load_weights(model, weights)
+            row["test"] = evaluate(model, test_data.x_test, test_data.y_test)[1]
+        rows.append(row)
+
+    def hv(limit: int) -> float:
+        return hypervolume([(1 - r["test"], r["latency_ms"]) for r in rows
+                            if "test" in r and r["number"] < limit], task["ref"])
+
+    result = {"task": task_name, "sampler": sampler, "seed": seed, "early": early, "wall_s": round(wall, 1),
+              "train_s": round(sum(r["train_s"] for r in rows), 2), "hv_full": hv(trials), "hv_half": hv(trials // 2),
+              "trained": sum("test" in r for r in rows),
+              "stopped": sum(r["status"] == Status.EARLY_STOPPED for r in rows),
+              "best_test": max((r["test"] for r in rows if "test" in r), default=0.0)}
+    print(json.dumps(result), file=sys.stderr, flush=True)
+    result["_study"], result["_recipe"] = study, recipe
+    return result
+
+
+def rank_correlation(run: dict, count: int) -> tuple[float, int]:
+    """Kendall tau between the search's validation accuracy and finalize's test accuracy for
+    ``count`` trained trials of one study, spread over its accuracy range."""
+    study, recipe = run["_study"], run["_recipe"]
+    trained = sorted((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") == Status.OK),
+                     key=lambda t: t.user_attrs["accuracy"])
+    if len(trained) > count:  # evenly spaced by rank: the whole range, not only the good ones
+        trained = [trained[round(i * (len(trained) - 1) / (count - 1))] for i in range(count)]
+    val, test = [], []
+    for t in trained:
+        _, final = finalize(study, recipe, which=str(t.number), seeds=1)
+        val.append(t.user_attrs["accuracy"])
+        test.append(final["test_accuracy_mean"])
+    tau = kendalltau(val, test).statistic
+    return (round(float(tau), 3) if tau == tau else math.nan), len(val)
+
+
+def median(values):
+    return round(statistics.median(values), 5) if values else math.nan
+
+
+def run_task(tmp: Path, task_name: str, *, samplers: list[str], default: str, seeds: int, trials: int,
+             es: bool, tau_trials: int) -> dict:
+    test_data = load_data(TASKS[task_name]["dataset"], **TASKS[task_name]["data"])
+    runs = {s: [run_study(tmp, task_name, sampler=s, seed=seed, trials=trials, early=False, test_data=test_data)
+                for seed in range(seeds)] for s in samplers}
+    out = {"task": task_name, "seeds": seeds, "trials": trials, "epochs": TASKS[task_name]["epochs"],
+           "ref": list(TASKS[task_name]["ref"]), "default_sampler": default}
+    for s, rs in runs.items():
+        out[f"hv_{s}_full"] = median([r["hv_full"] for r in rs])
+        out[f"hv_{s}_half"] = median([r["hv_half"] for r in rs])
+    out["hv_random_full"] = out.get("hv_random_full", math.nan)
+    out["hv_default_half"] = out[f"hv_{default}_half"]
+    out["hv_default_full"] = out[f"hv_{default}_full"]
+    # per seed, then the median: how often the half budget catches up, not one lucky seed
+    if "random" in runs:
+        for s, rs in runs.items():
+            ratios = [r["hv_half"] / q["hv_full"] for r, q in zip(rs, runs["random"]) if q["hv_full"]]
+            out[f"{s}_half_vs_random_full"] = median(ratios)
+            out[f"{s}_half_reaches_random_full"] = f"{sum(x >= 1 for x in ratios)}/{len(ratios)}"
+        out["default_half_vs_random_full"] = out[f"{default}_half_vs_random_full"]
+    out["train_seconds"] = {s: round(statistics.fmean(r["train_s"] for r in rs), 1) for s, rs in runs.items()}
+    out["best_test"] = {s: median([r["best_test"] for r in rs]) for s, rs in runs.items()}
+    if es:
+        on = [run_study(tmp, task_name, sampler=default, seed=seed, trials=trials, early=True, test_data=test_data)
+              for seed in range(seeds)]
+        off = runs[default]
+        out["es_compute_saved"] = round(1 - sum(r["train_s"] for r in on) / sum(r["train_s"] for r in off), 3)
+        ratios = [a["hv_full"] / b["hv_full"] for a, b in zip(on, off) if b["hv_full"]]
+        out["es_hv_ratio"] = median(ratios)
+        out["es_hv_ratio_min"] = round(min(ratios), 4) if ratios else math.nan
+        out["es_trials_stopped"] = sum(r["stopped"] for r in on)
+    if tau_trials:
+        out["kendall_tau"], out["kendall_n"] = rank_correlation(runs[default][0], tau_trials)
+        out["kendall_final_epochs"] = EPOCHS_FACTOR * TASKS[task_name]["epochs"]
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 seeds, 16 trials, shapes only: < 15 min")
+    parser.add_argument("--tasks", default="digits,shapes")
+    parser.add_argument("--samplers", default="random,tpe,nsga2,gp")
+    parser.add_argument("--default", default="tpe", help="the sampler a recipe's default gives")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=32)
+    parser.add_argument("--tau-trials", type=int, default=10)
+    parser.add_argument("--no-es", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.tasks, args.samplers, args.seeds, args.trials, args.tau_trials = "shapes", "random,tpe", 2, 16, 0
+    torch.set_num_threads(2)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in args.tasks.split(","):
+            out = run_task(Path(tmp), task, samplers=args.samplers.split(","), default=args.default,
+                           seeds=args.seeds, trials=args.trials, es=not args.no_es, tau_trials=args.tau_trials)
+            print(json.dumps({"benchmark": "search_quality", **out}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
