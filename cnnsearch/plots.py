@@ -7,53 +7,60 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 
-from .trials import Status, is_feasible
+from .report import AXIS_TITLES, pareto_numbers, trained_study
+from .trials import Status
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
-_HOVER = ("trial %{customdata[0]}<br>%{customdata[1]}<br>accuracy %{y:.4f}<br>latency %{x:.3f} ms"
+_HOVER = ("trial %{customdata[0]}<br>%{customdata[1]}<br>accuracy %{y:.4f}<br>latency %{customdata[5]:.3f} ms"
           "<br>params %{customdata[2]:,}<br>FLOPs %{customdata[3]:,}<br>%{customdata[4]}<extra>%{fullData.name}</extra>")
 
 
 def _custom(df: pd.DataFrame) -> list[list]:
     return [[int(r.trial), r.summary, int(r.params) if r.params == r.params else 0,
-             int(r.flops) if r.flops == r.flops else 0, r.status]
+             int(r.flops) if r.flops == r.flops else 0, r.status, r.latency_ms]
             for r in df.itertuples()]
 
 
-def pareto_figure(frames: dict[str, pd.DataFrame]) -> go.Figure:
-    """Accuracy against latency for one or more studies: trained trials as points, each
-    study's Pareto front as a step line, early-stopped and infeasible trials apart."""
+def pareto_figure(frames: dict[str, pd.DataFrame], *, x: str = "latency_ms") -> go.Figure:
+    """Accuracy against ``x`` (latency, params or FLOPs: the recipe's objective) for one or
+    more studies: trained trials as points, each study's accuracy-vs-``x`` front as a step
+    line, early-stopped and infeasible trials apart."""
     fig = go.Figure()
     for i, (name, df) in enumerate(frames.items()):
         colour = PALETTE[i % len(PALETTE)]
         ok = df[df["feasible"]]
         fig.add_trace(go.Scatter(
-            x=ok["latency_ms"], y=ok["accuracy"], mode="markers", name=f"{name}: trained",
+            x=ok[x], y=ok["accuracy"], mode="markers", name=f"{name}: trained",
             marker={"color": colour, "size": 9, "line": {"width": 1, "color": "white"}},
             customdata=_custom(ok), hovertemplate=_HOVER, meta={"role": "trained", "study": name}))
-        front = ok[ok["pareto"]].sort_values("latency_ms")
+        # the front of these two axes (the study's own front may have more objectives)
+        front = ok[ok["trial"].isin(pareto_numbers(ok, ["accuracy", x], ["maximize", "minimize"]))]
+        front = front.sort_values(x)
         fig.add_trace(go.Scatter(
-            x=front["latency_ms"], y=front["accuracy"], mode="lines", line_shape="hv",
+            x=front[x], y=front["accuracy"], mode="lines", line_shape="hv",
             name=f"{name}: Pareto front", line={"color": colour, "width": 2},
             hoverinfo="skip", meta={"role": "front", "study": name}))
-        stopped = df[(df["status"] == Status.EARLY_STOPPED) & df["latency_ms"].notna()]
+        stopped = df[(df["status"] == Status.EARLY_STOPPED) & df[x].notna()]
         if len(stopped):
             fig.add_trace(go.Scatter(
-                x=stopped["latency_ms"], y=stopped["accuracy"], mode="markers",
+                x=stopped[x], y=stopped["accuracy"], mode="markers",
                 name=f"{name}: stopped early", visible="legendonly",
                 marker={"color": colour, "size": 7, "symbol": "circle-open"},
                 customdata=_custom(stopped), hovertemplate=_HOVER, meta={"role": "pruned", "study": name}))
-        bad = df[(df["state"] == "COMPLETE") & ~df["feasible"] & df["latency_ms"].notna()]
+        bad = df[(df["state"] == "COMPLETE") & ~df["feasible"] & df[x].notna()]
         if len(bad):
             fig.add_trace(go.Scatter(
-                x=bad["latency_ms"], y=[0.0] * len(bad), mode="markers", name=f"{name}: infeasible",
+                x=bad[x], y=[0.0] * len(bad), mode="markers", name=f"{name}: infeasible",
                 visible="legendonly", marker={"color": "#999999", "size": 7, "symbol": "x"},
-                customdata=[[*c[:4], row.reason] for c, row in zip(_custom(bad), bad.itertuples())],
+                customdata=[[*c[:4], row.reason, c[5]] for c, row in zip(_custom(bad), bad.itertuples())],
                 hovertemplate=_HOVER, meta={"role": "infeasible", "study": name}))
-    fig.update_layout(title="Accuracy vs latency (Pareto front as a step line)",
-                      xaxis_title="latency (ms, median)", yaxis_title="validation accuracy",
+    title = AXIS_TITLES[x]
+    fig.update_layout(title=f"Accuracy vs {title.split(' (')[0]} (Pareto front as a step line)",
+                      xaxis_title=title, yaxis_title="validation accuracy",
                       template="plotly_white", legend={"orientation": "h", "y": -0.2}, height=520)
+    if x != "latency_ms":
+        fig.update_xaxes(type="log")  # sizes span orders of magnitude
     return fig
 
 
@@ -65,7 +72,7 @@ def history_figure(frames: dict[str, pd.DataFrame]) -> go.Figure:
         ok = df[df["feasible"]].sort_values("trial")
         fig.add_trace(go.Scatter(x=ok["trial"], y=ok["accuracy"], mode="markers", name=f"{name}: trial",
                                  marker={"color": colour, "size": 7}, customdata=_custom(ok),
-                                 hovertemplate=_HOVER.replace("latency %{x:.3f} ms", "trial %{x}")))
+                                 hovertemplate=_HOVER))
         fig.add_trace(go.Scatter(x=ok["trial"], y=ok["accuracy"].cummax(), mode="lines", line_shape="hv",
                                  name=f"{name}: best so far", line={"color": colour}))
     fig.update_layout(title="Optimisation history", xaxis_title="trial", yaxis_title="validation accuracy",
@@ -74,9 +81,10 @@ def history_figure(frames: dict[str, pd.DataFrame]) -> go.Figure:
 
 
 def importance_figure(study: optuna.Study) -> go.Figure | None:
-    """Optuna's parameter importances for accuracy; None when too few trials finished."""
-    done = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
-    if len(done) < 3:
+    """Optuna's parameter importances for accuracy over the trained, feasible trials (see
+    ``report.trained_study``); None when fewer than 3 of those."""
+    name, study = study.study_name, trained_study(study)
+    if len(study.trials) < 3:
         return None
     names = study.metric_names or []
     index = names.index("accuracy") if "accuracy" in names else 0
@@ -88,6 +96,6 @@ def importance_figure(study: optuna.Study) -> go.Figure | None:
             target=lambda t: t.values[index], target_name="accuracy")
     except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. no parameter varied
         return None
-    fig.update_layout(title=f"Parameter importances for accuracy ({study.study_name})",
+    fig.update_layout(title=f"Parameter importances for accuracy ({name}; trained trials only)",
                       template="plotly_white", height=420)
     return fig

@@ -60,6 +60,27 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return df
 
 
+# what the Pareto plot's x-axis shows for each objective that is not accuracy
+AXIS_TITLES = {"latency_ms": "latency (ms, median)", "params": "parameters", "flops": "FLOPs (batch 1)"}
+
+
+def pareto_axis(objectives: list[str] | None) -> str:
+    """The Pareto plot's x-axis: the recipe's first objective other than accuracy (latency
+    for an accuracy-only study, which still has its latency measured)."""
+    return next((o for o in objectives or () if o in AXIS_TITLES), "latency_ms")
+
+
+def trained_study(study: optuna.Study) -> optuna.Study:
+    """An in-memory copy holding only the trained, feasible trials: what parameter
+    importances should explain (an infeasible trial's accuracy 0 says nothing about how
+    well its parameters train; counted in, the importances mostly explain infeasibility)."""
+    copy = optuna.create_study(directions=study.directions)
+    if study.metric_names:
+        copy.set_metric_names(study.metric_names)
+    copy.add_trials([t for t in study.get_trials(deepcopy=False) if is_feasible(t)])
+    return copy
+
+
 def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
     """Feasible trials, Pareto set first, then by accuracy (desc) and latency (asc)."""
     board = df[df["feasible"]].sort_values(["pareto", "accuracy", "latency_ms"],

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .cli_format import human
 from .plots import history_figure, importance_figure, pareto_figure
-from .report import leaderboard, trial_spec, trials_frame
+from .report import leaderboard, pareto_axis, trial_spec, trials_frame
 from .shapes import check
 
 STYLE = """
@@ -66,7 +66,8 @@ def write_report(studies: list[optuna.Study], out: str | Path, *, max_shape_tabl
         csv = out.with_name(f"{out.stem}_{name}.csv")
         df.to_csv(csv, index=False)
         written.append(csv)
-    figures = [("pareto", pareto_figure(frames)), ("history", history_figure(frames))]
+    x = pareto_axis(studies[0].metric_names)  # the first study's objectives set the axes
+    figures = [("pareto", pareto_figure(frames, x=x)), ("history", history_figure(frames))]
     for study in studies:
         fig = importance_figure(study)
         if fig is not None:

@@ -98,3 +98,49 @@ def test_empty_study_says_so():
     assert trials_frame(study).empty
     with pytest.raises(RecipeError, match="no finished feasible trial"):
         pick_trial(study, "best")
+
+
+def test_importances_explain_trained_trials_not_infeasibility():
+    """'a' decides only feasibility (a = 1: over a limit, accuracy 0, never trained); 'b'
+    decides accuracy among the trained. Counted with the infeasible, 'a' would dominate."""
+    from cnnsearch.plots import importance_figure
+    from cnnsearch.report import trained_study
+
+    rng = random.Random(0)
+    study = optuna.create_study(directions=["maximize", "minimize"], study_name="imp")
+    study.set_metric_names(["accuracy", "latency_ms"])
+    for _ in range(40):
+        trial = study.ask()
+        a = trial.suggest_categorical("a", [0, 1])
+        b = trial.suggest_float("b", 0.0, 1.0)
+        c = trial.suggest_float("c", 0.0, 1.0)  # noise only
+        feasible = a == 0
+        trial.set_constraint("infeasible", 0.0 if feasible else 1.0)
+        study.tell(trial, [0.5 + 0.4 * b + 0.01 * c * rng.random() if feasible else 0.0, 1.0])
+    trained = trained_study(study)
+    assert len(trained.trials) == sum(t.params["a"] == 0 for t in study.trials) > 3
+    assert all(t.params["a"] == 0 for t in trained.trials)
+    bars = importance_figure(study).data[0]
+    importance = dict(zip(bars.y, bars.x))
+    assert max(importance, key=importance.get) == "b", importance
+    assert importance.get("a", 0.0) < 0.05, importance
+
+
+@pytest.mark.parametrize("objective", ["params", "flops", "latency_ms"])
+def test_the_pareto_plot_follows_the_recipe_objectives(objective):
+    from cnnsearch.plots import pareto_figure
+    from cnnsearch.report import pareto_axis, pareto_numbers
+
+    study = synthetic_study(3)
+    df = trials_frame(study)
+    x = pareto_axis(["accuracy", objective])
+    assert x == objective
+    fig = pareto_figure({"s": df}, x=x)
+    trained = next(t for t in fig.data if t.meta["role"] == "trained")
+    ok = df[df["feasible"]]
+    assert list(trained.x) == list(ok[objective])
+    front = next(t for t in fig.data if t.meta["role"] == "front")
+    expected = ok[ok["trial"].isin(pareto_numbers(ok, ["accuracy", objective], ["maximize", "minimize"]))]
+    assert sorted(front.x) == sorted(expected[objective]) and len(front.x) >= 1
+    assert {"params": "parameters", "flops": "FLOPs", "latency_ms": "latency"}[objective] in fig.layout.xaxis.title.text
+    assert pareto_axis(["accuracy"]) == "latency_ms" and pareto_axis(None) == "latency_ms"
