@@ -16,8 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import torch
+from optuna._hypervolume import compute_hypervolume
 
 from cnnsearch.objective import Objective
 from cnnsearch.recipe import load_recipe
@@ -29,17 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def hypervolume(points: list[tuple[float, float]], ref_latency: float) -> float:
-    """Area dominated by (accuracy, latency) points above accuracy 0, left of ref_latency."""
-    front, best = [], -1.0
-    for acc, lat in sorted(points, key=lambda p: (p[1], -p[0])):
-        if acc > best and lat < ref_latency:
-            front.append((acc, lat))
-            best = acc
-    area = 0.0
-    for i, (acc, lat) in enumerate(front):
-        right = front[i + 1][1] if i + 1 < len(front) else ref_latency
-        area += acc * (right - lat)
-    return area
+    """Area dominated by (accuracy, latency) points above accuracy 0, left of ref_latency
+    (Optuna's hypervolume of (error, latency) against (1, ref_latency))."""
+    inside = [(1 - acc, lat) for acc, lat in points if lat < ref_latency and acc > 0]
+    return float(compute_hypervolume(np.array(inside), np.array([1.0, ref_latency]))) if inside else 0.0
 
 
 SAMPLER_SECONDS = [0.0]

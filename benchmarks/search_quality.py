@@ -9,8 +9,11 @@ hypervolume code); "half" is the same study's first half of trials.
 
 - ``default_half_vs_random_full``: the default sampler's half-budget hypervolume over random
   search's full-budget one (median over seeds). Goal: >= 1.
-- ``es_compute_saved`` / ``es_hv_ratio``: the default sampler with and without early
-  stopping, same seeds: training seconds saved, and hypervolume kept (median of per-seed ratios).
+- ``es_compute_saved`` / ``es_hv_ratio``: random search with and without early stopping,
+  same seeds: training seconds saved, and hypervolume kept (median of per-seed ratios).
+  Random search because its candidates do not depend on results: on and off train the very
+  same networks, so the difference is early stopping's alone (with TPE, stopped trials
+  steer the sampler elsewhere and the comparison mixes two searches).
 - ``kendall_tau``: validation accuracy after the search's brief training against test
   accuracy after ``finalize``'s longer training (``EPOCHS_FACTOR`` x, one seed), for
   ``--tau-trials`` trained architectures of one study: does the brief proxy rank networks right?
@@ -18,6 +21,7 @@ hypervolume code); "half" is the same study's first half of trials.
 Prints one JSON line per task (and a per-run line on stderr as it goes).
     python benchmarks/search_quality.py                 # the full run (about 2 h on 2 CPU cores)
     python benchmarks/search_quality.py --quick         # under 15 minutes
+    --keep DIR keeps the study databases; a rerun with the same DIR reuses finished studies
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from scipy.stats import kendalltau
 
 from cnnsearch.build import build
 from cnnsearch.data import load_data
+from cnnsearch.early_stopping import Peer, rung_epochs, should_stop
 from cnnsearch.export import load_weights
 from cnnsearch.finalize import EPOCHS_FACTOR, finalize
 from cnnsearch.objective import Objective
@@ -127,7 +132,8 @@ def run_study(tmp: Path, task_name: str, *, sampler: str, seed: int, trials: int
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         row = {"number": t.number, "status": a.get("status"), "train_s": a.get("train_seconds", 0.0),
-               "latency_ms": a.get("latency_ms"), "val": a.get("accuracy")}
+               "latency_ms": a.get("latency_ms"), "val": a.get("accuracy"), "curve": a.get("curve"),
+               "steps_per_epoch": a.get("steps_per_epoch")}
         if a.get("status") == Status.OK:
             model = build(trial_spec(t))
             weights = tmp / f"{name}-{t.number}.safetensors"
@@ -146,8 +152,35 @@ def run_study(tmp: Path, task_name: str, *, sampler: str, seed: int, trials: int
               "stopped": sum(r["status"] == Status.EARLY_STOPPED for r in rows),
               "best_test": max((r["test"] for r in rows if "test" in r), default=0.0)}
     print(json.dumps(result), file=sys.stderr, flush=True)
-    result["_study"], result["_recipe"] = study, recipe
+    result["_study"], result["_recipe"], result["_rows"] = study, recipe, rows
     return result
+
+
+def replay_early_stopping(rows: list[dict], *, epochs: int, ref, margin: float, keep: float,
+                          rungs: tuple[float, ...]) -> tuple[float, float]:
+    """Early stopping replayed on a study that ran without it: (share of training seconds
+    saved, hypervolume kept). Exact for random search, whose candidates do not depend on
+    results, and a seeded CPU training, whose stopped run equals the full run's first epochs:
+    each trial meets the earlier trials as they would have ended (stopped ones cut short)."""
+    stops = rung_epochs(epochs, rungs)
+    done, spent, total, kept = [], 0.0, 0.0, []
+    for r in sorted(rows, key=lambda r: r["number"]):
+        if not r.get("curve") or "test" not in r:
+            continue
+        curve, per_epoch = r["curve"], r["train_s"] / len(r["curve"])
+        ended = len(curve)
+        for e in sorted(stops):
+            if should_stop((r["latency_ms"],), curve[e - 1], epoch=e, steps=e * r["steps_per_epoch"], peers=done,
+                           margin=margin, keep=keep):
+                ended = e
+                break
+        total += r["train_s"]
+        spent += per_epoch * ended
+        done.append(Peer((r["latency_ms"],), tuple(curve[:ended]), r["steps_per_epoch"]))
+        if ended == len(curve):
+            kept.append((1 - r["test"], r["latency_ms"]))
+    full = hypervolume([(1 - r["test"], r["latency_ms"]) for r in rows if "test" in r], ref)
+    return 1 - spent / total if total else 0.0, hypervolume(kept, ref) / full if full else math.nan
 
 
 def rank_correlation(run: dict, count: int) -> tuple[float, int]:
@@ -182,28 +215,40 @@ def run_task(tmp: Path, task_name: str, *, samplers: list[str], default: str, se
         out[f"hv_{s}_full"] = median([r["hv_full"] for r in rs])
         out[f"hv_{s}_half"] = median([r["hv_half"] for r in rs])
     out["hv_random_full"] = out.get("hv_random_full", math.nan)
-    out["hv_default_half"] = out[f"hv_{default}_half"]
-    out["hv_default_full"] = out[f"hv_{default}_full"]
+    out["hv_default_half"] = out.get(f"hv_{default}_half", math.nan)
+    out["hv_default_full"] = out.get(f"hv_{default}_full", math.nan)
     # per seed, then the median: how often the half budget catches up, not one lucky seed
     if "random" in runs:
         for s, rs in runs.items():
             ratios = [r["hv_half"] / q["hv_full"] for r, q in zip(rs, runs["random"]) if q["hv_full"]]
             out[f"{s}_half_vs_random_full"] = median(ratios)
             out[f"{s}_half_reaches_random_full"] = f"{sum(x >= 1 for x in ratios)}/{len(ratios)}"
-        out["default_half_vs_random_full"] = out[f"{default}_half_vs_random_full"]
+        out["default_half_vs_random_full"] = out.get(f"{default}_half_vs_random_full", math.nan)
     out["train_seconds"] = {s: round(statistics.fmean(r["train_s"] for r in rs), 1) for s, rs in runs.items()}
     out["best_test"] = {s: median([r["best_test"] for r in rs]) for s, rs in runs.items()}
+    if "random" in runs:  # early-stopping settings replayed on the random-search studies
+        sweep = []
+        for rungs in ((1 / 3, 2 / 3), (1 / 3,), (0.5,), (1 / 6, 1 / 3, 2 / 3)):
+            for keep in (1 / 3, 0.5):
+                for margin in (0.0, 0.02, 0.05):
+                    got = [replay_early_stopping(r["_rows"], epochs=TASKS[task_name]["epochs"], ref=TASKS[task_name]["ref"],
+                                                 margin=margin, keep=keep, rungs=rungs) for r in runs["random"]]
+                    sweep.append({"rungs": [round(f, 3) for f in rungs], "keep": round(keep, 3), "margin": margin,
+                                  "saved": median([g[0] for g in got]), "hv_ratio": median([g[1] for g in got]),
+                                  "hv_ratio_min": round(min(g[1] for g in got), 4)})
+        out["es_replay"] = sweep
     if es:
-        on = [run_study(tmp, task_name, sampler=default, seed=seed, trials=trials, early=True, test_data=test_data)
+        on = [run_study(tmp, task_name, sampler="random", seed=seed, trials=trials, early=True, test_data=test_data)
               for seed in range(seeds)]
-        off = runs[default]
+        off = runs.get("random") or [run_study(tmp, task_name, sampler="random", seed=seed, trials=trials,
+                                               early=False, test_data=test_data) for seed in range(seeds)]
         out["es_compute_saved"] = round(1 - sum(r["train_s"] for r in on) / sum(r["train_s"] for r in off), 3)
         ratios = [a["hv_full"] / b["hv_full"] for a, b in zip(on, off) if b["hv_full"]]
         out["es_hv_ratio"] = median(ratios)
         out["es_hv_ratio_min"] = round(min(ratios), 4) if ratios else math.nan
         out["es_trials_stopped"] = sum(r["stopped"] for r in on)
     if tau_trials:
-        out["kendall_tau"], out["kendall_n"] = rank_correlation(runs[default][0], tau_trials)
+        out["kendall_tau"], out["kendall_n"] = rank_correlation((runs.get("random") or runs[default])[0], tau_trials)
         out["kendall_final_epochs"] = EPOCHS_FACTOR * TASKS[task_name]["epochs"]
     return out
 
@@ -218,14 +263,20 @@ def main():
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--tau-trials", type=int, default=10)
     parser.add_argument("--no-es", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    parser.add_argument("--keep", help="keep the studies in this folder (a rerun reuses finished ones)")
     args = parser.parse_args()
     if args.quick:
         args.tasks, args.samplers, args.seeds, args.trials, args.tau_trials = "shapes", "random,tpe", 2, 16, 0
-    torch.set_num_threads(2)
+    # one thread: on a shared 2-core machine two threads spin against each other's load and
+    # a trial can take 30x longer; one thread gives steady, comparable training seconds
+    torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(args.keep or scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
         for task in args.tasks.split(","):
-            out = run_task(Path(tmp), task, samplers=args.samplers.split(","), default=args.default,
+            out = run_task(tmp, task, samplers=args.samplers.split(","), default=args.default,
                            seeds=args.seeds, trials=args.trials, es=not args.no_es, tau_trials=args.tau_trials)
             print(json.dumps({"benchmark": "search_quality", **out}), flush=True)
 
