@@ -20,7 +20,8 @@ class Network(nn.Module):
     """A CNN whose submodules are named exactly like its shape table's rows.
 
     ``forward`` replays the table: most rows map ``x``; a residual block keeps its input
-    in ``skip``, maps it through ``proj`` rows when shapes differ, and adds it back.
+    in ``skip``, maps it through ``proj`` rows when shapes differ, and adds it back; a
+    squeeze-excitation computes its gate ``se`` from ``x`` and scales ``x`` by it.
     """
 
     def __init__(self, table: ShapeTable):
@@ -28,20 +29,26 @@ class Network(nn.Module):
         self.input_shape = table.spec.input
         self._plan = tuple((r.name, r.flow, r.saves_input) for r in table.rows)
         for row in table.rows:
-            if row.op != "add":
+            if ops.OPS[row.op].module is not None:
                 self.add_module(row.name, make_layer(row))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = x
+        skip = se = x
         for name, flow, saves_input in self._plan:
             if saves_input:
                 skip = x
-            if flow == "add":
+            if flow == "x":
+                x = self._modules[name](x)
+            elif flow == "add":
                 x = x + skip
             elif flow == "skip":
                 skip = self._modules[name](skip)
-            else:
-                x = self._modules[name](x)
+            elif flow == "squeeze":
+                se = self._modules[name](x)
+            elif flow == "gate":
+                se = self._modules[name](se)
+            else:  # "scale"
+                x = x * se
         return x
 
 

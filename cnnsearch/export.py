@@ -25,7 +25,7 @@ from .spec import ArchSpec
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _RESERVED = {"torch", "nn", "F", "Tensor"}
-_FOLDED = {"batchnorm", *ops.ACTIVATIONS}  # written inside the previous statement
+_FOLDED = {"batchnorm", *ops.ACTIVATIONS, *ops.GATES}  # written inside the previous statement
 
 
 def check_class_name(name: str) -> str:
@@ -61,22 +61,29 @@ def _uses_functional(table: ShapeTable) -> bool:
                for r in table.rows)
 
 
+_TARGET = {"x": "x", "skip": "skip", "squeeze": "se", "gate": "se"}  # the variable a row assigns
+
+
 def _forward_lines(table: ShapeTable) -> list[str]:
     """One statement per step; norms and activations fold into the statement before them."""
     lines = [f"# x: (N, {', '.join(map(str, table.spec.input))})"]
     for i, row in enumerate(table.rows):
         if row.saves_input:
             lines.append("skip = x")
-        target = "skip" if row.flow == "skip" else "x"
         if row.flow == "add":
             lines.append(f"x = x + skip  {_shape_comment(row.shape)}")
             continue
+        if row.flow == "scale":
+            lines.append(f"x = x * se  {_shape_comment(row.shape)}")
+            continue
+        target = _TARGET[row.flow]
+        source = "x" if row.flow == "squeeze" else target
         if row.op in _FOLDED and i > 0 and table.rows[i - 1].flow == row.flow != "add":
             prev_target, expr = lines.pop().split("  # ")[0].split(" = ", 1)
             assert prev_target == target
         else:
-            expr = target
-        if row.op in ops.ACTIVATIONS:
+            expr = source
+        if ops.OPS[row.op].functional:
             expr = f"{ops.OPS[row.op].functional}({expr})"
         elif row.op == "flatten":
             expr = f"{expr}.flatten(1)"
@@ -166,7 +173,7 @@ def to_source(spec: ArchSpec | dict, class_name: str = "Net", *, data: dict | No
         *init,
     ]
     for i, row in enumerate(table.rows):
-        if ops.OPS[row.op].module and row.op not in ops.ACTIVATIONS and row.op != "flatten":
+        if ops.OPS[row.op].module and not ops.OPS[row.op].functional and row.op != "flatten":
             body.append(f"        self.{row.name} = {_constructor(row, table, i)}")
     body += ["", "    def forward(self, x: torch.Tensor) -> torch.Tensor:"]
     forward = _forward_lines(table)

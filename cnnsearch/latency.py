@@ -6,10 +6,16 @@ with a synchronisation; on a CPU, a fixed and recorded thread count and
 the median (at least ``min_runs``) or ``time_cap_s`` passes; the result says whether it
 settled. Each timed sample groups enough calls to last about 5 ms, so the timer's own
 cost and scheduler jitter on sub-millisecond models do not dominate the spread.
+
+``runtime="onnxruntime"`` times the network where it will be deployed: exported to ONNX
+(the TorchScript-based exporter: ~20 ms per small network, against ~1 s for the dynamo
+one) and run in an onnxruntime session on the CPU with the same thread count, under the
+same protocol and lock. onnxruntime is an optional dependency (``cnnsearch[onnx]``).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import statistics
@@ -30,6 +36,7 @@ class Latency:
     settled: bool  # IQR/median reached the target before the time cap
     batch_size: int
     fingerprint: dict  # device name, torch version, threads: what makes the numbers comparable
+    runtime: str = "torch"  # "torch" (eager PyTorch) or "onnxruntime"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,14 +57,54 @@ def device_name(device: torch.device) -> str:
     return name
 
 
-def fingerprint(device: torch.device, threads: int) -> dict:
-    return {
+RUNTIMES = ("torch", "onnxruntime")
+ONNX_HINT = "onnxruntime is not installed: pip install 'cnnsearch[onnx]'"
+
+
+def fingerprint(device: torch.device, threads: int, runtime: str = "torch") -> dict:
+    found = {
         "device": str(device),
         "name": device_name(device),
         "torch": torch.__version__,
         "threads": threads,
         "cpus": os.cpu_count(),
+        "runtime": runtime,
     }
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        found["onnxruntime"] = onnxruntime.__version__
+    return found
+
+
+def onnx_session(model: nn.Module, x: torch.Tensor, threads: int):
+    """``model`` exported to ONNX (in memory) and opened in a CPU onnxruntime session with
+    ``threads`` intra-op threads, sequential execution, all graph optimisations."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImportError(ONNX_HINT) from None
+    import warnings
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for dynamo in (False, True):  # the TorchScript-based exporter first: fast, needs no onnxscript
+        buffer = io.BytesIO()
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (x,), buffer, dynamo=dynamo, input_names=["x"],
+                                  **({"verbose": False} if dynamo else {}))
+            session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+            session.run(None, {session.get_inputs()[0].name: x.cpu().numpy()})  # e.g. a dilated padding="same" conv, which the first cannot run
+            return session
+        except Exception:
+            if dynamo:
+                raise
+    raise AssertionError("unreachable")
 
 
 @contextmanager
@@ -107,11 +154,17 @@ def _quartiles(samples: list[float]) -> tuple[float, float, float]:
 
 def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | torch.device = "cpu",
             batch_size: int = 1, threads: int = 1, warmup_s: float = 0.1, min_runs: int = 30,
-            max_runs: int = 2000, time_cap_s: float = 3.0, rel_iqr: float = 0.10, lock: bool = True) -> Latency:
+            max_runs: int = 2000, time_cap_s: float = 3.0, rel_iqr: float = 0.10, lock: bool = True,
+            runtime: str = "torch") -> Latency:
     """Median latency in ms of ``model`` on one batch of ``input_shape`` images. With
-    ``lock``, a machine-wide file lock keeps two local workers from timing at once."""
+    ``lock``, a machine-wide file lock keeps two local workers from timing at once.
+    ``runtime``: eager ``torch``, or ``onnxruntime`` (CPU only)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
     device = torch.device(device)
     cuda = device.type == "cuda"
+    if runtime == "onnxruntime" and cuda:
+        raise ValueError("runtime 'onnxruntime' times on the cpu only")
     was_training = model.training
     model.eval().to(device)
     x = torch.randn(batch_size, *input_shape, device=device)
@@ -120,49 +173,67 @@ def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | tor
         x = x.contiguous(memory_format=torch.channels_last)
     threads = torch.get_num_threads() if cuda else threads
     try:
-        with _machine_lock(str(device) if lock else None), _threads(threads), torch.inference_mode():
-            # warm-up: allocator, kernels selection, caches; also sizes the call groups. A GPU
-            # needs longer: on an H200 the first 0.1 s of batch-1 calls ran 35% slow (clocks
-            # and host launch path still ramping up), so it gets >= 0.5 s, synchronised per
-            # call so that the time is the GPU's and not how fast the host can queue work
-            warmup_s = max(warmup_s, 0.5) if cuda else warmup_s
-            start = time.perf_counter()
-            calls = 0
-            while time.perf_counter() - start < warmup_s or calls < 3:
+        if runtime == "onnxruntime":
+            session = onnx_session(model, x, threads)
+            feed = {session.get_inputs()[0].name: x.numpy()}
+
+            def call():
+                session.run(None, feed)
+        else:
+            def call():
                 model(x)
-                if cuda:
-                    torch.cuda.synchronize(device)
-                calls += 1
-            one = (time.perf_counter() - start) / calls
-            group = max(1, min(1000, round(5e-3 / max(one, 1e-7))))
-            samples: list[float] = []
-            begin = time.perf_counter()
-            settled = False
-            while len(samples) < max_runs:
-                if cuda:
-                    t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    t0.record()
-                    for _ in range(group):
-                        model(x)
-                    t1.record()
-                    t1.synchronize()
-                    samples.append(t0.elapsed_time(t1) / group)
-                else:
-                    t0 = time.perf_counter_ns()
-                    for _ in range(group):
-                        model(x)
-                    samples.append((time.perf_counter_ns() - t0) / 1e6 / group)
-                if len(samples) >= min_runs and len(samples) % 10 == 0:
-                    q1, med, q3 = _quartiles(samples)
-                    if (q3 - q1) <= rel_iqr * med:
-                        settled = True
-                        break
-                    if time.perf_counter() - begin > time_cap_s:
-                        break
+        with _machine_lock(str(device) if lock else None), _threads(threads), torch.inference_mode():
+            samples, group, settled = _time(call, device if cuda else None, warmup_s, min_runs, max_runs,
+                                            time_cap_s, rel_iqr)
     finally:
         model.train(was_training)
         if cuda:
             model.to(memory_format=torch.contiguous_format)
     q1, med, q3 = _quartiles(samples)
     return Latency(med, q3 - q1, len(samples), group, settled, batch_size,
-                   fingerprint(device, threads))
+                   fingerprint(device, threads, runtime), runtime)
+
+
+def _time(call, cuda: torch.device | None, warmup_s: float, min_runs: int, max_runs: int, time_cap_s: float,
+          rel_iqr: float) -> tuple[list[float], int, bool]:
+    """The protocol: warm-up, groups of ~5 ms, until IQR/median <= rel_iqr or the time cap.
+    Returns (per-call ms of each group, calls per group, settled)."""
+    # warm-up: allocator, kernels selection, caches; also sizes the call groups. A GPU
+    # needs longer: on an H200 the first 0.1 s of batch-1 calls ran 35% slow (clocks
+    # and host launch path still ramping up), so it gets >= 0.5 s, synchronised per
+    # call so that the time is the GPU's and not how fast the host can queue work
+    warmup_s = max(warmup_s, 0.5) if cuda else warmup_s
+    start = time.perf_counter()
+    calls = 0
+    while time.perf_counter() - start < warmup_s or calls < 3:
+        call()
+        if cuda:
+            torch.cuda.synchronize(cuda)
+        calls += 1
+    one = (time.perf_counter() - start) / calls
+    group = max(1, min(1000, round(5e-3 / max(one, 1e-7))))
+    samples: list[float] = []
+    begin = time.perf_counter()
+    settled = False
+    while len(samples) < max_runs:
+        if cuda:
+            t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0.record()
+            for _ in range(group):
+                call()
+            t1.record()
+            t1.synchronize()
+            samples.append(t0.elapsed_time(t1) / group)
+        else:
+            t0 = time.perf_counter_ns()
+            for _ in range(group):
+                call()
+            samples.append((time.perf_counter_ns() - t0) / 1e6 / group)
+        if len(samples) >= min_runs and len(samples) % 10 == 0:
+            q1, med, q3 = _quartiles(samples)
+            if (q3 - q1) <= rel_iqr * med:
+                settled = True
+                break
+            if time.perf_counter() - begin > time_cap_s:
+                break
+    return samples, group, settled

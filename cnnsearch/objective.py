@@ -163,7 +163,7 @@ class Objective:
         if lat is None:
             lat = self.latencies[spec.digest] = measure(
                 model, spec.input, device=r.latency.device, batch_size=r.latency.batch_size,
-                threads=r.latency.threads)
+                threads=r.latency.threads, runtime=r.latency.runtime)
         t2 = time.perf_counter()
         self.timings["build"] += t1 - t0
         self.timings["latency"] += t2 - t1

@@ -30,8 +30,12 @@ ACTIVATIONS: dict[str, Op] = {
     "tanh": Op("Tanh", "torch.tanh"),
 }
 
+# Gates: the squeeze-and-excitation scale of an mbconv block (not a block activation).
+GATES: dict[str, Op] = {"hardsigmoid": Op("Hardsigmoid", "F.hardsigmoid")}
+
 OPS: dict[str, Op] = {
     "conv": Op("Conv2d"),
+    "dwconv": Op("Conv2d"),  # depthwise: groups = channels (separable and mbconv blocks)
     "batchnorm": Op("BatchNorm2d"),
     "maxpool": Op("MaxPool2d"),
     "avgpool": Op("AvgPool2d"),
@@ -41,7 +45,9 @@ OPS: dict[str, Op] = {
     "linear": Op("Linear"),
     "dropout": Op("Dropout"),
     "add": Op(None),  # residual sum: arithmetic in forward(), no module
+    "mul": Op(None),  # squeeze-and-excitation: x * gate, arithmetic in forward()
     **ACTIVATIONS,
+    **GATES,
 }
 
 # Whitelisted vocabularies of the spec, in the order error messages list them.
@@ -49,6 +55,17 @@ NORMS = ("none", "batch")
 POOLS = ("none", "max", "avg")
 HEAD_POOLS = ("flatten", "avg", "max")
 PADDING_WORDS = ("same",)
+
+# Block kinds and the fields each uses besides the common ones (out_channels, kernel_size,
+# stride, activation, pool, pool_size, dropout, kind). Any other field must hold its default.
+BLOCK_KINDS = ("conv", "separable", "mbconv")
+KIND_FIELDS: dict[str, frozenset[str]] = {
+    "conv": frozenset({"padding", "norm", "residual", "groups", "dilation"}),
+    "separable": frozenset({"padding", "norm", "residual", "dilation"}),
+    "mbconv": frozenset({"dilation", "expansion", "se"}),
+}
+COMMON_FIELDS = frozenset({"out_channels", "kernel_size", "stride", "activation", "pool", "pool_size",
+                           "dropout", "kind"})
 
 POOL_OP = {"max": "maxpool", "avg": "avgpool"}
 HEAD_POOL_OP = {"avg": "global_avgpool", "max": "global_maxpool"}

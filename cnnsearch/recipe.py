@@ -20,6 +20,7 @@ from typing import Any
 from .data import TORCHVISION, loader_options
 from .errors import RecipeError, SpaceError
 from .hparams import TrainConfig
+from .latency import ONNX_HINT, RUNTIMES
 from .space import SearchSpace, parse_space
 from .storage import load_existing_study
 
@@ -40,6 +41,7 @@ class LatencySection:
     device: str = "cpu"  # where the model will be deployed, not where it trains
     batch_size: int = 1
     threads: int = 1
+    runtime: str = "torch"  # or "onnxruntime": exported to ONNX and timed in an onnxruntime session
 
 
 @dataclass(frozen=True)
@@ -240,12 +242,17 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
         device=_check(lt.get("device", LatencySection.device), "latency.device", str),
         batch_size=_check(lt.get("batch_size", LatencySection.batch_size), "latency.batch_size", int, low=1),
         threads=_check(lt.get("threads", LatencySection.threads), "latency.threads", int, low=1),
+        runtime=_check(lt.get("runtime", LatencySection.runtime), "latency.runtime", str),
     )
+    if latency.runtime not in RUNTIMES:
+        raise RecipeError(f"latency.runtime: {latency.runtime!r} is not one of {', '.join(RUNTIMES)}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", train.device):
         raise RecipeError(f"train.device: {train.device!r} is not one of auto, cpu, cuda, cuda:N")
     if not re.fullmatch(r"cpu|cuda(:\d{1,3})?", latency.device):  # where it will run: no guessing
         raise RecipeError(f"latency.device: {latency.device!r} is not one of cpu, cuda, cuda:N "
                           "(the device the network will be deployed on)")
+    if latency.runtime == "onnxruntime" and latency.device != "cpu":
+        raise RecipeError(f"latency.runtime: 'onnxruntime' times on the cpu only, not {latency.device!r}")
     lm = _section(data, "limits", Limits)
     limits = Limits(
         max_params=_check(lm.get("max_params"), "limits.max_params", int, low=1, allow_none=True),
@@ -277,9 +284,15 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
 
 def check_runnable(recipe: Recipe) -> None:
     """What a valid recipe still needs from this machine before a search or finalize
-    starts: its devices, and a folder dataset's folders. (Not checked when a study is only
-    read: a GPU study reports fine on a laptop.)"""
+    starts: its devices, onnxruntime where latency is timed in it, and a folder dataset's
+    folders. (Not checked when a study is only read: a GPU study reports fine on a laptop.)"""
     import torch
+
+    if recipe.latency.runtime == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise RecipeError(f"latency.runtime: {ONNX_HINT}") from None
 
     for key, device in (("train.device", recipe.train.device), ("latency.device", recipe.latency.device)):
         if device.startswith("cuda"):

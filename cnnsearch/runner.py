@@ -186,7 +186,8 @@ def remeasure_front(study: optuna.Study, recipe: Recipe, *, passes: int = 2) -> 
     for _ in range(passes):
         for t, model in models:
             lat = measure(model, tuple(t.user_attrs["arch"]["input"]), device=recipe.latency.device,
-                          batch_size=recipe.latency.batch_size, threads=recipe.latency.threads)
+                          batch_size=recipe.latency.batch_size, threads=recipe.latency.threads,
+                          runtime=recipe.latency.runtime)
             best[t.number] = min(best.get(t.number, math.inf), lat.median_ms)
     for t, _ in models:
         set_finished_trial_user_attrs(study, t, {"latency_remeasured_ms": best[t.number]})

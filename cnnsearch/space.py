@@ -7,6 +7,11 @@ Every value in a space file is one of
 * a table ``{low, high[, step][, log]}``: an int or float range
   (``lr = {low = 1e-4, high = 1e-1, log = true}``).
 
+Instead of ``depth`` and ``[block]``, a space may declare ``[[stages]]`` (MnasNet's
+factorized hierarchical space): per stage, ``repeats`` blocks that share one set of
+choices, the first of which may downsample, plus a ``width`` multiplier for every stage's
+channels (see ``stages.py``). Parameter names: ``width``, ``s0_repeats``, ``s1_kind``, ...
+
 Spaces are resolution-agnostic. ``sample(trial, input=..., num_classes=...)`` follows the
 feature map while it samples, and only offers a stride or a pool while the map stays at
 least ``min_side`` wide; otherwise the block records ``stride = 1`` / ``pool = "none"``.
@@ -26,12 +31,20 @@ from typing import Any
 
 from .errors import SpaceError, SpecError
 from .hparams import OPTIMIZERS, SEARCHABLE, searchable_defaults
-from .shapes import conv_side
+from .ops import BLOCK_KINDS, COMMON_FIELDS, KIND_FIELDS
 from .spec import ArchSpec, BlockSpec
+from .stages import sample_block, sample_stages
 
 BLOCK_KEYS = tuple(BlockSpec.__dataclass_fields__)
+STAGE_KEYS = ("repeats", *BLOCK_KEYS)
 HEAD_KEYS = ("pool", "hidden_layers", "hidden", "activation", "dropout")
-TOP_KEYS = ("description", "depth", "min_side", "block", "blocks", "head", "train")
+TOP_KEYS = ("description", "depth", "min_side", "block", "blocks", "stages", "width", "head", "train")
+MAX_STAGES = 16
+MAX_REPEATS = 8
+# what a block or stage takes where the space is silent: BlockSpec's defaults
+BLOCK_DEFAULTS = {"stride": 1, "padding": 0, "activation": "relu", "norm": "none", "pool": "none",
+                  "pool_size": 2, "dropout": 0.0, "residual": False, "kind": "conv", "groups": 1,
+                  "dilation": 1, "expansion": 1, "se": False}
 
 # Values used where a space leaves a training hyperparameter out: TrainConfig's defaults.
 TRAIN_DEFAULTS: dict[str, Any] = searchable_defaults()
@@ -104,35 +117,19 @@ class SearchSpace:
     block: tuple[dict[str, Dim], ...]  # per block index up to the largest depth
     head: dict[str, Dim]
     train: dict[str, Dim]
+    stages: tuple[dict[str, Dim], ...] = ()  # a staged space: per stage, its dimensions
+    width: Dim = Dim("fixed", (1.0,))  # a staged space's width multiplier
 
     def sample(self, trial, *, input: tuple[int, int, int], num_classes: int) -> ArchSpec:
         """An ArchSpec chosen through ``trial``'s suggest API (any Optuna trial)."""
-        c, h, w = input
-        depth = self.depth.suggest(trial, "depth")
-        blocks = []
-        for i in range(depth):
-            dims = self.block[i]
-            pick = {k: dims[k].suggest(trial, f"b{i}_{k}") for k in
-                    ("out_channels", "kernel_size", "activation", "norm", "residual", "dropout")}
-            side = min(h, w)
-            stride = 1
-            if side // dims["stride"].largest >= self.min_side:
-                stride = dims["stride"].suggest(trial, f"b{i}_stride")
-            padding = dims["padding"].suggest(trial, f"b{i}_padding")
-            if padding == "half":
-                padding = pick["kernel_size"] // 2
-            if padding == "same" and stride != 1:
-                padding = pick["kernel_size"] // 2  # what "same" means for a strided conv
-            h = conv_side(h, pick["kernel_size"], stride, padding)
-            w = conv_side(w, pick["kernel_size"], stride, padding)
-            pool, pool_size = "none", 2
-            if min(h, w) // dims["pool_size"].largest >= self.min_side:
-                pool = dims["pool"].suggest(trial, f"b{i}_pool")
-                if pool != "none":
-                    pool_size = dims["pool_size"].suggest(trial, f"b{i}_pool_size")
-                    h, w = h // pool_size, w // pool_size
-            blocks.append({**pick, "stride": stride, "padding": padding, "pool": pool,
-                           "pool_size": pool_size})
+        if self.stages:
+            blocks = sample_stages(trial, self.stages, self.width, input, self.min_side)
+        else:
+            _, h, w = input
+            blocks = []
+            for i in range(self.depth.suggest(trial, "depth")):
+                block, h, w = sample_block(trial, self.block[i], f"b{i}_", h, w, self.min_side)
+                blocks.append(block)
         n_hidden = self.head["hidden_layers"].suggest(trial, "head_hidden_layers")
         head = {
             "pool": self.head["pool"].suggest(trial, "head_pool"),
@@ -191,19 +188,18 @@ def _parse(data: dict, path: str) -> SearchSpace:
     if isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1:
         raise SpaceError(f"min_side: expected an integer >= 1, got {min_side!r}")
 
-    base = {"stride": 1, "padding": 0, "activation": "relu", "norm": "none", "pool": "none",
-            "pool_size": 2, "dropout": 0.0, "residual": False}
-    base.update(_keys(data.get("block", {}), "block", BLOCK_KEYS))
+    stages, width = _parse_stages(data) if "stages" in data else ((), Dim("fixed", (1.0,)))
+    base = {**BLOCK_DEFAULTS, **_keys(data.get("block", {}), "block", BLOCK_KEYS)}
     overrides = _keys(data.get("blocks", {}), "blocks", tuple(str(i) for i in range(33)))
     per_block = []
-    for i in range(int(depth.largest)):
+    for i in range(0 if stages else int(depth.largest)):
         where = f"blocks.{i}" if str(i) in overrides else "block"
         raw = {**base, **_keys(overrides.get(str(i), {}), f"blocks.{i}", BLOCK_KEYS)}
         for key in ("out_channels", "kernel_size"):
             if key not in raw:
                 raise SpaceError(f"block.{key}: missing (required)")
         dims = {k: _dim(v, f"{where}.{k}") for k, v in raw.items()}
-        _validate_block(dims, where)
+        _validate_block(dims, where, given=set(data.get("block", {})) | set(overrides.get(str(i), {})))
         per_block.append(dims)
 
     head_raw = {"pool": "flatten", "hidden_layers": 0, "hidden": 64, "activation": "relu",
@@ -216,23 +212,58 @@ def _parse(data: dict, path: str) -> SearchSpace:
              _keys(data.get("train", {}), "train", SEARCHABLE).items()}
     _validate_train(train)
     return SearchSpace(path, str(data.get("description", "")), depth, min_side,
-                       tuple(per_block), head, train)
+                       tuple(per_block), head, train, stages, width)
 
 
-def _validate_block(dims: dict[str, Dim], where: str) -> None:
-    """Every value a block can take must pass the spec's own validation."""
+def _parse_stages(data: dict) -> tuple[tuple[dict[str, Dim], ...], Dim]:
+    for key in ("depth", "block", "blocks"):
+        if key in data:
+            raise SpaceError(f"{key}: a space declares either stages or depth/block/blocks, not both")
+    stages = data["stages"]
+    if not isinstance(stages, list) or not 1 <= len(stages) <= MAX_STAGES:
+        raise SpaceError(f"stages: expected 1 to {MAX_STAGES} [[stages]] tables, got {stages!r}"[:200])
+    parsed = []
+    for j, table in enumerate(stages):
+        where = f"stages[{j}]"
+        raw = {**BLOCK_DEFAULTS, "repeats": 1, **_keys(table, where, STAGE_KEYS)}
+        for key in ("out_channels", "kernel_size"):
+            if key not in raw:
+                raise SpaceError(f"{where}.{key}: missing (required)")
+        dims = {k: _dim(v, f"{where}.{k}") for k, v in raw.items()}
+        repeats = dims.pop("repeats")
+        if any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_REPEATS
+               for v in repeats.candidates()):
+            raise SpaceError(f"{where}.repeats: expected integers in [0, {MAX_REPEATS}], got {table['repeats']!r}")
+        _validate_block(dims, where, given=set(table) - {"repeats"})
+        parsed.append({**dims, "repeats": repeats})
+    width = _dim(data.get("width", 1.0), "width")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.05 <= v <= 8 for v in width.candidates()):
+        raise SpaceError(f"width: expected multipliers in [0.05, 8], got {data.get('width')!r}")
+    return tuple(parsed), width
+
+
+def _validate_block(dims: dict[str, Dim], where: str, given: set = frozenset()) -> None:
+    """Every value a block can take must pass the spec's own validation, and every field
+    the space sets must belong to a kind it can pick."""
     for key, dim in dims.items():
         for value in dim.candidates():
             if key == "padding" and value == "half":
                 continue
             if dim.kind == "float" and key != "dropout":
                 raise SpaceError(f"{where}.{key}: expected integers, got range {dim.low}..{dim.high}")
-            trial = {"out_channels": 1, "kernel_size": 1, key: value}
+            owner = next((k for k in BLOCK_KINDS if key in KIND_FIELDS[k]), "conv")
+            trial = {"out_channels": 1, "kernel_size": 1, "kind": owner, key: value}
             try:
                 ArchSpec.from_dict({"input": [1, 1, 1], "num_classes": 2,
                                                   "blocks": [trial]})
             except SpecError as exc:
                 raise SpaceError(f"{where}.{key}: {exc.message}") from None
+    kinds = dims["kind"].candidates()
+    for key in sorted(given):
+        if key not in COMMON_FIELDS and not any(k in KIND_FIELDS and key in KIND_FIELDS[k] for k in kinds):
+            users = " and ".join(k for k in BLOCK_KINDS if key in KIND_FIELDS[k])
+            raise SpaceError(f"{where}.{key}: applies to kind {users}, which {where} never picks "
+                             f"(kind: {', '.join(map(str, kinds))})")
 
 
 def _validate_head(head: dict[str, Dim]) -> None:

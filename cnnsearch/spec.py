@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
-from .ops import ACTIVATIONS, HEAD_POOLS, NORMS, PADDING_WORDS, POOLS
+from .ops import ACTIVATIONS, BLOCK_KINDS, COMMON_FIELDS, HEAD_POOLS, KIND_FIELDS, NORMS, PADDING_WORDS, POOLS
 
 ACTIVATION_NAMES = (*ACTIVATIONS, "none")
 
@@ -30,11 +30,21 @@ MAX_INPUT_CHANNELS = 64
 MAX_CLASSES = 100_000
 MAX_HIDDEN = 65_536
 MAX_BLOCKS = 64
+MAX_DILATION = 8
+MAX_EXPANSION = 16
 
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """conv -> norm -> activation -> (+ residual) -> pool -> dropout."""
+    """conv -> norm -> activation -> (+ residual) -> pool -> dropout.
+
+    ``kind`` says what "conv" is: a plain ``nn.Conv2d`` (``"conv"``, with ``groups`` and
+    ``dilation``), a depthwise-separable pair (``"separable"``: depthwise k x k -> norm ->
+    activation -> pointwise 1x1 -> norm -> activation), or MobileNetV3's inverted residual
+    (``"mbconv"``: ``expansion``, ``se``; always batch norm, padding (k - 1) // 2 * dilation,
+    its own residual add when stride is 1 and the channels stay). A field that does not
+    apply to the kind must keep its default (``ops.KIND_FIELDS``).
+    """
 
     out_channels: int
     kernel_size: int
@@ -46,6 +56,11 @@ class BlockSpec:
     pool_size: int = 2  # pooling stride equals its size, like nn.MaxPool2d(k)
     dropout: float = 0.0
     residual: bool = False  # adds the block input, through a 1x1 conv when shapes differ
+    kind: str = "conv"  # "conv", "separable" or "mbconv"
+    groups: int = 1  # conv: as nn.Conv2d's
+    dilation: int = 1  # conv, separable (the depthwise conv), mbconv (its depthwise conv)
+    expansion: int = 1  # mbconv: the expanded width is in_channels * expansion
+    se: bool = False  # mbconv: squeeze-and-excitation (torchvision's, hardsigmoid gate)
 
 
 @dataclass(frozen=True)
@@ -92,15 +107,23 @@ class ArchSpec:
     def summary(self) -> str:
         """Compact architecture, e.g. ``c32k3p-c64k3s2br-gap-fc128``.
 
-        Per block: ``c<out>k<kernel>``, then ``s<stride>`` when strided, ``b`` batch norm,
+        Per block: ``c<out>k<kernel>`` (``ds<out>k<kernel>`` separable,
+        ``mb<expansion>c<out>k<kernel>`` mbconv), then ``g<groups>``, ``d<dilation>``,
+        ``s<stride>`` where not 1, ``se`` squeeze-excitation, ``b`` batch norm,
         ``r`` residual, ``p`` max pool / ``a`` avg pool. Head: ``gap``/``gmp`` for global
         pooling, ``fc<width>`` per hidden layer.
         """
         parts = []
         for b in self.blocks:
-            text = f"c{b.out_channels}k{b.kernel_size}"
+            if b.kind == "mbconv":  # mb<expansion>c<out>k<kernel>...: MnasNet's "MBConv6 k5"
+                text = f"mb{b.expansion}c{b.out_channels}k{b.kernel_size}"
+            else:
+                text = f"{'ds' if b.kind == 'separable' else 'c'}{b.out_channels}k{b.kernel_size}"
+            text += f"g{b.groups}" if b.groups != 1 else ""
+            text += f"d{b.dilation}" if b.dilation != 1 else ""
             text += f"s{b.stride}" if b.stride != 1 else ""
-            text += "b" if b.norm == "batch" else ""
+            text += "se" if b.se else ""
+            text += "b" if b.norm == "batch" and b.kind != "mbconv" else ""
             text += "r" if b.residual else ""
             text += {"max": "p", "avg": "a"}.get(b.pool, "")
             parts.append(text)
@@ -165,9 +188,25 @@ def _bool(value: Any, path: str) -> bool:
     return value
 
 
+_BLOCK_FIELDS = tuple(BlockSpec.__dataclass_fields__)
+_DEFAULTS = {name: f.default for name, f in BlockSpec.__dataclass_fields__.items()}
+_OWN = {kind: COMMON_FIELDS | names | ({"norm"} if kind == "mbconv" else set())
+        for kind, names in KIND_FIELDS.items()}
+
+
 def _block(data: Any, path: str) -> BlockSpec:
-    names = tuple(BlockSpec.__dataclass_fields__)
-    d = _table(data, path, names, required=("out_channels", "kernel_size"))
+    d = _table(data, path, _BLOCK_FIELDS, required=("out_channels", "kernel_size"))
+    kind = _choice(d.get("kind", "conv"), f"{path}.kind", BLOCK_KINDS)
+    for key in sorted(d.keys() - _OWN[kind]):  # a field of another kind is a mistake unless at its default
+        if d[key] != _DEFAULTS[key] or type(d[key]) is not type(_DEFAULTS[key]):
+            users = " and ".join(k for k, names in KIND_FIELDS.items() if key in names)
+            raise SpecError(f"{path}.{key}", f"{_show(d[key])}: applies to kind {users}, not {kind} "
+                            f"(leave it out or at {_DEFAULTS[key]!r})")
+    if kind == "mbconv":
+        if _choice(d.get("norm", "batch"), f"{path}.norm", NORMS) != "batch":
+            raise SpecError(f"{path}.norm", "an mbconv block always has batch norm "
+                            "(torchvision's InvertedResidual); give 'batch' or leave it out")
+        d = {**d, "norm": "batch"}
     padding = d.get("padding", 0)
     if isinstance(padding, str):
         padding = _choice(padding, f"{path}.padding", PADDING_WORDS)
@@ -184,6 +223,11 @@ def _block(data: Any, path: str) -> BlockSpec:
         pool_size=_int(d.get("pool_size", 2), f"{path}.pool_size", 1, MAX_POOL),
         dropout=_dropout(d.get("dropout", 0.0), f"{path}.dropout"),
         residual=_bool(d.get("residual", False), f"{path}.residual"),
+        kind=kind,
+        groups=_int(d.get("groups", 1), f"{path}.groups", 1, MAX_CHANNELS),
+        dilation=_int(d.get("dilation", 1), f"{path}.dilation", 1, MAX_DILATION),
+        expansion=_int(d.get("expansion", 1), f"{path}.expansion", 1, MAX_EXPANSION),
+        se=_bool(d.get("se", False), f"{path}.se"),
     )
 
 

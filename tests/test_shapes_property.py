@@ -2,7 +2,7 @@
 
 import optuna
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cnnsearch import ArchSpec, ShapeError, check
@@ -12,18 +12,28 @@ from tests.torch_reference import assert_table_matches_torch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-blocks = st.fixed_dictionaries(
-    {"out_channels": st.integers(1, 12), "kernel_size": st.integers(1, 7)},
-    optional={
-        "stride": st.integers(1, 3),
-        "padding": st.one_of(st.integers(0, 3), st.just("same")),
-        "activation": st.sampled_from(["relu", "gelu", "silu", "leaky_relu", "tanh", "none"]),
-        "norm": st.sampled_from(["none", "batch"]),
-        "pool": st.sampled_from(["none", "max", "avg"]),
-        "pool_size": st.integers(1, 4),
-        "dropout": st.sampled_from([0.0, 0.25]),
-        "residual": st.booleans(),
-    },
+COMMON = {
+    "stride": st.integers(1, 3),
+    "activation": st.sampled_from(["relu", "gelu", "silu", "leaky_relu", "tanh", "hardswish", "none"]),
+    "pool": st.sampled_from(["none", "max", "avg"]),
+    "pool_size": st.integers(1, 4),
+    "dropout": st.sampled_from([0.0, 0.25]),
+}
+PLAIN = {  # conv and separable
+    "padding": st.one_of(st.integers(0, 3), st.just("same")),
+    "norm": st.sampled_from(["none", "batch"]),
+    "residual": st.booleans(),
+    "dilation": st.integers(1, 3),
+}
+blocks = st.one_of(
+    st.fixed_dictionaries({"out_channels": st.integers(1, 12), "kernel_size": st.integers(1, 7)},
+                          optional={**COMMON, **PLAIN, "kind": st.just("conv"), "groups": st.integers(1, 4)}),
+    st.fixed_dictionaries({"kind": st.just("separable"), "out_channels": st.integers(1, 12),
+                           "kernel_size": st.integers(1, 7)}, optional={**COMMON, **PLAIN}),
+    st.fixed_dictionaries({"kind": st.just("mbconv"), "out_channels": st.integers(1, 12),
+                           "kernel_size": st.integers(1, 7)},
+                          optional={**COMMON, "expansion": st.integers(1, 6), "se": st.booleans(),
+                                    "dilation": st.integers(1, 3), "norm": st.just("batch")}),
 )
 specs = st.fixed_dictionaries({
     "input": st.tuples(st.integers(1, 4), st.integers(1, 40), st.integers(1, 40)).map(list),
@@ -38,7 +48,7 @@ specs = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(specs)
 def test_any_spec_is_rejected_or_exact(data):
     spec = ArchSpec.from_dict(data)
@@ -46,7 +56,9 @@ def test_any_spec_is_rejected_or_exact(data):
         check(spec)
     except ShapeError as exc:
         assert str(exc).startswith(("blocks[", "head")), exc
+        event("ShapeError")
         return
+    event("exact: " + "+".join(sorted({b.kind for b in spec.blocks})) if spec.blocks else "exact: no block")
     assert_table_matches_torch(spec)
 
 

@@ -29,7 +29,18 @@ def spec(**block):
     (spec(dropout=1.0), "blocks[0].dropout: 1.0 is out of range [0, 1)"),
     (spec(dropout=float("nan")), "blocks[0].dropout: nan is out of range"),
     (spec(residual="yes"), "blocks[0].residual: expected true or false"),
-    (spec(groups=2), "blocks[0].groups: unknown key"),
+    (spec(colour=2), "blocks[0].colour: unknown key"),
+    (spec(kind="inverted"), "blocks[0].kind: 'inverted' is not one of conv, separable, mbconv"),
+    (spec(groups=0), "blocks[0].groups: 0 is out of range [1, 8192]"),
+    (spec(dilation=9), "blocks[0].dilation: 9 is out of range [1, 8]"),
+    (spec(kind="mbconv", expansion=0), "blocks[0].expansion: 0 is out of range [1, 16]"),
+    (spec(kind="mbconv", se="yes"), "blocks[0].se: expected true or false"),
+    (spec(se=True), "blocks[0].se: True: applies to kind mbconv, not conv"),
+    (spec(expansion=6), "blocks[0].expansion: 6: applies to kind mbconv, not conv"),
+    (spec(kind="separable", groups=2), "blocks[0].groups: 2: applies to kind conv, not separable"),
+    (spec(kind="mbconv", padding=1), "blocks[0].padding: 1: applies to kind conv and separable, not mbconv"),
+    (spec(kind="mbconv", residual=True), "blocks[0].residual: True: applies to kind conv and separable"),
+    (spec(kind="mbconv", norm="none"), "blocks[0].norm: an mbconv block always has batch norm"),
     ({**spec(), "head": {"hidden": [64, "128"]}}, "head.hidden[1]: expected an integer"),
     ({**spec(), "head": {"pool": "attention"}}, "head.pool: 'attention' is not one of flatten, avg, max"),
     ({**spec(), "head": {"hidden": 64}}, "head.hidden: expected a list"),
@@ -60,6 +71,22 @@ def test_bad_spec_names_the_field(data, message):
     ({"input": [1, 8, 8], "num_classes": 2, "blocks": [
         {"out_channels": 8, "kernel_size": 3, "residual": True}]},
      "blocks[0].residual: the conv maps 8x8 to 6x6"),
+    ({"input": [16, 8, 8], "num_classes": 2, "blocks": [{"out_channels": 8, "kernel_size": 3, "groups": 3}]},
+     "blocks[0].groups: 3 does not divide in_channels 16"),
+    ({"input": [3, 8, 8], "num_classes": 2, "blocks": [{"out_channels": 6, "kernel_size": 3, "groups": 3},
+                                                        {"out_channels": 8, "kernel_size": 1, "groups": 3}]},
+     "blocks[1].groups: 3 does not divide out_channels 8"),
+    ({"input": [1, 8, 8], "num_classes": 2, "blocks": [{"out_channels": 8, "kernel_size": 5, "dilation": 2}]},
+     "blocks[0].conv: kernel 5 at dilation 2 (spanning 9) is larger than its 8x8 input (after input)"),
+    ({"input": [1, 8, 8], "num_classes": 2, "blocks": [
+        {"kind": "separable", "out_channels": 8, "kernel_size": 3, "dilation": 2, "padding": "same", "stride": 2}]},
+     'blocks[0].conv: padding "same" needs stride 1, got stride 2'),
+    ({"input": [4, 8, 8], "num_classes": 2, "blocks": [
+        {"kind": "mbconv", "out_channels": 8, "kernel_size": 3, "dilation": 2, "stride": 2}]},
+     "blocks[0].dilation: an mbconv block with dilation 2 needs stride 1"),
+    ({"input": [8, 8, 8], "num_classes": 2, "blocks": [{"kind": "mbconv", "out_channels": 8, "kernel_size": 4}]},
+     "blocks[0].kernel_size: an mbconv block adds its input back (stride 1, 8 channels in and out), but the "
+     "even kernel 4 maps 8x8 to 7x7"),
 ])
 def test_impossible_network_names_the_layer_and_numbers(data, message):
     bad = ArchSpec.from_dict(data)

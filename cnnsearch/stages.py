@@ -1,0 +1,86 @@
+"""Sampling blocks from a space's dimensions: one block, kind-aware, and whole stages.
+
+``sample_block`` suggests one block's values through an Optuna trial, following the
+feature map: only the fields of the sampled ``kind`` are suggested (``se`` only for an
+``mbconv`` block), a stride or a pool only while the map stays at least ``min_side`` wide.
+``sample_stages`` expands MnasNet-style stages: one set of choices per stage (kind, width,
+kernel, expansion, SE, ...) shared by its ``repeats`` blocks, where only the first block
+may downsample and only the last may pool; every width is scaled by the space's ``width``
+multiplier and rounded as torchvision's ``_make_divisible(channels * width, 8)``. A stage's
+parameters exist only when it has blocks. Dimensions are duck-typed (``suggest``,
+``largest``): this module knows nothing of the TOML they came from.
+"""
+
+from __future__ import annotations
+
+from .blocks import conv_side, make_divisible
+from .ops import COMMON_FIELDS, KIND_FIELDS
+
+# suggestion order: the plain conv block's historical order first, so old spaces keep
+# their parameter names and order
+_ORDER = ("out_channels", "kernel_size", "activation", "norm", "residual", "dropout", "groups", "dilation",
+          "expansion", "se")
+
+
+def _uses(kind: str, key: str) -> bool:
+    return key in COMMON_FIELDS or (key in KIND_FIELDS[kind] and not (kind == "mbconv" and key == "norm"))
+
+
+def sample_block(trial, dims: dict, prefix: str, h: int, w: int, min_side: int, *,
+                 width: float | None = None, may_stride: bool = True, may_pool: bool = True):
+    """(block dict, height, width after it) for ``dims`` on an ``h x w`` map."""
+    kind = dims["kind"].suggest(trial, f"{prefix}kind")
+    pick = {"kind": kind}
+    for key in _ORDER:
+        if _uses(kind, key):
+            pick[key] = dims[key].suggest(trial, f"{prefix}{key}")
+    if width is not None:
+        pick["out_channels"] = make_divisible(pick["out_channels"] * width)
+    k, d = pick["kernel_size"], pick.get("dilation", 1)
+    stride = 1
+    if may_stride and min(h, w) // dims["stride"].largest >= min_side:
+        stride = dims["stride"].suggest(trial, f"{prefix}stride")
+    if kind == "mbconv":
+        padding = (k - 1) // 2 * d
+    else:
+        padding = dims["padding"].suggest(trial, f"{prefix}padding")
+        if padding == "half" or (padding == "same" and stride != 1):  # "same" for a strided conv
+            padding = k // 2 * d
+        pick["padding"] = padding
+    h, w = conv_side(h, k, stride, padding, d), conv_side(w, k, stride, padding, d)
+    pool, pool_size = "none", 2
+    if may_pool and min(h, w) // dims["pool_size"].largest >= min_side:
+        pool = dims["pool"].suggest(trial, f"{prefix}pool")
+        if pool != "none":
+            pool_size = dims["pool_size"].suggest(trial, f"{prefix}pool_size")
+            h, w = h // pool_size, w // pool_size
+    return {**pick, "stride": stride, "pool": pool, "pool_size": pool_size}, h, w
+
+
+def sample_stages(trial, stages: tuple, width_dim, input: tuple[int, int, int], min_side: int) -> list[dict]:
+    """The blocks of every stage, as plain dicts for ``ArchSpec.from_dict``."""
+    width = width_dim.suggest(trial, "width")
+    _, h, w = input
+    blocks = []
+    for j, dims in enumerate(stages):
+        repeats = dims["repeats"].suggest(trial, f"s{j}_repeats")
+        if repeats == 0:
+            continue
+        first, h1, w1 = sample_block(trial, dims, f"s{j}_", h, w, min_side, width=width, may_pool=False)
+        pool, pool_size = "none", 2
+        if min(h1, w1) // dims["pool_size"].largest >= min_side:  # after the stage's last block
+            pool = dims["pool"].suggest(trial, f"s{j}_pool")
+            if pool != "none":
+                pool_size = dims["pool_size"].suggest(trial, f"s{j}_pool_size")
+        h, w = h1, w1
+        for r in range(repeats):
+            block = first if r == 0 else {**first, "stride": 1}
+            if r:
+                pad = block.get("padding", (block["kernel_size"] - 1) // 2 * block.get("dilation", 1))
+                h = conv_side(h, block["kernel_size"], 1, pad, block.get("dilation", 1))
+                w = conv_side(w, block["kernel_size"], 1, pad, block.get("dilation", 1))
+            if r == repeats - 1 and pool != "none":
+                block = {**block, "pool": pool, "pool_size": pool_size}
+                h, w = h // pool_size, w // pool_size
+            blocks.append(block)
+    return blocks

@@ -1,0 +1,137 @@
+"""Staged spaces (MnasNet's factorized hierarchical space) and the shipped mobile space."""
+
+import textwrap
+
+import optuna
+import pytest
+
+from cnnsearch import ShapeError, SpaceError, check
+from cnnsearch.shapes import make_divisible
+from cnnsearch.space import load_space
+from tests.conftest import ROOT
+from tests.torch_reference import assert_table_matches_torch
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+MOBILE = ROOT / "spaces" / "mobile.toml"
+
+STAGED = """
+    width = [0.5, 1.0]
+    [[stages]]
+    out_channels = 16
+    kernel_size = 3
+    stride = 2
+    padding = "half"
+    [[stages]]
+    kind = ["mbconv", "separable"]
+    repeats = {low = 0, high = 3}
+    out_channels = [24, 40]
+    kernel_size = [3, 5]
+    expansion = [1, 4]
+    se = [true, false]
+    stride = 2
+    padding = "half"
+    pool = "max"
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "space.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    (STAGED + "    colour = 1\n", "stages[1].colour: unknown key (allowed: repeats, out_channels"),
+    ("depth = 2\n" + STAGED, "depth: a space declares either stages or depth/block/blocks, not both"),
+    (STAGED.replace("{low = 0, high = 3}", "9"), "stages[1].repeats: expected integers in [0, 8]"),
+    (STAGED.replace("width = [0.5, 1.0]", "width = [0.0]"), "width: expected multipliers in [0.05, 8]"),
+    (STAGED.replace('out_channels = 16\n', 'out_channels = 16\n    se = true\n'),
+     "stages[0].se: applies to kind mbconv, which stages[0] never picks (kind: conv)"),
+    (STAGED.replace('["mbconv", "separable"]', '["mbconv", "fused"]'), "stages[1].kind: 'fused' is not one of"),
+    (STAGED.replace("expansion = [1, 4]", "expansion = [1, 40]"), "stages[1].expansion: 40 is out of range"),
+    ("stages = []\n", "stages: expected 1 to 16"),
+])
+def test_bad_staged_space_names_the_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    assert str(info.value).startswith(f"{path}: "), str(info.value)
+    assert message in str(info.value), str(info.value)
+
+
+def test_stages_share_one_set_of_choices_and_only_the_first_block_downsamples(tmp_path):
+    space = load_space(write(tmp_path, STAGED))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen_repeats = set()
+    for _ in range(60):
+        trial = study.ask()
+        spec = space.sample(trial, input=(3, 64, 64), num_classes=4)
+        study.tell(trial, 0.0)
+        p = trial.params
+        repeats = p["s1_repeats"]
+        seen_repeats.add(repeats)
+        assert len(spec.blocks) == 1 + repeats
+        width = p["width"]
+        assert spec.blocks[0].out_channels == make_divisible(16 * width)
+        stage = spec.blocks[1:]
+        if not repeats:  # a stage without blocks has no parameters
+            assert not any(k.startswith("s1_") and k != "s1_repeats" for k in p)
+            continue
+        assert {b.kind for b in stage} == {p["s1_kind"]}
+        assert {b.out_channels for b in stage} == {make_divisible(p["s1_out_channels"] * width)}
+        assert [b.stride for b in stage] == [2] + [1] * (repeats - 1)
+        assert [b.pool for b in stage] == ["none"] * (repeats - 1) + ["max"]
+        assert ("s1_se" in p) == ("s1_expansion" in p) == (p["s1_kind"] == "mbconv")
+        if p["s1_kind"] == "mbconv":
+            assert {(b.se, b.expansion, b.norm) for b in stage} == {(p["s1_se"], p["s1_expansion"], "batch")}
+        check(spec)
+    assert seen_repeats == {0, 1, 2, 3}
+
+
+def test_mobile_space_has_a_handful_of_parameters_for_ten_blocks():
+    space = load_space(MOBILE)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    for _ in range(30):
+        trial = study.ask()
+        spec = space.sample(trial, input=(3, 224, 224), num_classes=10)
+        study.tell(trial, 0.0)
+        arch = [k for k in trial.params if k == "width" or k[0] == "s" and k[1].isdigit()]
+        if len(spec.blocks) >= 10:
+            assert len(arch) <= 26, arch  # not 10 x 8
+            return
+    raise AssertionError("no 10-block sample in 30")
+
+
+def test_mobile_space_at_large_inputs_is_valid_and_exact():
+    """28x28 to 224x224: every sample checks, and matches torch; at 224x224 the strides
+    take the map down 32x as MobileNets do, when the sampler picks them all."""
+    space = load_space(MOBILE)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=11))
+    sizes = [(1, 28, 28), (3, 96, 96), (3, 128, 128), (3, 224, 224)]
+    chains = set()
+    for i in range(40):
+        trial = study.ask()
+        spec = space.sample(trial, input=sizes[i % 4], num_classes=10)
+        study.tell(trial, 0.0)
+        table = check(spec)  # never a ShapeError
+        if spec.input[1] == 224:
+            chains.add(table.spatial_chain.split("->")[-2])
+        if i % 4 != 3 or i < 12:  # torch at 224x224 for a few only: it takes ~0.1 s each
+            assert_table_matches_torch(spec)
+    assert "7" in chains, chains  # 224 / 32
+
+
+def test_a_staged_sample_that_cannot_run_is_a_shape_error_not_a_crash(tmp_path):
+    space = load_space(write(tmp_path, STAGED.replace('padding = "half"\n    pool', 'padding = 0\n    pool')))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    errors = 0
+    for _ in range(40):
+        trial = study.ask()
+        spec = space.sample(trial, input=(1, 8, 8), num_classes=3)
+        study.tell(trial, 0.0)
+        try:
+            assert_table_matches_torch(spec)
+        except ShapeError as exc:
+            assert str(exc).startswith("blocks[")
+            errors += 1
+    assert errors
