@@ -112,6 +112,8 @@ class Recipe:
         for section in ("train", "latency", "limits", "early_stopping"):
             for key, value in d[section].items():
                 flat[f"{section}.{key}"] = value
+        if not self.early_stopping.enabled:  # switched off, its settings change nothing
+            flat = {k: v for k, v in flat.items() if not k.startswith("early_stopping.") or k.endswith(".enabled")}
         return flat
 
 

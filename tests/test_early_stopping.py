@@ -148,3 +148,14 @@ def test_early_stopping_settings_do_not_change_the_fingerprint(tmp_path):
     b = load_recipe(write_recipe(tmp_path, name="a", extra="[early_stopping]\nkeep = 0.2\nmargin = 0.0\n"))
     c = load_recipe(write_recipe(tmp_path, name="a", epochs=3))
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_settings_of_a_switched_off_early_stopping_do_not_change_a_recipe(tmp_path):
+    from cnnsearch.recipe import changed_meaning
+
+    def recipe(extra):
+        return load_recipe(write_recipe(tmp_path, name="a", extra="[early_stopping]\n" + extra))
+
+    assert changed_meaning(recipe("enabled = false\n"), recipe("enabled = false\nkeep = 0.2\nmargin = 0.1\n")) == []
+    assert changed_meaning(recipe("keep = 0.5\n"), recipe("keep = 0.2\n")) == ["early_stopping.keep: 0.5 -> 0.2"]
+    assert changed_meaning(recipe("enabled = false\n"), recipe("")) != []
