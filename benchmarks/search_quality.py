@@ -125,6 +125,8 @@ def run_study(tmp: Path, task_name: str, *, sampler: str, seed: int, trials: int
     objective = Objective.create(recipe)
     study = open_study(recipe, open_storage(recipe.storage))
     study.sampler = SAMPLERS[sampler](seed)
+    if "data" not in study.user_attrs:  # as `cnnsearch search` records it: finalize checks it
+        study.set_user_attr("data", objective.data.description())
     t0 = time.perf_counter()
     run_worker(study, objective, until=trials, infeasible_after=trials)
     wall = time.perf_counter() - t0
@@ -189,6 +191,8 @@ def rank_correlation(run: dict, count: int) -> tuple[float, int]:
     study, recipe = run["_study"], run["_recipe"]
     trained = sorted((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") == Status.OK),
                      key=lambda t: t.user_attrs["accuracy"])
+    if count < 2:
+        raise SystemExit("--tau-trials: a rank correlation needs at least 2 trials")
     if len(trained) > count:  # evenly spaced by rank: the whole range, not only the good ones
         trained = [trained[round(i * (len(trained) - 1) / (count - 1))] for i in range(count)]
     val, test = [], []

@@ -180,7 +180,9 @@ class Objective:
         es = r.early_stopping
         known = known_objectives(r.objectives)
         known_values = tuple(metrics[o] for o in known)
-        rungs = rung_epochs(r.train.epochs, es.rungs, es.min_epoch) if es.enabled else frozenset()
+        # accuracy is what it compares: without it among the objectives there is nothing to stop for
+        rungs = (rung_epochs(r.train.epochs, es.rungs, es.min_epoch) if es.enabled and "accuracy" in r.objectives
+                 else frozenset())
         peers = self._peers(trial, known) if rungs else []
         curve: list[float] = []
         steps_per_epoch = [0]
@@ -223,8 +225,9 @@ class Objective:
         peers = []
         for t in _finished_trials(trial.study):
             a = t.user_attrs
-            if (a.get("fingerprint") == self.fingerprint and a.get("curve") and a.get("steps_per_epoch")
-                    and all(o in a for o in known)):
+            # a diverged or out-of-memory trial is no peer: no finished trial stands behind its curve
+            if (a.get("status") in (Status.OK, Status.EARLY_STOPPED) and a.get("fingerprint") == self.fingerprint
+                    and a.get("curve") and a.get("steps_per_epoch") and all(o in a for o in known)):
                 peers.append(Peer(tuple(a[o] for o in known), tuple(a["curve"]), a["steps_per_epoch"]))
         return peers
 

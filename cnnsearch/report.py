@@ -74,7 +74,12 @@ def trained_study(study: optuna.Study) -> optuna.Study:
     """An in-memory copy holding only the trained, feasible trials: what parameter
     importances should explain (an infeasible trial's accuracy 0 says nothing about how
     well its parameters train; counted in, the importances mostly explain infeasibility)."""
-    copy = optuna.create_study(directions=study.directions)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory"
+    try:
+        copy = optuna.create_study(directions=study.directions)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     if study.metric_names:
         copy.set_metric_names(study.metric_names)
     copy.add_trials([t for t in study.get_trials(deepcopy=False) if is_feasible(t)])

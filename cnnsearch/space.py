@@ -188,6 +188,8 @@ def _parse(data: dict, path: str) -> SearchSpace:
     if isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1:
         raise SpaceError(f"min_side: expected an integer >= 1, got {min_side!r}")
 
+    if "width" in data and "stages" not in data:
+        raise SpaceError("width: a width multiplier scales [[stages]] channels; this space has no [[stages]]")
     stages, width = _parse_stages(data) if "stages" in data else ((), Dim("fixed", (1.0,)))
     base = {**BLOCK_DEFAULTS, **_keys(data.get("block", {}), "block", BLOCK_KEYS)}
     overrides = _keys(data.get("blocks", {}), "blocks", tuple(str(i) for i in range(33)))

@@ -66,21 +66,20 @@ def sample_stages(trial, stages: tuple, width_dim, input: tuple[int, int, int], 
         repeats = dims["repeats"].suggest(trial, f"s{j}_repeats")
         if repeats == 0:
             continue
-        first, h1, w1 = sample_block(trial, dims, f"s{j}_", h, w, min_side, width=width, may_pool=False)
-        pool, pool_size = "none", 2
-        if min(h1, w1) // dims["pool_size"].largest >= min_side:  # after the stage's last block
+        first, h, w = sample_block(trial, dims, f"s{j}_", h, w, min_side, width=width, may_pool=False)
+        stage = [first]
+        for _ in range(1, repeats):  # the repeats keep the first block's choices, at stride 1
+            block = {**first, "stride": 1}
+            pad = block.get("padding", (block["kernel_size"] - 1) // 2 * block.get("dilation", 1))
+            h = conv_side(h, block["kernel_size"], 1, pad, block.get("dilation", 1))
+            w = conv_side(w, block["kernel_size"], 1, pad, block.get("dilation", 1))
+            stage.append(block)
+        # a pool after the stage's last block, offered only while the map stays >= min_side
+        if min(h, w) // dims["pool_size"].largest >= min_side:
             pool = dims["pool"].suggest(trial, f"s{j}_pool")
             if pool != "none":
                 pool_size = dims["pool_size"].suggest(trial, f"s{j}_pool_size")
-        h, w = h1, w1
-        for r in range(repeats):
-            block = first if r == 0 else {**first, "stride": 1}
-            if r:
-                pad = block.get("padding", (block["kernel_size"] - 1) // 2 * block.get("dilation", 1))
-                h = conv_side(h, block["kernel_size"], 1, pad, block.get("dilation", 1))
-                w = conv_side(w, block["kernel_size"], 1, pad, block.get("dilation", 1))
-            if r == repeats - 1 and pool != "none":
-                block = {**block, "pool": pool, "pool_size": pool_size}
+                stage[-1] = {**stage[-1], "pool": pool, "pool_size": pool_size}
                 h, w = h // pool_size, w // pool_size
-            blocks.append(block)
+        blocks += stage
     return blocks

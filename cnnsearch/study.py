@@ -204,6 +204,10 @@ def check_recipe(study: optuna.Study, recipe: Recipe) -> None:
     except RecipeError:
         return  # a stored recipe an older cnnsearch wrote; the objectives check still applies
     changes = changed_meaning(old, recipe)
+    if "rungs" not in stored.get("early_stopping", {}):
+        # stored before early stopping's rework (its defaults changed then): its settings
+        # never made trials incomparable, so a study of that time resumes under today's
+        changes = [c for c in changes if not c.startswith("early_stopping.")]
     if changes:
         raise RecipeError(f"study {recipe.name!r} was made with another recipe: " + "; ".join(changes)
                           + ". Its trials would not be comparable: give the recipe a new name "

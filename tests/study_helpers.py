@@ -45,7 +45,7 @@ def write_recipe(tmp_path: Path, *, name: str = "tiny", extra: str = "", space: 
 
 
 # early stopping's first rung at epoch 1 even for trials of 100,000 epochs
-FIRST_EPOCH_RUNG = "[early_stopping]\nrungs = [0.00001]\n"
+FIRST_EPOCH_RUNG = "[early_stopping]\nenabled = true\nrungs = [0.00001]\n"
 
 
 def perfect_peer(recipe, value: float = 1.0, epochs: int = 3) -> optuna.trial.FrozenTrial:

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState
 
+from cnnsearch import RecipeError
 from cnnsearch.early_stopping import Peer, accuracy_at, known_objectives, rung_epochs, should_stop
 from cnnsearch.recipe import load_recipe
 from tests.study_helpers import new_study, perfect_peer, run_recipe, write_recipe
@@ -115,7 +116,7 @@ def test_each_known_objective_decides_who_dominates(tmp_path, objective):
     objective, they dominate nobody and nothing stops; as small as anything, they stop the
     next trial at its first rung."""
     path = write_recipe(tmp_path, name=objective.replace("_", ""), trials=1, epochs=3,
-                        top=f'objectives = ["accuracy", "{objective}"]', extra="[early_stopping]\nkeep = 0.2\n")
+                        top=f'objectives = ["accuracy", "{objective}"]', extra="[early_stopping]\nenabled = true\nkeep = 0.2\n")
     recipe = load_recipe(path)
     study = new_study(recipe)
     for _ in range(2):
@@ -132,7 +133,7 @@ def test_each_known_objective_decides_who_dominates(tmp_path, objective):
 
 
 def test_peers_of_another_recipe_are_not_compared(tmp_path):
-    recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=3, extra="[early_stopping]\nkeep = 0.2\n"))
+    recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=3, extra="[early_stopping]\nenabled = true\nkeep = 0.2\n"))
     study = new_study(recipe)
     for _ in range(2):
         alien = perfect_peer(recipe)
@@ -145,7 +146,7 @@ def test_peers_of_another_recipe_are_not_compared(tmp_path):
 
 def test_early_stopping_settings_do_not_change_the_fingerprint(tmp_path):
     a = load_recipe(write_recipe(tmp_path, name="a"))
-    b = load_recipe(write_recipe(tmp_path, name="a", extra="[early_stopping]\nkeep = 0.2\nmargin = 0.0\n"))
+    b = load_recipe(write_recipe(tmp_path, name="a", extra="[early_stopping]\nenabled = true\nkeep = 0.2\nmargin = 0.1\n"))
     c = load_recipe(write_recipe(tmp_path, name="a", epochs=3))
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
 
@@ -157,5 +158,45 @@ def test_settings_of_a_switched_off_early_stopping_do_not_change_a_recipe(tmp_pa
         return load_recipe(write_recipe(tmp_path, name="a", extra="[early_stopping]\n" + extra))
 
     assert changed_meaning(recipe("enabled = false\n"), recipe("enabled = false\nkeep = 0.2\nmargin = 0.1\n")) == []
-    assert changed_meaning(recipe("keep = 0.5\n"), recipe("keep = 0.2\n")) == ["early_stopping.keep: 0.5 -> 0.2"]
-    assert changed_meaning(recipe("enabled = false\n"), recipe("")) != []
+    on = "enabled = true\n"
+    assert changed_meaning(recipe(on + "keep = 0.5\n"), recipe(on + "keep = 0.2\n")) == ["early_stopping.keep: 0.5 -> 0.2"]
+    assert "early_stopping.enabled: False -> True" in changed_meaning(recipe("enabled = false\n"), recipe(on))
+
+
+def test_a_study_stored_before_the_rework_resumes_whatever_its_early_stopping(tmp_path):
+    """Its stored recipe has no rungs or keep (and margin 0.03, enabled true, then the
+    defaults); a recipe file that leaves [early_stopping] out must still resume it."""
+    import json
+
+    from cnnsearch.study import check_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=2))
+    study = new_study(recipe)
+    stored = json.loads(json.dumps(study.user_attrs["recipe"]))
+    stored["early_stopping"] = {"enabled": True, "margin": 0.03, "min_epoch": 1}
+    stored["latency"].pop("runtime", None)
+    study.set_user_attr("recipe", stored)
+    check_recipe(study, recipe)  # no RecipeError
+    stored["train"]["epochs"] = 3  # what still counts
+    study.set_user_attr("recipe", stored)
+    with pytest.raises(RecipeError, match="train.epochs: 3 -> 2"):
+        check_recipe(study, recipe)
+
+
+def test_the_fingerprint_ignores_settings_at_their_default(tmp_path):
+    """A key a later version adds (at its default) must not separate old trials from new."""
+    plain = load_recipe(write_recipe(tmp_path, name="a"))
+    explicit = load_recipe(write_recipe(tmp_path, name="a", extra='[latency]\nruntime = "torch"\nthreads = 1\n'))
+    other = load_recipe(write_recipe(tmp_path, name="a", extra="[latency]\nthreads = 2\n"))
+    assert plain.fingerprint() == explicit.fingerprint() != other.fingerprint()
+
+
+def test_diverged_trials_are_no_peers(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=3, extra="[early_stopping]\nenabled = true\n"))
+    study = new_study(recipe)
+    for _ in range(3):
+        diverged = perfect_peer(recipe)
+        diverged.user_attrs["status"] = "diverged"
+        study.add_trial(diverged)
+    study = run_recipe(recipe, until=4)
+    assert study.trials[3].state == TrialState.COMPLETE

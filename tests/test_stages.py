@@ -50,6 +50,7 @@ def write(tmp_path, text):
     (STAGED.replace('["mbconv", "separable"]', '["mbconv", "fused"]'), "stages[1].kind: 'fused' is not one of"),
     (STAGED.replace("expansion = [1, 4]", "expansion = [1, 40]"), "stages[1].expansion: 40 is out of range"),
     ("stages = []\n", "stages: expected 1 to 16"),
+    ("width = 0.5\ndepth = 1\n[block]\nout_channels = 8\nkernel_size = 3\n", "width: a width multiplier scales"),
 ])
 def test_bad_staged_space_names_the_key(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -135,3 +136,21 @@ def test_a_staged_sample_that_cannot_run_is_a_shape_error_not_a_crash(tmp_path):
             assert str(exc).startswith("blocks[")
             errors += 1
     assert errors
+
+
+def test_a_stage_pool_is_offered_only_if_the_map_after_all_repeats_allows_it(tmp_path):
+    """kernel 5 without padding, 3 repeats, 16x16 input: 12 after the first block, 4 after
+    the third; a 2x2 pool would leave 2 < min_side 4, so no stage may pool."""
+    path = write(tmp_path, """
+        min_side = 4
+        [[stages]]
+        repeats = 3
+        out_channels = 8
+        kernel_size = 5
+        pool = ["max", "none"]
+    """)
+    space = load_space(path)
+    for n in range(20):
+        spec = space.sample(optuna.trial.FixedTrial({"s0_pool": "max"}, number=n), input=(1, 16, 16), num_classes=3)
+        assert [b.pool for b in spec.blocks] == ["none"] * 3
+        assert check(spec).rows[-1].shape  # and it builds its table without a ShapeError

@@ -123,7 +123,7 @@ def test_exception_in_a_trial_is_a_fail_with_reason_and_the_study_goes_on(tmp_pa
 
 
 def test_early_stopping_prunes_a_clearly_worse_slower_trial(tmp_path):
-    recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=4))
+    recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=4, extra="[early_stopping]\nenabled = true\n"))
     study = run_recipe(recipe, until=1)
     assert study.trials[0].user_attrs["status"] == "ok"
     for _ in range(2):  # as fast as anything, 100% at every epoch: half the peers are ahead of any trial
