@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import optuna
+import search_quality  # this folder: one hypervolume for both benchmarks
 import torch
-from optuna._hypervolume import compute_hypervolume
 
 from cnnsearch.objective import Objective
 from cnnsearch.recipe import load_recipe
@@ -31,10 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def hypervolume(points: list[tuple[float, float]], ref_latency: float) -> float:
-    """Area dominated by (accuracy, latency) points above accuracy 0, left of ref_latency
-    (Optuna's hypervolume of (error, latency) against (1, ref_latency))."""
-    inside = [(1 - acc, lat) for acc, lat in points if lat < ref_latency and acc > 0]
-    return float(compute_hypervolume(np.array(inside), np.array([1.0, ref_latency]))) if inside else 0.0
+    """Area dominated by (accuracy, latency) points above accuracy 0, left of ref_latency:
+    the hypervolume of (error, latency) against (1, ref_latency)."""
+    return search_quality.hypervolume([(1 - acc, lat) for acc, lat in points], (1.0, ref_latency))
 
 
 SAMPLER_SECONDS = [0.0]

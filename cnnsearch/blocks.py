@@ -116,12 +116,17 @@ def _groups(at: str, groups: int, c_in: int, c_out: int) -> None:
             raise ShapeError(f"{at}.groups: {groups} does not divide {what} {channels}")
 
 
+def mbconv_padding(kernel: int, dilation: int) -> int:
+    """An mbconv block's depthwise padding, as torchvision's InvertedResidual: never a field."""
+    return (kernel - 1) // 2 * dilation
+
+
 def _mbconv(rows: list, b: BlockSpec, n: int, at: str, after: str, c: int, h: int, w: int) -> Shape:
     k, s, d = b.kernel_size, b.stride, b.dilation
     if d > 1 and s > 1:
         raise ShapeError(f"{at}.dilation: an mbconv block with dilation {d} needs stride 1 (torchvision's "
                          f"InvertedResidual drops the stride when dilated), got stride {s}")
-    pad = (k - 1) // 2 * d
+    pad = mbconv_padding(k, d)
     oh, ow = _spatial(at, after, h, w, k, s, pad, d)
     residual = s == 1 and c == b.out_channels  # torchvision's use_res_connect
     if residual and (oh, ow) != (h, w):

@@ -185,14 +185,12 @@ class Objective:
                  else frozenset())
         peers = self._peers(trial, known) if rungs else []
         curve: list[float] = []
-        steps_per_epoch = [0]
 
         started = time.perf_counter()
 
         def on_epoch(stats) -> bool:
             del curve[stats.epoch - 1:]  # a run restarted at a smaller batch after an OOM starts over
             curve.append(stats.val_accuracy)
-            steps_per_epoch[0] = stats.steps // stats.epoch
             e = stats.epoch
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, e, r.train.epochs, stats.val_accuracy, time.perf_counter() - started)
@@ -206,7 +204,8 @@ class Objective:
         result = train(model, self.data, cfg, on_epoch=on_epoch, progress=self.progress)
         self.timings["train"] += time.perf_counter() - t3
         record.update(curve=curve, accuracy=result.accuracy, train_seconds=result.train_seconds,
-                      epochs=len(result.epochs), device=result.device, steps_per_epoch=steps_per_epoch[0])
+                      epochs=len(result.epochs), device=result.device,
+                      steps_per_epoch=result.epochs[-1].steps // len(result.epochs) if result.epochs else 0)
         failed = {TrainStatus.DIVERGED: Status.DIVERGED, TrainStatus.OOM: Status.OOM}.get(result.status)
         if failed is not None:
             return self._infeasible(trial, record, failed, result.detail, 1.0, **metrics)

@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from .early_stopping import known_objectives
 from .errors import RecipeError
 from .recipe import Recipe
 from .spec import ArchSpec
@@ -60,14 +61,14 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return df
 
 
-# what the Pareto plot's x-axis shows for each objective that is not accuracy
+# the Pareto plot's x-axis title for each objective that is not accuracy (known_objectives)
 AXIS_TITLES = {"latency_ms": "latency (ms, median)", "params": "parameters", "flops": "FLOPs (batch 1)"}
 
 
 def pareto_axis(objectives: list[str] | None) -> str:
     """The Pareto plot's x-axis: the recipe's first objective other than accuracy (latency
     for an accuracy-only study, which still has its latency measured)."""
-    return next((o for o in objectives or () if o in AXIS_TITLES), "latency_ms")
+    return next(iter(known_objectives(objectives or ())), "latency_ms")
 
 
 def trained_study(study: optuna.Study) -> optuna.Study:

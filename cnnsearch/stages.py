@@ -13,7 +13,7 @@ parameters exist only when it has blocks. Dimensions are duck-typed (``suggest``
 
 from __future__ import annotations
 
-from .blocks import conv_side, make_divisible
+from .blocks import conv_side, make_divisible, mbconv_padding
 from .ops import COMMON_FIELDS, KIND_FIELDS
 
 # suggestion order: the plain conv block's historical order first, so old spaces keep
@@ -41,7 +41,7 @@ def sample_block(trial, dims: dict, prefix: str, h: int, w: int, min_side: int, 
     if may_stride and min(h, w) // dims["stride"].largest >= min_side:
         stride = dims["stride"].suggest(trial, f"{prefix}stride")
     if kind == "mbconv":
-        padding = (k - 1) // 2 * d
+        padding = mbconv_padding(k, d)
     else:
         padding = dims["padding"].suggest(trial, f"{prefix}padding")
         if padding == "half" or (padding == "same" and stride != 1):  # "same" for a strided conv
@@ -69,11 +69,10 @@ def sample_stages(trial, stages: tuple, width_dim, input: tuple[int, int, int], 
         first, h, w = sample_block(trial, dims, f"s{j}_", h, w, min_side, width=width, may_pool=False)
         stage = [first]
         for _ in range(1, repeats):  # the repeats keep the first block's choices, at stride 1
-            block = {**first, "stride": 1}
-            pad = block.get("padding", (block["kernel_size"] - 1) // 2 * block.get("dilation", 1))
-            h = conv_side(h, block["kernel_size"], 1, pad, block.get("dilation", 1))
-            w = conv_side(w, block["kernel_size"], 1, pad, block.get("dilation", 1))
-            stage.append(block)
+            k, d = first["kernel_size"], first.get("dilation", 1)
+            pad = first.get("padding", mbconv_padding(k, d))  # mbconv blocks have no padding field
+            h, w = conv_side(h, k, 1, pad, d), conv_side(w, k, 1, pad, d)
+            stage.append({**first, "stride": 1})
         # a pool after the stage's last block, offered only while the map stays >= min_side
         if min(h, w) // dims["pool_size"].largest >= min_side:
             pool = dims["pool"].suggest(trial, f"s{j}_pool")

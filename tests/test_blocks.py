@@ -217,37 +217,17 @@ MOBILE_SPECS = [
 
 
 def test_new_blocks_export_bit_identical_in_an_isolated_interpreter(tmp_path):
-    import json
-    import subprocess
-    import sys
+    from tests.test_export import assert_exports_match_in_isolation
 
-    from safetensors.torch import save_file
-
-    from cnnsearch.export import save_weights, to_source
-    from tests.test_export import CHILD
-
-    cases = []
-    for i, data in enumerate(MOBILE_SPECS):
+    models = []
+    for data in MOBILE_SPECS:
         spec = ArchSpec.from_dict(data)
         model = build(spec).eval()
         randomize_bn(model)
-        py, weights, io = tmp_path / f"net_{i}.py", tmp_path / f"w_{i}.safetensors", tmp_path / f"io_{i}.st"
-        py.write_text(to_source(spec))
-        save_weights(model, weights)
-        x = torch.randn(2, *spec.input)
-        with torch.no_grad():
-            save_file({"x": x, "y": model(x)}, str(io))
-        cases.append({"py": str(py), "weights": str(weights), "io": str(io)})
+        models.append((spec, model))
+    assert_exports_match_in_isolation(tmp_path, models, timeout=300)
     source = (tmp_path / "net_0.py").read_text()
     assert "groups=64" in source and "x = x * se" in source and "F.hardsigmoid(" in source
-    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--select", "F,E9",
-                           str(tmp_path)], capture_output=True, text=True)
-    assert lint.returncode == 0, lint.stdout[-2000:]
-    (tmp_path / "cases.json").write_text(json.dumps(cases))
-    child = subprocess.run([sys.executable, "-I", "-c", CHILD, str(tmp_path / "cases.json")],
-                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert child.returncode == 0, child.stderr[-3000:]
-    assert json.loads(child.stdout) == [True] * len(cases)
 
 
 def test_new_blocks_run_in_onnxruntime(tmp_path):

@@ -110,6 +110,14 @@ def test_known_objectives_keep_recipe_order():
     assert known_objectives(["accuracy"]) == ()
 
 
+def _add_peers(study, recipe, count: int, changed: dict | None = None) -> None:
+    """``count`` perfect peers of ``recipe`` (see ``perfect_peer``), with ``changed`` attributes."""
+    for _ in range(count):
+        peer = perfect_peer(recipe)
+        peer.user_attrs.update(changed or {})
+        study.add_trial(peer)
+
+
 @pytest.mark.parametrize("objective", ["latency_ms", "params", "flops"])
 def test_each_known_objective_decides_who_dominates(tmp_path, objective):
     """Two perfect peers, 100% from epoch 1: larger than anything on the recipe's second
@@ -119,14 +127,10 @@ def test_each_known_objective_decides_who_dominates(tmp_path, objective):
                         top=f'objectives = ["accuracy", "{objective}"]', extra="[early_stopping]\nenabled = true\nkeep = 0.2\n")
     recipe = load_recipe(path)
     study = new_study(recipe)
-    for _ in range(2):
-        big = perfect_peer(recipe)
-        big.user_attrs[objective] = 1e12
-        study.add_trial(big)
+    _add_peers(study, recipe, 2, {objective: 1e12})
     study = run_recipe(recipe, until=3)
     assert study.trials[2].state == TrialState.COMPLETE, study.trials[2].user_attrs.get("status")
-    for _ in range(2):
-        study.add_trial(perfect_peer(recipe))
+    _add_peers(study, recipe, 2)
     study = run_recipe(recipe, until=6)
     stopped = study.trials[5]
     assert stopped.state == TrialState.PRUNED and stopped.user_attrs["curve"] and stopped.user_attrs["epochs"] == 1
@@ -135,10 +139,7 @@ def test_each_known_objective_decides_who_dominates(tmp_path, objective):
 def test_peers_of_another_recipe_are_not_compared(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=3, extra="[early_stopping]\nenabled = true\nkeep = 0.2\n"))
     study = new_study(recipe)
-    for _ in range(2):
-        alien = perfect_peer(recipe)
-        alien.user_attrs["fingerprint"] = "another recipe"
-        study.add_trial(alien)
+    _add_peers(study, recipe, 2, {"fingerprint": "another recipe"})
     study = run_recipe(recipe, until=3)
     assert study.trials[2].state == TrialState.COMPLETE
     assert study.trials[2].user_attrs["fingerprint"] == recipe.fingerprint()
@@ -194,9 +195,6 @@ def test_the_fingerprint_ignores_settings_at_their_default(tmp_path):
 def test_diverged_trials_are_no_peers(tmp_path):
     recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=3, extra="[early_stopping]\nenabled = true\n"))
     study = new_study(recipe)
-    for _ in range(3):
-        diverged = perfect_peer(recipe)
-        diverged.user_attrs["status"] = "diverged"
-        study.add_trial(diverged)
+    _add_peers(study, recipe, 3, {"status": "diverged"})
     study = run_recipe(recipe, until=4)
     assert study.trials[3].state == TrialState.COMPLETE

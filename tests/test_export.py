@@ -63,17 +63,11 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_200_exports_lint_clean_import_isolated_load_strict_and_match(tmp_path):
-    specs = sampled_specs(67)  # the tutorial nets + 67 from each shipped space (mobile.toml included)
-    assert len(specs) >= 200
-    torch.manual_seed(0)
+def assert_exports_match_in_isolation(tmp_path, models, *, timeout: int = 600) -> None:
+    """Each (spec, model) exported as code and weights into ``tmp_path``, lint-clean, and
+    bit-identical to ``model`` on random inputs when run in ``python -I`` without cnnsearch."""
     cases = []
-    for i, spec in enumerate(specs):
-        model = build(spec).eval()
-        for m in model.modules():  # non-trivial BatchNorm statistics
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-1, 1)
-                m.running_var.uniform_(0.5, 2)
+    for i, (spec, model) in enumerate(models):
         py, weights, io = tmp_path / f"net_{i}.py", tmp_path / f"w_{i}.safetensors", tmp_path / f"io_{i}.st"
         py.write_text(to_source(spec))
         save_weights(model, weights)
@@ -87,9 +81,24 @@ def test_200_exports_lint_clean_import_isolated_load_strict_and_match(tmp_path):
     manifest = tmp_path / "cases.json"
     manifest.write_text(json.dumps(cases))
     child = subprocess.run([sys.executable, "-I", "-c", CHILD, str(manifest)], capture_output=True,
-                           text=True, cwd=tmp_path, timeout=600)
+                           text=True, cwd=tmp_path, timeout=timeout)
     assert child.returncode == 0, child.stderr[-3000:]
     assert json.loads(child.stdout) == [True] * len(cases)
+
+
+def test_200_exports_lint_clean_import_isolated_load_strict_and_match(tmp_path):
+    specs = sampled_specs(67)  # the tutorial nets + 67 from each shipped space (mobile.toml included)
+    assert len(specs) >= 200
+    torch.manual_seed(0)
+    models = []
+    for spec in specs:
+        model = build(spec).eval()
+        for m in model.modules():  # non-trivial BatchNorm statistics
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+        models.append((spec, model))
+    assert_exports_match_in_isolation(tmp_path, models)
 
 
 def test_golden_tutorial_cnn64_export():

@@ -42,7 +42,11 @@ GOOD = """
     (GOOD + "[blocks.0]\nnorm = 'group'\n", "blocks.0.norm: 'group' is not one of"),
 ])
 def test_bad_space_names_file_and_key(tmp_path, text, message):
-    path = write(tmp_path, text)
+    assert_bad_space(write(tmp_path, text), message)
+
+
+def assert_bad_space(path, message):
+    """Loading ``path`` is one SpaceError naming the file, then ``message``."""
     with pytest.raises(SpaceError) as info:
         load_space(path)
     assert str(info.value).startswith(f"{path}: "), str(info.value)

@@ -1,14 +1,14 @@
 """Staged spaces (MnasNet's factorized hierarchical space) and the shipped mobile space."""
 
-import textwrap
 
 import optuna
 import pytest
 
-from cnnsearch import ShapeError, SpaceError, check
+from cnnsearch import ShapeError, check
 from cnnsearch.shapes import make_divisible
 from cnnsearch.space import load_space
 from tests.conftest import ROOT
+from tests.test_space import assert_bad_space, write
 from tests.torch_reference import assert_table_matches_torch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -34,12 +34,6 @@ STAGED = """
 """
 
 
-def write(tmp_path, text):
-    path = tmp_path / "space.toml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
 @pytest.mark.parametrize("text, message", [
     (STAGED + "    colour = 1\n", "stages[1].colour: unknown key (allowed: repeats, out_channels"),
     ("depth = 2\n" + STAGED, "depth: a space declares either stages or depth/block/blocks, not both"),
@@ -53,11 +47,7 @@ def write(tmp_path, text):
     ("width = 0.5\ndepth = 1\n[block]\nout_channels = 8\nkernel_size = 3\n", "width: a width multiplier scales"),
 ])
 def test_bad_staged_space_names_the_key(tmp_path, text, message):
-    path = write(tmp_path, text)
-    with pytest.raises(SpaceError) as info:
-        load_space(path)
-    assert str(info.value).startswith(f"{path}: "), str(info.value)
-    assert message in str(info.value), str(info.value)
+    assert_bad_space(write(tmp_path, text), message)
 
 
 def test_stages_share_one_set_of_choices_and_only_the_first_block_downsamples(tmp_path):
