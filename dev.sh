@@ -3,6 +3,8 @@
 # missing (or when pyproject.toml changed since it was made), then:
 #   bash dev.sh demo   the main job on the embedded default (scikit-learn's digits)
 #   bash dev.sh test   the test suite (what CI runs)
+#   bash dev.sh mutate [MODULE...]   mutation testing of the core modules (or only these,
+#                      e.g. spec shapes), then the score per module; resumes where it stopped
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,8 +32,18 @@ case "${1:-}" in
     shift
     exec .venv/bin/python -m pytest "$@"
     ;;
+  mutate)
+    venv
+    shift
+    [ -x .venv/bin/mutmut ] || .venv/bin/python -m pip install --quiet -e '.[dev,mutation]'
+    patterns=()
+    for module in "$@"; do patterns+=("cnnsearch.${module}.*"); done
+    # one torch thread per mutant worker: mutmut runs one worker per core
+    OMP_NUM_THREADS=1 .venv/bin/mutmut run "${patterns[@]}" || true
+    exec .venv/bin/python benchmarks/mutation_scores.py "$@"
+    ;;
   *)
-    echo "usage: bash dev.sh demo|test [args...]" >&2
+    echo "usage: bash dev.sh demo|test|mutate [args...]" >&2
     exit 2
     ;;
 esac

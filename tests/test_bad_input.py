@@ -3,6 +3,7 @@
 import math
 
 import optuna
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,6 +70,7 @@ def test_any_space_is_accepted_or_refused_and_its_samples_check(data, shape):
         study.tell(trial, 0.0)
 
 
+@pytest.mark.slow
 def test_machine_and_output_errors_are_one_line_and_create_nothing(tmp_path):
     for old, new, expected in (
             ('device = "cpu"', 'device = "cuda:64"', "train.device: 'cuda:64', but this machine has "),

@@ -86,6 +86,7 @@ def assert_exports_match_in_isolation(tmp_path, models, *, timeout: int = 600) -
     assert json.loads(child.stdout) == [True] * len(cases)
 
 
+@pytest.mark.slow
 def test_200_exports_lint_clean_import_isolated_load_strict_and_match(tmp_path):
     specs = sampled_specs(67)  # the tutorial nets + 67 from each shipped space (mobile.toml included)
     assert len(specs) >= 200
@@ -136,6 +137,7 @@ def test_hostile_specs_fail_validation(patch):
         to_source(data)
 
 
+@pytest.mark.slow
 def test_cli_export_writes_code_and_weights_that_load_in_a_fresh_interpreter(tmp_path):
     out, weights = tmp_path / "model.py", tmp_path / "model.safetensors"
     result = run_cli("export", "--spec", str(SPECS / "tutorial_cnn64.json"), "-o", str(out),
@@ -152,6 +154,7 @@ def test_cli_export_writes_code_and_weights_that_load_in_a_fresh_interpreter(tmp
     assert torch.equal(model.conv1.weight, build(load_spec("tutorial_cnn64.json")).conv1.weight)
 
 
+@pytest.mark.slow
 def test_cli_export_bad_inputs_exit_2(tmp_path):
     result = run_cli("export", "--spec", str(SPECS / "tutorial_cnn64.json"), "-o", str(tmp_path / "m.py"),
                      "--class-name", "import")

@@ -79,6 +79,7 @@ def _study(url, name):
         return None
 
 
+@pytest.mark.slow
 def test_four_workers_on_sqlite_survive_a_kill(tmp_path):
     _four_workers_one_killed(tmp_path, None, "load")
 

@@ -37,6 +37,7 @@ def study_dir(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 def test_report_in_headless_chromium(study_dir):
     out = study_dir / "report.html"
     result = run_cli("report", str(study_dir / "small.toml"), str(study_dir / "other.toml"), "-o", str(out))
@@ -74,6 +75,7 @@ def test_report_in_headless_chromium(study_dir):
     assert "Pareto-optimal architectures" in page_text and "trial " in page_text
 
 
+@pytest.mark.slow
 def test_report_cli_errors(tmp_path):
     result = run_cli("report")
     assert result.returncode == 2 and result.stderr.startswith("error: give one or more recipes")
@@ -127,6 +129,7 @@ def test_export_trial_loads_strictly_and_reproduces_its_accuracy(study_dir, tmp_
     assert abs(got["accuracy"] - trial.user_attrs["accuracy"]) <= 1 / got["n"] + 1e-12, (got, trial.user_attrs)
 
 
+@pytest.mark.slow
 def test_export_trial_by_storage_and_study(study_dir, tmp_path):
     url = f"sqlite:///{study_dir / 'small.db'}"
     study = optuna.load_study(study_name="small", storage=url)

@@ -139,6 +139,7 @@ def test_cli_show_bad_files_exit_2(tmp_path, content, message):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_show_missing_file_and_bad_flags():
     for args in (["show", "nope.json"], ["show", "spaces/compact.toml", "--input", "3,x"], ["show"]):
         result = run_cli(*args)

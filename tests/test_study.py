@@ -31,6 +31,7 @@ RECORDED = {"arch", "params", "flops", "latency_ms", "latency_iqr_ms", "accuracy
             "epochs", "device", "versions", "weights", "status", "summary", "curve"}
 
 
+@pytest.mark.slow
 def test_search_records_everything_and_optuna_reads_it(tmp_path):
     recipe = write_recipe(tmp_path, trials=4)
     result = run_cli("search", str(recipe))
@@ -54,6 +55,7 @@ def test_search_records_everything_and_optuna_reads_it(tmp_path):
     assert sorted(row["number"] for row in json.loads(cli.stdout)) == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_rerun_resumes_and_trials_adds_more(tmp_path):
     recipe = write_recipe(tmp_path, trials=2)
     assert run_cli("search", str(recipe)).returncode == 0
@@ -68,6 +70,7 @@ def test_rerun_resumes_and_trials_adds_more(tmp_path):
     assert json.loads(by_url.stdout)["pareto"] == status["pareto"]
 
 
+@pytest.mark.slow
 def test_limits_make_infeasible_trials_that_are_never_trained(tmp_path):
     recipe = write_recipe(tmp_path, trials=12, extra="[limits]\nmax_params = 3000\n")
     assert run_cli("search", str(recipe)).returncode == 0
@@ -84,6 +87,7 @@ def test_limits_make_infeasible_trials_that_are_never_trained(tmp_path):
     assert not {t.number for t in over} & {t.number for t in study.best_trials}
 
 
+@pytest.mark.slow
 def test_all_infeasible_says_so_early(tmp_path):
     recipe = write_recipe(tmp_path, trials=40, extra="[limits]\nmax_params = 10\n")
     result = run_cli("search", str(recipe))
@@ -94,6 +98,7 @@ def test_all_infeasible_says_so_early(tmp_path):
     assert len(load(recipe).trials) == 20
 
 
+@pytest.mark.slow
 def test_diverged_training_is_recorded_as_such(tmp_path):
     space = "depth = 1\n[block]\nout_channels = 8\nkernel_size = 3\n[train]\nlr = 1e6\noptimizer = 'sgd'\n"
     recipe = write_recipe(tmp_path, trials=1, space=space)
@@ -140,6 +145,7 @@ def test_early_stopping_prunes_a_clearly_worse_slower_trial(tmp_path):
     assert off_study.trials[2].user_attrs["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_kill_9_mid_trial_loses_nothing_and_retries_the_parameters(tmp_path):
     # one recipe throughout (a resumed study refuses a changed one): trials that would train
     # for ages, so the first is surely killed mid-training
@@ -185,6 +191,7 @@ def _latency_recorded(db) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_marks_the_running_trial(tmp_path):
     recipe = write_recipe(tmp_path, trials=2, epochs=100_000)
 
@@ -224,6 +231,7 @@ def _two_workers(tmp_path, storage_url, name):
     return study
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tmp_path):
     _two_workers(tmp_path, None, "duo")
 
@@ -241,6 +249,7 @@ def test_two_workers_share_one_postgresql_study(tmp_path):
             pass
 
 
+@pytest.mark.slow
 def test_unknown_study_and_missing_recipe_are_one_line_errors(tmp_path):
     result = run_cli("status", "--storage", f"sqlite:///{tmp_path / 'none.db'}", "--study", "ghost")
     assert result.returncode == 2 and result.stderr.startswith("error: study 'ghost' not found")
@@ -285,6 +294,7 @@ def test_a_failed_attribute_write_still_records_the_reason(tmp_path, monkeypatch
     assert study.trials[1].user_attrs["status"] in ("ok", "early_stopped")  # the study went on
 
 
+@pytest.mark.slow
 def test_logs_get_plain_lines_with_eta_and_no_bar_redraws(tmp_path, monkeypatch, capsys):
     import cnnsearch.runner as runner
 
@@ -302,6 +312,7 @@ def test_logs_get_plain_lines_with_eta_and_no_bar_redraws(tmp_path, monkeypatch,
     assert [line.split(" epoch ")[1].split(":")[0] for line in epochs] == ["1/2", "2/2"], out.out
 
 
+@pytest.mark.slow
 def test_a_dead_local_worker_s_trial_is_recovered_at_once(tmp_path):
     recipe = write_recipe(tmp_path, trials=2, epochs=100_000, extra=FIRST_EPOCH_RUNG)  # would train for ages
     proc = subprocess.Popen([sys.executable, "-m", "cnnsearch", "search", str(recipe), "--trials", "1", "--quiet"],

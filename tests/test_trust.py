@@ -16,6 +16,7 @@ from tests.conftest import run_cli
 from tests.study_helpers import load, run_recipe, write_recipe
 
 
+@pytest.mark.slow
 def test_finalize_retrains_scores_on_test_records_and_export_uses_it(tmp_path):
     recipe = write_recipe(tmp_path, trials=3, epochs=2)
     assert run_cli("search", str(recipe)).returncode == 0
@@ -47,6 +48,7 @@ def test_the_search_never_holds_the_test_split(tmp_path):
     assert objective.data.x_test is None and objective.data.y_test is None
 
 
+@pytest.mark.slow
 def test_a_changed_recipe_is_refused_and_the_study_untouched(tmp_path):
     recipe = write_recipe(tmp_path, trials=2, epochs=2)
     assert run_cli("search", str(recipe)).returncode == 0
@@ -71,6 +73,7 @@ def _param_sets(study):
     return [tuple(sorted(t.params.items())) for t in study.trials]
 
 
+@pytest.mark.slow
 def test_resumed_runs_and_two_workers_propose_no_duplicates(tmp_path):
     recipe = write_recipe(tmp_path, trials=3, epochs=1, top='sampler = "random"')
     for _ in range(3):  # the first run, then two resumed runs of 3 more each
@@ -109,6 +112,7 @@ def test_consecutive_failures_stop_the_search_with_exit_1(tmp_path, monkeypatch)
     assert main(["search", str(recipe), "--quiet"]) == 1  # the CLI: one error line, exit 1
 
 
+@pytest.mark.slow
 def test_data_that_loads_differently_is_refused(tmp_path):
     from cnnsearch.errors import RecipeError
     from cnnsearch.study import check_data

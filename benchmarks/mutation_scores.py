@@ -1,0 +1,71 @@
+"""Mutation score per module, from the results `mutmut run` left in mutants/ (run it with
+`bash dev.sh mutate [MODULE...]`, which calls this at the end).
+
+Score = killed / (killed + survived + no tests + suspicious), mutmut's own score for a
+module: a mutant whose tests time out counts as killed (the tests noticed: they hung), and
+equivalent mutants are not generated at all (`# pragma: no mutate`, each with its reason).
+Mutants not yet checked are listed apart and left out of the score.
+
+Prints a Markdown table, then one JSON line.
+
+    python benchmarks/mutation_scores.py [MODULE...]     # default: every module mutmut ran
+"""
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+TARGET = 0.90
+DETECTED = ("killed", "timeout")
+UNDETECTED = ("survived", "no tests", "suspicious", "segfault")
+
+
+def module_counts(meta_path: Path) -> Counter:
+    exit_codes = json.loads(meta_path.read_text())["exit_code_by_key"]
+    return Counter(status_by_exit_code[code] for code in exit_codes.values())
+
+
+def score(counts: Counter) -> float | None:
+    detected = sum(counts[s] for s in DETECTED)
+    judged = detected + sum(counts[s] for s in UNDETECTED)
+    return detected / judged if judged else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help="module names (spec, shapes, ...); default all")
+    parser.add_argument("--root", type=Path, default=Path("mutants/cnnsearch"))
+    args = parser.parse_args()
+    metas = sorted(args.root.glob("*.py.meta"))
+    if args.modules:
+        metas = [m for m in metas if m.name.removesuffix(".py.meta") in args.modules]
+    if not metas:
+        raise SystemExit("error: no mutation results under mutants/: run `bash dev.sh mutate` first")
+    rows, total = {}, Counter()
+    print("| module | mutants | killed | survived | no tests | timeout | not checked | score |")
+    print("|---|---|---|---|---|---|---|---|")
+    for meta in metas:
+        counts = module_counts(meta)
+        if not sum(counts.values()):
+            continue
+        name = meta.name.removesuffix(".py.meta")
+        total.update(counts)
+        s = score(counts)
+        rows[name] = {**counts, "score": None if s is None else round(s, 3)}
+        print(f"| {name} | {sum(counts.values())} | {counts['killed']} | {counts['survived']} | "
+              f"{counts['no tests']} | {counts['timeout']} | {counts['not checked']} | "
+              f"{'-' if s is None else f'{s:.1%}'} |")
+    s = score(total)
+    print(f"| **all** | {sum(total.values())} | {total['killed']} | {total['survived']} | "
+          f"{total['no tests']} | {total['timeout']} | {total['not checked']} | "
+          f"{'-' if s is None else f'{s:.1%}'} |")
+    below = sorted(m for m, r in rows.items() if r["score"] is not None and r["score"] < TARGET)
+    print(json.dumps({"benchmark": "mutation_scores", "target": TARGET, "modules": rows,
+                      "score": None if s is None else round(s, 3), "below_target": below}))
+
+
+if __name__ == "__main__":
+    main()
