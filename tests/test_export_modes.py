@@ -129,16 +129,6 @@ def test_activation_and_dropout_match_build_and_hand_composition_in_eval_and_tra
         assert not torch.equal(exported(x), trained)
 
 
-@pytest.mark.parametrize("act", sorted(ops.ACTIVATIONS))
-def test_activation_is_not_the_identity_nor_another_activation(act):
-    """The reference table tells the activations apart on the test input, so each test above
-    pins its own function."""
-    t = torch.linspace(-8, 8, 161)
-    for other, f in REFERENCE.items():
-        if other != act:
-            assert not torch.allclose(REFERENCE[act](t), f(t), atol=1e-3), other
-
-
 # --- residual, projection and squeeze-excitation blocks --------------------------------------
 
 RESIDUAL_CASES = {
@@ -422,7 +412,10 @@ def test_docstring_usage_classifies_an_image_file(tmp_path, monkeypatch, capsys,
     with torch.no_grad():
         logits = built(((image - mean) / std).unsqueeze(0))
     assert capsys.readouterr().out == data["classes"][logits.argmax(1).item()] + "\n"
+    assert torch.equal(namespace["image"], image)  # read as the model's channels, at its size
     model = namespace["model"]
+    with torch.no_grad():
+        assert torch.allclose(model(image.unsqueeze(0)), logits, atol=1e-6)
     assert model.classes == data["classes"] and model.input_size == (channels, 10, 12)
     assert not model.training
 
@@ -494,7 +487,7 @@ def test_a_data_description_at_the_limits_fits():
 
 @given(st.one_of(st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False, allow_infinity=False),
                  st.just("same")))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 def test_literal_is_source_that_evaluates_back_to_the_value(value):
     text = ops.literal(value)
     back = ast.literal_eval(text)
@@ -508,7 +501,7 @@ def test_literal_refuses_anything_off_the_whitelist_naming_it(value):
 
 
 @given(st.text(max_size=200))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 def test_text_literal_is_a_plain_string_literal_of_the_same_text(text):
     literal = ops.text_literal(text)
     assert ast.literal_eval(literal) == text
@@ -525,9 +518,10 @@ def test_text_literal_escapes_every_plane(char):
 def test_text_literal_keeps_plain_names_readable_and_limits_length():
     assert ops.text_literal("Golden Retriever-2 (big), v1.0+") == '"Golden Retriever-2 (big), v1.0+"'
     assert ast.literal_eval(ops.text_literal("x" * 200)) == "x" * 200
-    for bad in ("x" * 201, 12345, None):
-        with pytest.raises(TypeError, match=str(bad)[:5]):
+    for bad in ("x" * 201, 12345, None):  # the message echoes (the start of) the bad value
+        with pytest.raises(TypeError) as caught:
             ops.text_literal(bad)
+        assert repr(str(bad)[:40]) in str(caught.value)
 
 
 def test_module_class_of_an_op_without_module_names_it():
