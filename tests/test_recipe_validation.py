@@ -11,6 +11,8 @@ from dataclasses import fields
 
 import optuna
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cnnsearch import RecipeError
 from cnnsearch.data import TORCHVISION
@@ -633,3 +635,30 @@ def test_check_runnable_folder_dataset_needs_two_class_folders(tmp_path, classes
 def test_relative_sqlite_storage_is_relative_to_the_recipe(tmp_path):
     recipe = make(tmp_path, storage="sqlite:///sub/x.db")
     assert recipe.storage == f"sqlite:///{(tmp_path / 'sub' / 'x.db').resolve()}"
+
+
+INT_KEYS = [("trials", 1), ("seed", 0), ("max_consecutive_failures", 1), ("train.epochs", 1),
+            ("train.batch_size", 1), ("latency.batch_size", 1), ("latency.threads", 1), ("limits.max_params", 1),
+            ("limits.max_flops", 1), ("early_stopping.min_epoch", 1)]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key_low=st.sampled_from(INT_KEYS), value=st.integers(-5, 10**9))
+def test_an_integer_key_takes_any_integer_from_its_bound(tmp_path, key_low, value):
+    key, low = key_low
+    if value >= low:
+        assert get(make(tmp_path, **_changed(key, value)), key) == value
+    else:
+        assert refusal(tmp_path, **_changed(key, value)) == f"{key}: {value} must be >= {low}"
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(["early_stopping.keep", "early_stopping.rungs"]),
+       value=st.floats(-2, 3, allow_nan=False))
+def test_a_fraction_is_in_zero_one(tmp_path, key, value):
+    rung = key.endswith("rungs")
+    given_value = [value] if rung else value
+    if 0 < value < 1 or (value == 1 and not rung):
+        assert get(make(tmp_path, **_changed(key, given_value)), key) == ((value,) if rung else value)
+    else:
+        assert refusal(tmp_path, **_changed(key, given_value)).startswith(f"{key}: ")
