@@ -642,7 +642,7 @@ INT_KEYS = [("trials", 1), ("seed", 0), ("max_consecutive_failures", 1), ("train
             ("limits.max_flops", 1), ("early_stopping.min_epoch", 1)]
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key_low=st.sampled_from(INT_KEYS), value=st.integers(-5, 10**9))
 def test_an_integer_key_takes_any_integer_from_its_bound(tmp_path, key_low, value):
     key, low = key_low
