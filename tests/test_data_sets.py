@@ -364,3 +364,114 @@ def test_augment_without_flip_or_pad():
     mirrored = (flipped_only == x.flip(3)).flatten(1).all(dim=1)
     assert mirrored.any() and (mirrored | (flipped_only == x).flatten(1).all(dim=1)).all()
     assert not mirrored.all()
+
+
+# ---------------------------------------------------------------- splitting and normalising
+
+
+def _ids(n_per_class=(10, 7, 5), channels=2):
+    """Images whose first pixel is their index: a split can be traced back to its source."""
+    y = torch.cat([torch.full((k,), c) for c, k in enumerate(n_per_class)])
+    n = len(y)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, channels, 3, 3, generator=g) * torch.tensor([1.0, 5.0][:channels])[:, None, None]
+    x[:, 0, 0, 0] = torch.arange(n).float()
+    return x, y
+
+
+def _traced(data, x):
+    mean, std = torch.tensor(data.mean)[:, None, None], torch.tensor(data.std)[:, None, None]
+    return [(split * std + mean)[:, 0, 0, 0].round().long().tolist() for split in (data.x_train, data.x_val,
+                                                                                  data.x_test)]
+
+
+def test_split_is_stratified_disjoint_and_complete():
+    from cnnsearch.data import split_and_normalise
+
+    x, y = _ids()
+    data = split_and_normalise("ids", x, y, ["a", "b", "c"], val_fraction=0.2, test_fraction=0.3, seed=4)
+    train, val, test = _traced(data, x)
+    assert sorted(train + val + test) == list(range(len(y)))  # every image once
+    for split, labels in ((train, data.y_train), (val, data.y_val), (test, data.y_test)):
+        assert torch.equal(y[split], labels)  # each image keeps its label
+    # per class: round(n x fraction) to validation and test, the rest to training
+    assert torch.bincount(data.y_val, minlength=3).tolist() == [2, 1, 1]
+    assert torch.bincount(data.y_test, minlength=3).tolist() == [3, 2, 2]
+    assert torch.bincount(data.y_train, minlength=3).tolist() == [5, 4, 2]
+    assert val == sorted(val) and test == sorted(test) and train != sorted(train)  # training order shuffled
+    again = split_and_normalise("ids", x, y, ["a", "b", "c"], val_fraction=0.2, test_fraction=0.3, seed=4)
+    other = split_and_normalise("ids", x, y, ["a", "b", "c"], val_fraction=0.2, test_fraction=0.3, seed=5)
+    assert _traced(again, x) == [train, val, test] and _traced(other, x) != [train, val, test]
+    assert data.name == "ids" and data.classes == ("a", "b", "c") and data.num_classes == 3
+
+
+def test_normalised_with_the_training_split_statistics():
+    from cnnsearch.data import split_and_normalise
+
+    x, y = _ids()
+    x[:, 1] = 0.5  # a constant channel: no division by zero
+    data = split_and_normalise("ids", x, y, ["a", "b", "c"], val_fraction=0.2, test_fraction=0.3, seed=1)
+    train, val, test = _traced(data, x)
+    raw = x[train]
+    assert data.mean == pytest.approx(tuple(raw.mean(dim=(0, 2, 3)).tolist()))
+    assert data.std[0] == pytest.approx(raw[:, 0].std().item())
+    assert data.std[1] > 0 and torch.isfinite(data.x_val).all() and (data.x_train[:, 1] == 0).all()
+    for split, ids in ((data.x_train, train), (data.x_val, val), (data.x_test, test)):
+        expected = (x[ids, 0] - data.mean[0]) / data.std[0]
+        assert torch.allclose(split[:, 0], expected, atol=1e-5)
+        assert split.dtype == torch.float32 and split.is_contiguous()
+    assert abs(data.x_train[:, 0].mean().item()) < 1e-5
+    assert data.x_train[:, 0].std().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_a_given_test_split_is_kept_and_normalised_alike():
+    from cnnsearch.data import split_and_normalise
+
+    x, y = _ids()
+    tx, ty = x[:4] + 100, y[:4]
+    data = split_and_normalise("ids", x, y, ["a", "b", "c"], val_fraction=0.2, test_fraction=0.0, seed=0,
+                               test=(tx, ty))
+    assert len(data.x_train) + len(data.x_val) == len(y) and torch.equal(data.y_test, ty)
+    mean, std = torch.tensor(data.mean)[:, None, None], torch.tensor(data.std)[:, None, None]
+    assert torch.allclose(data.x_test * std + mean, tx, atol=1e-4)
+
+
+@pytest.mark.parametrize(("val", "test", "named"), [
+    (0.0, 0.2, "val_fraction: 0.0"), (1.0, 0.2, "val_fraction: 1.0"), (-0.1, 0.2, "val_fraction: -0.1"),
+    (0.2, 0.0, "test_fraction: 0.0"), (0.2, 1.0, "test_fraction: 1.0"), (0.5, 0.5, "test_fraction: 0.5"),
+    (0.6, 0.45, "test_fraction: 0.45"),
+])
+def test_bad_fractions_are_named(val, test, named):
+    from cnnsearch.data import split_and_normalise
+
+    x, y = _ids()
+    with pytest.raises(DataError, match=named):
+        split_and_normalise("ids", x, y, ["a", "b", "c"], val_fraction=val, test_fraction=test, seed=0)
+
+
+def test_too_few_images_to_split():
+    from cnnsearch.data import split_and_normalise
+
+    x, y = _ids((2, 2, 2))
+    with pytest.raises(DataError, match="ids: 6 images are too few"):
+        split_and_normalise("ids", x, y, ["a", "b", "c"], val_fraction=0.1, test_fraction=0.1, seed=0)
+    data = split_and_normalise("ids", x, y, ["a", "b", "c"], val_fraction=0.4, test_fraction=0.3, seed=0,
+                               test=(x[:1], y[:1]))
+    assert len(data.x_val) == 3  # round(2 x 0.4) per class; no test share taken from training
+    assert len(data.x_train) == 3
+
+
+def test_description_and_move():
+    from cnnsearch.data import split_and_normalise
+
+    x, y = _ids()
+    data = split_and_normalise("ids", x, y, ["a", "b", "c"], val_fraction=0.2, test_fraction=0.3, seed=0)
+    assert data.description() == {"name": "ids", "input_size": [2, 3, 3], "classes": ["a", "b", "c"],
+                                  "mean": list(data.mean), "std": list(data.std)}
+    moved = data.to("cpu")
+    assert all(torch.equal(getattr(moved, k), getattr(data, k))
+               for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"))
+    from dataclasses import replace
+
+    dropped = replace(data, x_test=None, y_test=None).to("meta")
+    assert dropped.x_test is None and dropped.x_train.device.type == "meta" and dropped.y_val.device.type == "meta"
