@@ -145,3 +145,40 @@ def test_cpu_name_is_the_model_name_from_cpuinfo():
     if not names:
         pytest.skip("no model name in /proc/cpuinfo")
     assert device_name(torch.device("cpu")) == names[0]
+
+
+def test_onnxruntime_session_honours_the_thread_count():
+    pytest.importorskip("onnxruntime")
+    from cnnsearch.latency import onnx_session
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3)).eval()
+    x = torch.randn(2, 1, 4, 4)
+    session = onnx_session(model, x, threads=2)
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    import onnxruntime as ort
+
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        assert np.allclose(out, model(x).numpy(), atol=1e-5)
+
+
+def test_onnxruntime_measure_passes_its_threads_and_input(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    seen = []
+    real = latency.onnx_session
+
+    def spy(model, x, threads):
+        seen.append((tuple(x.shape), threads))
+        return real(model, x, threads)
+
+    monkeypatch.setattr(latency, "onnx_session", spy)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    lat = measure(model, (1, 2, 2), batch_size=3, threads=2, runtime="onnxruntime", warmup_s=0.0, min_runs=10,
+                  time_cap_s=0.05, lock=False)
+    assert seen == [((3, 1, 2, 2), 2)] and lat.fingerprint["threads"] == 2
+    assert lat.fingerprint["runtime"] == lat.runtime == "onnxruntime" and "onnxruntime" in lat.fingerprint
