@@ -340,11 +340,14 @@ def _reference_views(image, pad):
     return views
 
 
-@pytest.mark.parametrize("pad", [1, 2])
+@pytest.mark.parametrize("pad", [1, 2, None])
 def test_augment_is_a_random_crop_of_the_padded_image_and_a_random_flip(pad):
     n = 300
     x = (torch.arange(2 * 5 * 6, dtype=torch.float32) + 1).reshape(1, 2, 5, 6).repeat(n, 1, 1, 1)
-    out = augment(x, torch.Generator().manual_seed(0), pad=pad)
+    if pad is None:  # the default: pad 2, as the trainer's augment option documents
+        out, pad = augment(x, torch.Generator().manual_seed(0)), 2
+    else:
+        out = augment(x, torch.Generator().manual_seed(0), pad=pad)
     views = _reference_views(x[0], pad)
     seen = []
     for img in out:
