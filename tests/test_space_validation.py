@@ -508,3 +508,8 @@ def test_an_integer_range_with_a_float_step_is_a_float_range():
     trial = ask()
     s.sample_train(trial)
     assert trial.distributions == {"weight_decay": Float(0, 1, step=0.5), "lr": Int(1, 2)}
+
+
+def test_a_long_stages_value_is_shortened_in_the_error():
+    message = space_error(stage() * 17)
+    assert message.startswith("stages: expected 1 to 16 [[stages]] tables, got [{") and len(message) == 200
