@@ -513,3 +513,10 @@ def test_an_integer_range_with_a_float_step_is_a_float_range():
 def test_a_long_stages_value_is_shortened_in_the_error():
     message = space_error(stage() * 17)
     assert message.startswith("stages: expected 1 to 16 [[stages]] tables, got [{") and len(message) == 200
+
+
+def test_text_without_a_path_is_labelled_space():
+    assert parse_space(BLOCK).path == "<space>"
+    with pytest.raises(SpaceError) as info:
+        parse_space("colour = 1\n")
+    assert str(info.value).startswith("<space>: space.colour: unknown key")
