@@ -752,3 +752,102 @@ def test_a_live_owner_a_dead_owner_and_a_reused_pid():
     assert not _alive({"pid": child.pid, "start": 1})
     assert _alive({"pid": "not a pid"}) and _alive({"pid": 2**80})  # cannot judge: leave it be
     assert _start_time(child.pid) is None
+
+
+# --- who owns a trial, and recovering a dead local worker's -----------------------------------
+
+
+def test_the_process_owner_names_this_process():
+    import socket
+
+    from cnnsearch.study import process_owner
+
+    owner = process_owner()
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip()
+    with open(f"/proc/{os.getpid()}/stat") as f:
+        start = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22 of proc(5): starttime
+    assert owner == {"host": socket.gethostname(), "pid": os.getpid(), "start": start, "boot": boot,
+                     "pidns": os.stat("/proc/self/ns/pid").st_ino}
+    assert _start_time(2**22 + 12345) is None  # no such process
+
+
+def dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def running_trial(study, owner, *, age_s=10.0, x=0.25):
+    from datetime import datetime, timedelta
+
+    t = optuna.trial.create_trial(state=TrialState.RUNNING, params={"x": x},
+                                  distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+                                  user_attrs={"owner": owner} if owner is not None else {})
+    t.datetime_start = datetime.now() - timedelta(seconds=age_s)
+    study.add_trial(t)
+    return study.trials[-1]
+
+
+def test_a_dead_local_worker_s_trial_is_failed_and_requeued(tmp_path):
+    from cnnsearch.storage import open_storage
+    from cnnsearch.study import process_owner, recover_dead_local_trials
+
+    recipe = recipe_file(tmp_path)
+    study = open_study(recipe, open_storage(f"sqlite:///{tmp_path / 'r.db'}"))
+    here = process_owner()
+    pid = dead_pid()
+    dead = running_trial(study, {**here, "pid": pid, "start": 1})
+    # left alone: another host, another boot, another pid namespace, a live owner, no owner,
+    # one that started a moment ago
+    others = [running_trial(study, {**here, "pid": pid, key: "elsewhere"}) for key in ("host", "boot", "pidns")]
+    others += [running_trial(study, here), running_trial(study, None), running_trial(study, "who"),
+               running_trial(study, {**here, "pid": pid}, age_s=0.0)]
+    assert recover_dead_local_trials(study) == [dead.number]
+    trials = study.get_trials()
+    assert trials[dead.number].state == TrialState.FAIL
+    assert trials[dead.number].user_attrs["fail_reason"] == f"its worker (pid {pid}) died mid-trial"
+    assert all(trials[t.number].state == TrialState.RUNNING for t in others)
+    (retry,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert retry.params == {"x": 0.25} and "fail_reason" not in retry.user_attrs
+    assert recover_dead_local_trials(study) == []  # once
+
+
+def test_recovery_without_a_finished_trial_annotation_still_requeues(tmp_path):
+    """An in-memory storage cannot annotate finished trials: the FAIL and the retry stand."""
+    from cnnsearch.study import process_owner, recover_dead_local_trials
+
+    study = optuna.create_study()
+    pid = dead_pid()
+    dead = running_trial(study, {**process_owner(), "pid": pid, "start": 1})
+    assert recover_dead_local_trials(study) == [dead.number]
+    assert study.trials[0].state == TrialState.FAIL and study.trials[1].state == TrialState.WAITING
+
+
+# --- the data a study was trained on ----------------------------------------------------------
+
+
+def test_the_data_description_is_stored_once_and_then_enforced():
+    from cnnsearch.study import check_data, record_data
+
+    study = optuna.create_study()
+    desc = {"input": [1, 8, 8], "classes": 10, "mean": 0.5}
+    record_data(study, desc)
+    assert study.user_attrs["data"] == desc
+    record_data(study, dict(desc))  # the same again: fine
+    with pytest.raises(RecipeError) as info:
+        record_data(study, {**desc, "classes": 9, "extra": 1})
+    assert "classes, extra changed" in str(info.value) and repr(study.study_name) in str(info.value)
+    assert study.user_attrs["data"] == desc
+    check_data(study, desc)
+
+
+def test_a_study_with_trials_but_no_data_description_is_refused():
+    from cnnsearch.study import check_data, record_data
+
+    study = optuna.create_study()
+    check_data(study, {"classes": 10})  # new and empty: nothing to compare
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    with pytest.raises(RecipeError, match="older cnnsearch"):
+        record_data(study, {"classes": 10})
+    assert "data" not in study.user_attrs
