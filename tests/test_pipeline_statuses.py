@@ -538,8 +538,8 @@ def worker_study():
 
 def test_the_worker_stops_at_its_budget_and_reports_each_trial():
     study, seen = worker_study(), []
-    run_worker(study, scripted(["ok"]), until=3, on_trial=lambda s, t: seen.append(t.number))
-    assert len(study.trials) == 3 and seen == [0, 1, 2]
+    run_worker(study, scripted(["ok"]), until=3, on_trial=lambda s, t: seen.append((s is study, t.number, t.state)))
+    assert len(study.trials) == 3 and seen == [(True, n, TrialState.COMPLETE) for n in range(3)]
     run_worker(study, scripted(["ok"]), until=3)  # nothing owed
     assert len(study.trials) == 3
     run_worker(study, scripted(["ok"]), until=5)
@@ -851,3 +851,51 @@ def test_a_study_with_trials_but_no_data_description_is_refused():
     with pytest.raises(RecipeError, match="older cnnsearch"):
         record_data(study, {"classes": 10})
     assert "data" not in study.user_attrs
+
+
+def test_a_failure_without_a_recorded_reason_says_so():
+    def raising(trial):
+        raise RuntimeError("not recorded")
+
+    with pytest.raises(FailingTrials, match="no reason recorded"):
+        run_worker(worker_study(), raising, until=5, max_consecutive_failures=2)
+
+
+def test_failed_trials_among_the_rejections_keep_the_infeasible_guard_quiet():
+    """The guard needs every completed trial rejected; a FAIL is not a completed trial, so
+    it neither counts nor blocks: three rejections stop the worker, with the count of three."""
+    study = worker_study()
+    with pytest.raises(AllInfeasible, match="all 3 candidates"):
+        run_worker(study, scripted(["limit", "fail", "limit", "limit"]), until=50, infeasible_after=3)
+    assert len(study.trials) == 4
+
+
+def test_a_start_time_is_read_past_a_process_name_with_a_parenthesis():
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                              "open('/proc/self/comm', 'w').write('x) 1 2 3 4 5 6')\n"
+                              "print(flush=True); time.sleep(30)"], stdout=subprocess.PIPE)
+    try:
+        child.stdout.readline()
+        with open(f"/proc/{child.pid}/comm") as f:
+            assert f.read().startswith("x) ")
+        with open("/proc/uptime") as f:
+            now_ticks = float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK")
+        start = _start_time(child.pid)
+        # started after this test process and before now
+        assert start is not None and _start_time(os.getpid()) <= start <= now_ticks + 1
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_open_study_checks_the_directions_of_a_study_it_did_not_make(tmp_path):
+    storage = optuna.storages.InMemoryStorage()
+    bare = optuna.create_study(study_name="t", storage=storage, directions=["minimize"])
+    bare.set_metric_names(["latency_ms"])
+    with pytest.raises(RecipeError) as info:
+        open_study(recipe_file(tmp_path), storage)
+    assert "'t'" in str(info.value) and "latency_ms" in str(info.value)
+    recipe = recipe_file(tmp_path, name="u", objectives=["latency_ms", "accuracy"])  # minimised first
+    study = open_study(recipe, storage)
+    assert study.directions == [optuna.study.StudyDirection.MINIMIZE, optuna.study.StudyDirection.MAXIMIZE]
+    assert open_study(recipe, storage).study_name == "u"
