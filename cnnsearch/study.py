@@ -277,8 +277,9 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
                                 f"{infeasible_summary(done)}; widen [limits] or change the space")
 
     done = finished_count(study)
-    if done < until:
+    owed = count_trials(study, (TrialState.WAITING,))  # re-queued after a dead worker: run even on a met budget
+    if done < until or owed:
         # the callback stops the loop; the bound leaves room for failed (retried) trials
-        study.optimize(objective, n_trials=until - done + 10, timeout=timeout, callbacks=[after_trial],
+        study.optimize(objective, n_trials=max(until - done, 0) + owed + 10, timeout=timeout, callbacks=[after_trial],
                        catch=(Exception,), gc_after_trial=False)
     return study

@@ -566,6 +566,12 @@ def test_a_requeued_trial_is_run_even_when_the_budget_is_met():
     study.enqueue_trial({})
     run_worker(study, scripted(["ok"]), until=2)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    # the budget already met when the worker starts (a resumed run after recovery): still run
+    study = worker_study()
+    run_worker(study, scripted(["ok"]), until=1)
+    study.enqueue_trial({})
+    run_worker(study, scripted(["ok"]), until=1)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
 
 
 @pytest.mark.parametrize("kind", ["limit", "shape"])
