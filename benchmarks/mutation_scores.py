@@ -16,6 +16,10 @@ module's score in minutes; --draw prints the names for `mutmut run`, --sample sc
 
     mutmut run $(python benchmarks/mutation_scores.py --draw 30)
     python benchmarks/mutation_scores.py --sample 30
+
+The README's figures: the first 15 of each module's 30 drawn with seed 15, listed in
+benchmarks/mutation_sample.txt (`mutmut run $(cat benchmarks/mutation_sample.txt)`, then
+`--names benchmarks/mutation_sample.txt`).
 """
 
 import argparse
@@ -54,6 +58,7 @@ def main() -> None:
     parser.add_argument("--draw", type=int, metavar="N", help="print N names per module for `mutmut run`")
     parser.add_argument("--sample", type=int, metavar="N", help="score only the N drawn per module")
     parser.add_argument("--seed", type=int, default=15, help="the sample's seed (default 15)")
+    parser.add_argument("--names", type=Path, help="score only the mutants named in this file (whitespace-separated)")
     args = parser.parse_args()
     metas = sorted(args.root.glob("*.py.meta"))
     if args.modules:
@@ -70,6 +75,9 @@ def main() -> None:
         codes = exit_codes(meta)
         if args.sample:
             codes = {name: codes[name] for name in drawn(codes, args.sample, args.seed)}
+        if args.names:
+            wanted = set(args.names.read_text().split())
+            codes = {name: code for name, code in codes.items() if name in wanted}
         counts = Counter(status_by_exit_code[code] for code in codes.values())
         if not sum(counts.values()):
             continue
@@ -86,6 +94,7 @@ def main() -> None:
           f"{'-' if s is None else f'{s:.1%}'} |")
     below = sorted(m for m, r in rows.items() if r["score"] is not None and r["score"] < TARGET)
     print(json.dumps({"benchmark": "mutation_scores", "target": TARGET, "sample_per_module": args.sample,
+                      "names": str(args.names) if args.names else None,
                       "seed": args.seed if args.sample else None, "modules": rows,
                       "score": None if s is None else round(s, 3), "below_target": below}))
 
