@@ -553,25 +553,18 @@ def test_failed_trials_do_not_count_against_the_budget():
                                                TrialState.COMPLETE]
 
 
-def test_a_requeued_trial_is_run_even_when_the_budget_is_met():
+@pytest.mark.parametrize("queued, until, finished", [
+    (1, 2, 2),  # the re-queued trial fills the budget
+    (2, 2, 3),  # the budget met while a re-queued trial waits: the worker runs it before stopping
+    (1, 1, 2),  # the budget already met when the worker starts (a resumed run after recovery)
+])
+def test_a_requeued_trial_is_run_even_when_the_budget_is_met(queued, until, finished):
     study = worker_study()
     run_worker(study, scripted(["ok"]), until=1)
-    study.enqueue_trial({})
-    run_worker(study, scripted(["ok"]), until=2)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-    # the budget met while a re-queued trial waits: the worker runs it before stopping
-    study = worker_study()
-    run_worker(study, scripted(["ok"]), until=1)
-    study.enqueue_trial({})
-    study.enqueue_trial({})
-    run_worker(study, scripted(["ok"]), until=2)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
-    # the budget already met when the worker starts (a resumed run after recovery): still run
-    study = worker_study()
-    run_worker(study, scripted(["ok"]), until=1)
-    study.enqueue_trial({})
-    run_worker(study, scripted(["ok"]), until=1)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    for _ in range(queued):
+        study.enqueue_trial({})
+    run_worker(study, scripted(["ok"]), until=until)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * finished
 
 
 @pytest.mark.parametrize("kind", ["limit", "shape"])
