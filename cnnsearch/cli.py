@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .cli_format import human
 from .errors import CnnSearchError, FailingTrials, RecipeError, ShapeError
+from .interrupt import ctrl_c_stops
 from .shapes import ShapeTable, check
 from .spec import ArchSpec
 
@@ -360,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = make_parser().parse_args(argv)
         try:
-            return args.func(args)
+            with ctrl_c_stops():
+                return args.func(args)
         except OSError as exc:  # an output the OS refuses (a full disk, /proc, permissions): no traceback
             if exc.filename is None:
                 raise

@@ -22,6 +22,7 @@ from torch import nn
 
 from .data import ImageData, augment
 from .hparams import OPTIMIZERS, TrainConfig
+from .interrupt import check as check_interrupt
 
 __all__ = ["EpochStats", "TrainConfig", "TrainResult", "TrainStatus", "evaluate", "resolve_device", "train"]
 
@@ -166,6 +167,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
             order = torch.randperm(n, device=device, generator=gen)
             loss_sum = torch.zeros((), device=device)
             for step in range(steps_per_epoch):
+                check_interrupt()  # a Ctrl-C whose KeyboardInterrupt something swallowed
                 idx = order[step * batch:(step + 1) * batch]
                 xb, yb = x_train[idx], data.y_train[idx]
                 if cfg.augment:

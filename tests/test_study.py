@@ -205,7 +205,12 @@ def test_ctrl_c_stops_cleanly_and_marks_the_running_trial(tmp_path):
         wait_for(lambda: _latency_recorded(tmp_path / "tiny.db"))
         time.sleep(0.5)  # well inside the (long) training
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"still running 60 s after Ctrl-C; its stderr:\n{err[-3000:]}")
     finally:
         if proc.poll() is None:  # never leave a training process behind
             proc.kill()
