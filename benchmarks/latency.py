@@ -36,6 +36,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=None, help="the protocol's rounds (default: measure's)")
     parser.add_argument("--busy", action="store_true", help="keep one core busy while measuring")
     args = parser.parse_args()
     spec = ArchSpec.from_dict(SPEC)
@@ -45,7 +46,8 @@ def main():
     if hog:
         hog.start()
     try:
-        runs = [measure(model, spec.input, device=args.device, batch_size=args.batch_size)
+        rounds = {"rounds": args.rounds} if args.rounds else {}
+        runs = [measure(model, spec.input, device=args.device, batch_size=args.batch_size, **rounds)
                 for _ in range(args.repeats)]
     finally:
         if hog:

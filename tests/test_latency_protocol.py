@@ -18,12 +18,17 @@ MS = 1_000_000  # ns
 class Clock:
     def __init__(self):
         self.ns = 0
+        self.slept = []
 
     def perf_counter(self):
         return self.ns / 1e9
 
     def perf_counter_ns(self):
         return self.ns
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.ns += round(seconds * 1e9)
 
 
 class Scripted(nn.Module):
@@ -60,7 +65,7 @@ def quartiles(samples):
 
 def test_steady_model_settles_at_the_first_check(clock):
     model = Scripted(clock, warm=2 * MS, warmup_calls=50, group=2, groups=[2 * MS])
-    lat = measure(model, (3, 4, 4), batch_size=2, threads=3, warmup_s=0.1, min_runs=25, lock=False)
+    lat = measure(model, (3, 4, 4), batch_size=2, threads=3, warmup_s=0.1, min_runs=25, lock=False, rounds=1)
     # 50 warm-up calls of 2 ms fill 0.1 s; groups of round(5 ms / 2 ms) = 2 calls
     assert lat.calls_per_run == 2 and lat.runs == 30 and lat.settled  # checks every 10 runs from min_runs on
     assert lat.median_ms == pytest.approx(2.0) and lat.iqr_ms == pytest.approx(0.0)
@@ -74,13 +79,13 @@ def test_steady_model_settles_at_the_first_check(clock):
 def test_a_spread_at_the_limit_settles_and_above_it_does_not(clock):
     # groups alternate 1 ms and 3 ms per call: median 2, IQR 2, so IQR/median = 1
     model = Scripted(clock, warm=MS, warmup_calls=3, group=5, groups=[MS, 3 * MS])
-    lat = measure(model, (1, 2, 2), warmup_s=0.0, min_runs=30, rel_iqr=1.0, lock=False)
+    lat = measure(model, (1, 2, 2), warmup_s=0.0, min_runs=30, rel_iqr=1.0, lock=False, rounds=1)
     assert lat.settled and lat.runs == 30 and model.calls == 3 + 30 * 5  # three warm-up calls at the least
     assert (lat.median_ms, lat.iqr_ms) == pytest.approx((2.0, 2.0))
     clock.ns = 0
     model = Scripted(clock, warm=MS, warmup_calls=3, group=5, groups=[MS, 3 * MS])
     lat = measure(model, (1, 2, 2), warmup_s=0.0, min_runs=30, rel_iqr=0.99, max_runs=45, time_cap_s=100.0,
-                  lock=False)
+                  lock=False, rounds=1)
     assert not lat.settled and lat.runs == 45 and model.calls == 3 + 45 * 5  # max_runs ends it
 
 
@@ -88,7 +93,7 @@ def test_statistics_come_from_the_samples(clock):
     # every timed group slower than the last: never settles; stopped by the time cap
     groups = [MS + j * MS // 10 for j in range(200)]  # 1.0, 1.1, 1.2, ... ms per call
     model = Scripted(clock, warm=MS, warmup_calls=100, group=5, groups=groups)
-    lat = measure(model, (1, 2, 2), warmup_s=0.1, min_runs=30, time_cap_s=0.5, lock=False)
+    lat = measure(model, (1, 2, 2), warmup_s=0.1, min_runs=30, time_cap_s=0.5, lock=False, rounds=1)
     # at 30 samples 0.3675 s have passed, at 40 samples 0.59 s: the cap (0.5 s) ends it there
     assert not lat.settled and lat.runs == 40 and lat.calls_per_run == 5
     samples = [g / MS for g in groups[:40]]
@@ -106,18 +111,43 @@ def test_the_defaults(clock):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
-    # 6.2 ms of timing per sample: past the default 3 s cap at the check at 490 samples
-    assert lat.calls_per_run == 4 and lat.runs == 490 and not lat.settled
-    assert model.calls == 80 + 490 * 4
+    # 3 rounds, each with a third of the 3 s cap: 6.2 ms per pair of samples, so each round
+    # is past 1 s at its check at 170 samples (1.054 s; 0.992 s at 160)
+    assert lat.rounds == 3 and lat.calls_per_run == 4 and lat.runs == 3 * 170 and not lat.settled
+    assert clock.slept == [0.02, 0.02]  # a pause between rounds
+    assert model.calls == 80 + 3 * 170 * 4 + 2 * 4  # and one untimed group after each pause
     assert model.seen == {(False, True, 1, (1, 1, 2, 2))}  # one thread, batch 1 by default
-    q1, med, q3 = quartiles([1.0, 2.1] * 245)
+    q1, med, q3 = quartiles([1.0, 2.1] * 85)
+    assert lat.round_medians_ms == pytest.approx([med] * 3)
     assert lat.median_ms == pytest.approx(med) and lat.iqr_ms == pytest.approx(q3 - q1)
+
+
+def test_the_figure_is_the_lowest_round_median(clock):
+    # groups of 2 calls; per call: round 1 at 2 ms, (untimed), round 2 at 3 ms: a burst of load
+    # elsewhere, (untimed), round 3 at 2.2 ms; each round steady: settled at its first check
+    groups = [2 * MS] * 10 + [MS] + [3 * MS] * 10 + [MS] + [2_200_000] * 10
+    model = Scripted(clock, warm=2 * MS, warmup_calls=3, group=2, groups=groups)
+    lat = measure(model, (1, 2, 2), warmup_s=0.0, min_runs=30, pause_s=0.5, lock=False)
+    assert lat.runs == 30 and lat.settled and clock.slept == [0.5, 0.5]
+    assert lat.round_medians_ms == pytest.approx([2.0, 3.0, 2.2])
+    assert lat.median_ms == pytest.approx(2.0) and lat.iqr_ms == pytest.approx(0.0)
+    assert model.calls == 3 + 30 * 2 + 2 * 2
+
+
+def test_rounds_share_the_budget_and_settle_on_their_own(clock):
+    # round 1 alternates 1 and 3 ms per call (never settles: IQR/median 1); rounds 2 and 3 steady
+    groups = [MS, 3 * MS] * 10 + [MS] + [MS] * 10 + [MS] + [MS] * 10
+    model = Scripted(clock, warm=MS, warmup_calls=3, group=5, groups=groups)
+    lat = measure(model, (1, 2, 2), warmup_s=0.0, min_runs=30, max_runs=60, time_cap_s=100.0, lock=False)
+    # 30 runs at the least (10 per round), at most 60 (20 per round): round 1 stops at 20
+    assert lat.runs == 20 + 10 + 10 and not lat.settled
+    assert lat.round_medians_ms == pytest.approx([2.0, 1.0, 1.0]) and lat.median_ms == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(("per_call", "group"), [(20 * MS, 1), (1000, 1000)])
 def test_group_size_is_clamped(clock, per_call, group):
     model = Scripted(clock, warm=per_call, warmup_calls=10 ** 9, group=1, groups=[per_call])
-    lat = measure(model, (1, 2, 2), warmup_s=0.001, min_runs=10, lock=False)
+    lat = measure(model, (1, 2, 2), warmup_s=0.001, min_runs=10, lock=False, rounds=1)
     assert lat.calls_per_run == group and lat.settled and lat.runs == 10
     assert lat.median_ms == pytest.approx(per_call / MS)
 
