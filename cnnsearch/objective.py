@@ -55,7 +55,7 @@ def _finished_trials(study: optuna.Study) -> list:
     With several workers, a peer that finishes while this trial builds and measures is
     left out: early stopping is then, if anything, more lenient."""
     try:
-        return study._get_trials(deepcopy=False, states=FINISHED, use_cache=True)
+        return study._get_trials(deepcopy=False, states=FINISHED, use_cache=True)  # pragma: no mutate (copies, cache and extra unfinished trials change speed only: _peers keeps only trials with a status)
     except (AttributeError, TypeError):
         return study.get_trials(deepcopy=False, states=FINISHED)
 

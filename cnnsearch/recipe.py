@@ -162,7 +162,7 @@ def _check(value: Any, key: str, kind: type | tuple, *, low=None, allow_none=Fal
         kind if isinstance(kind, tuple) else (kind,)))
     if not ok:
         want = {int: "an integer", (int, float): "a number", str: "a string", bool: "true or false"}
-        raise RecipeError(f"{key}: expected {want.get(kind, str(kind))}, got {value!r}")
+        raise RecipeError(f"{key}: expected {want[kind]}, got {value!r}")  # every caller's kind is here
     if low is not None and (value < low or (isinstance(value, float) and not math.isfinite(value))):
         raise RecipeError(f"{key}: {value!r} must be >= {low}")
     return value

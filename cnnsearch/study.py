@@ -173,7 +173,7 @@ def check_data(study: optuna.Study, description: dict) -> None:
     other split defaults, or a study from before train/val/test splits."""
     stored = study.user_attrs.get("data")
     if stored is None:
-        if study.get_trials(deepcopy=False):
+        if study.get_trials(deepcopy=False):  # pragma: no mutate (deepcopy is a speed option: any value gives the same trials)
             raise RecipeError(f"study {study.study_name!r} was made by an older cnnsearch (no stored data "
                               "description: its split had no test set); give the recipe a new name or "
                               "another storage")
@@ -268,7 +268,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
             return  # the guard reads every trial: skip it once it cannot fire
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if any(is_feasible(t) for t in done):
-            feasible_seen = True
+            feasible_seen = True  # pragma: no mutate (a shortcut: without it the guard re-reads the trials and finds the same)
             return
         rejected = [t for t in done if t.user_attrs.get("status") in REJECTED]
         if len(rejected) >= infeasible_after and len(rejected) == len(done):

@@ -131,7 +131,7 @@ def train(model: nn.Module, data: ImageData, config: TrainConfig | None = None, 
                 batch //= 2
                 continue
             return TrainResult(TrainStatus.OOM, device=str(device), batch_size=batch, detail=detail)
-    raise AssertionError("unreachable")
+    raise AssertionError("unreachable")  # pragma: no mutate (never reached: both attempts return or raise)
 
 
 def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
@@ -158,7 +158,8 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, unit="step", leave=False, desc="train", position=1, dynamic_ncols=True)
+        bar = tqdm(total=total_steps, unit="step", leave=False, desc="train", position=1,  # pragma: no mutate (display)
+                   dynamic_ncols=True)  # pragma: no mutate (display only)
     train_time = 0.0
     try:
         for epoch in range(1, cfg.epochs + 1):

@@ -856,8 +856,9 @@ def test_a_failure_without_a_recorded_reason_says_so():
     def raising(trial):
         raise RuntimeError("not recorded")
 
-    with pytest.raises(FailingTrials, match="no reason recorded"):
+    with pytest.raises(FailingTrials) as raised:
         run_worker(worker_study(), raising, until=5, max_consecutive_failures=2)
+    assert str(raised.value).endswith(": no reason recorded")
 
 
 def test_failed_trials_among_the_rejections_keep_the_infeasible_guard_quiet():
@@ -898,3 +899,32 @@ def test_open_study_checks_the_directions_of_a_study_it_did_not_make(tmp_path):
     study = open_study(recipe, storage)
     assert study.directions == [optuna.study.StudyDirection.MINIMIZE, optuna.study.StudyDirection.MAXIMIZE]
     assert open_study(recipe, storage).study_name == "u"
+
+
+class _PublicOnly:
+    """A study as an Optuna without the private ``_get_trials`` shows it."""
+
+    def __init__(self, study):
+        self.study = study
+
+    def get_trials(self, *, deepcopy=True, states=None):
+        return self.study.get_trials(deepcopy=deepcopy, states=states)
+
+
+class _OtherSignature(_PublicOnly):
+    def _get_trials(self, deepcopy, states):  # no use_cache: TypeError
+        raise AssertionError("not this one")
+
+
+@pytest.mark.parametrize("wrapper", [_PublicOnly, _OtherSignature])
+def test_peers_come_from_a_public_read_where_optunas_private_cache_is_missing(wrapper):
+    """An Optuna without ``Study._get_trials`` (or with another signature): the finished
+    trials are read through the public API instead, with the same result."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trial(optuna.trial.create_trial(values=[0.5, 1.0]))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, intermediate_values={1: 0.1}))
+    running = study.ask()
+    assert [t.number for t in objective_mod._finished_trials(wrapper(study))] == [0, 2]
+    assert [t.number for t in objective_mod._finished_trials(study)] == [0, 2]  # the private read agrees
+    assert running.number == 3
