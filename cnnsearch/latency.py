@@ -205,7 +205,7 @@ def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | tor
 
 
 def _time(call, cuda: torch.device | None, warmup_s: float, min_runs: int, max_runs: int, time_cap_s: float,
-          rel_iqr: float, rounds: int = 1, pause_s: float = 0.0) -> tuple[list[list[float]], int, bool]:
+          rel_iqr: float, rounds: int, pause_s: float) -> tuple[list[list[float]], int, bool]:
     """The protocol: warm-up, then ``rounds`` rounds a pause apart, each of groups of ~5 ms
     until IQR/median <= rel_iqr or its share of the time cap. ``min_runs``, ``max_runs`` and
     ``time_cap_s`` are shared evenly among the rounds. Returns (per-call ms of each group, per

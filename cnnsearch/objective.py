@@ -57,7 +57,7 @@ def _finished_trials(study: optuna.Study) -> list:
     try:
         return study._get_trials(deepcopy=False, states=FINISHED, use_cache=True)  # pragma: no mutate (copies, cache and extra unfinished trials change speed only: _peers keeps only trials with a status)
     except (AttributeError, TypeError):
-        return study.get_trials(deepcopy=False, states=FINISHED)
+        return study.get_trials(deepcopy=False, states=FINISHED)  # pragma: no mutate (deepcopy is a speed option)
 
 
 class _Record:

@@ -54,21 +54,23 @@ def _size(shape: Shape) -> int:
 
 
 def _peak(first: int, rows: list[Layer]) -> int:
-    """Largest number of values alive at once: a row's input and output, plus a kept skip
-    (and the live map while a squeeze-excitation gate is computed)."""
+    """Largest number of values alive at once: a row's input and output, plus what the
+    block's residual add will need (the saved input, or its projection once computed), plus
+    the main path while a projection runs, and the live map while a squeeze-excitation
+    gate is computed."""
     x, skip, side, gate, peak = first, 0, 0, 0, 0
     for r in rows:
         out, f = _size(r.shape), r.flow
-        if f == "skip":
-            live = (side or skip) + out + skip
+        kept = side or skip  # what the add will read: the projection's output, else the saved input
+        if f == "skip":  # the projection reads the saved input while the main path's output waits
+            live = kept + out + x
             side = out
-        elif f == "gate":
-            live = x + gate + out + skip
-            gate = out
-        elif f == "scale":
-            live = x + gate + out + skip
+        elif f == "gate" or f == "scale":
+            live = x + gate + out + kept
+            if f == "gate":
+                gate = out
         else:  # "x", "add", "squeeze"
-            live = x + out + skip
+            live = x + out + kept
         if live > peak:
             peak = live
         if r.saves_input:

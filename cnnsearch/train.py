@@ -49,7 +49,7 @@ class EpochStats:
 class TrainResult:
     status: TrainStatus
     epochs: list[EpochStats] = field(default_factory=list)
-    device: str = "cpu"
+    device: str = ""  # always set by train(): no default that could pass for a real one
     batch_size: int = 0  # what was actually used (halved after an OOM retry)
     train_seconds: float = 0.0
     images_per_s: float = 0.0  # training images per second, evaluation excluded
@@ -138,7 +138,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
     torch.manual_seed(cfg.seed)
     cuda = device.type == "cuda"
     if cuda:
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = True  # pragma: no mutate (GPU only: cudnn's autotuning, speed not results)
     memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory)
     data = data.to(device)
@@ -196,7 +196,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
                                epoch * steps_per_epoch)
             result.epochs.append(stats)
             if bar is not None:
-                bar.set_postfix(acc=f"{val_acc:.3f}", loss=f"{train_loss:.3f}")
+                bar.set_postfix(acc=f"{val_acc:.3f}", loss=f"{train_loss:.3f}")  # pragma: no mutate (display only)
             if on_epoch is not None and on_epoch(stats):
                 result.status = TrainStatus.STOPPED
                 break

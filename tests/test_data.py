@@ -15,6 +15,7 @@ from cnnsearch.data import augment, load_data
 def test_digits_is_the_real_bundled_set():
     data = load_data("digits", seed=0)
     assert data.input_shape == (1, 8, 8) and data.num_classes == 10
+    assert data.name == "digits" and data.classes == tuple("0123456789")  # what status and export show
     assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 1797
     assert len(data.x_test) == len(data.y_test) > 300
     for c in range(10):  # stratified: every split holds every class in the same proportion

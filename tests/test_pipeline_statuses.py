@@ -847,8 +847,9 @@ def test_a_study_with_trials_but_no_data_description_is_refused():
     study = optuna.create_study()
     check_data(study, {"classes": 10})  # new and empty: nothing to compare
     study.add_trial(optuna.trial.create_trial(value=1.0))
-    with pytest.raises(RecipeError, match="older cnnsearch"):
+    with pytest.raises(RecipeError, match="older cnnsearch") as raised:
         record_data(study, {"classes": 10})
+    assert str(raised.value).endswith("give the recipe a new name or another storage")  # the way out
     assert "data" not in study.user_attrs
 
 
