@@ -46,7 +46,7 @@ def main():
     if hog:
         hog.start()
     try:
-        rounds = {"rounds": args.rounds} if args.rounds else {}
+        rounds = {"rounds": args.rounds} if args.rounds is not None else {}
         runs = [measure(model, spec.input, device=args.device, batch_size=args.batch_size, **rounds)
                 for _ in range(args.repeats)]
     finally:
@@ -59,6 +59,7 @@ def main():
         "model_flops": check(spec).flops,
         "device": args.device,
         "fingerprint": runs[0].fingerprint,
+        "rounds": runs[0].rounds,
         "medians_ms": [round(m, 4) for m in medians],
         "median_ms": round(sorted(medians)[len(medians) // 2], 4),
         "spread": round(max(medians) / min(medians) - 1, 4),

@@ -47,7 +47,7 @@ from cnnsearch.early_stopping import Peer, rung_epochs, should_stop
 from cnnsearch.export import load_weights
 from cnnsearch.finalize import EPOCHS_FACTOR, finalize
 from cnnsearch.objective import Objective
-from cnnsearch.recipe import load_recipe
+from cnnsearch.recipe import EarlyStopping, load_recipe
 from cnnsearch.report import download_weights, trial_spec
 from cnnsearch.storage import open_storage
 from cnnsearch.study import open_study, run_worker
@@ -164,7 +164,7 @@ def replay_early_stopping(rows: list[dict], *, epochs: int, ref, margin: float, 
     saved, hypervolume kept). Exact for random search, whose candidates do not depend on
     results, and a seeded CPU training, whose stopped run equals the full run's first epochs:
     each trial meets the earlier trials as they would have ended (stopped ones cut short)."""
-    stops = rung_epochs(epochs, rungs)
+    stops = rung_epochs(epochs, rungs, EarlyStopping.min_epoch)
     done, spent, total, kept = [], 0.0, 0.0, []
     for r in sorted(rows, key=lambda r: r["number"]):
         if not r.get("curve") or "test" not in r:

@@ -124,7 +124,7 @@ def _usage(class_name: str, spec: ArchSpec) -> list[str]:
     mode = "L" if c == 1 else "RGB"
     return [
         f"Takes images scaled to [0, 1] as torchvision's to_tensor gives them ({c}x{h}x{w}) and",
-        "normalises them inside forward(); `classes` names the outputs. To classify a file:",  # pragma: no mutate (prose)
+        "normalises them inside forward(); `classes` names the outputs. To classify a file:",
         "    from PIL import Image",
         "    from safetensors.torch import load_file",
         "    from torchvision.transforms.functional import to_tensor",

@@ -30,18 +30,20 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from .interrupt import check as check_interrupt
+
 
 @dataclass
 class Latency:
     median_ms: float
     iqr_ms: float
-    runs: int  # timed samples (each of `calls_per_run` forward passes)
+    runs: int  # timed samples over all rounds (each of `calls_per_run` forward passes)
     calls_per_run: int
-    settled: bool  # IQR/median reached the target before the time cap
+    settled: bool  # in every round, IQR/median reached the target before the round's time cap
     batch_size: int
     fingerprint: dict  # device name, torch version, threads: what makes the numbers comparable
     runtime: str = "torch"  # "torch" (eager PyTorch) or "onnxruntime"
-    rounds: int = 1  # median_ms is the lowest of the rounds' medians; iqr_ms is that round's
+    rounds: int = 1  # median_ms is the lowest of the rounds' medians; iqr_ms is that same round's
     round_medians_ms: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -167,6 +169,8 @@ def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | tor
     ``runtime``: eager ``torch``, or ``onnxruntime`` (CPU only)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+    if rounds < 1:
+        raise ValueError(f"rounds {rounds!r} must be >= 1")
     device = torch.device(device)
     cuda = device.type == "cuda"
     if runtime == "onnxruntime" and cuda:
@@ -207,9 +211,10 @@ def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | tor
 def _time(call, cuda: torch.device | None, warmup_s: float, min_runs: int, max_runs: int, time_cap_s: float,
           rel_iqr: float, rounds: int, pause_s: float) -> tuple[list[list[float]], int, bool]:
     """The protocol: warm-up, then ``rounds`` rounds a pause apart, each of groups of ~5 ms
-    until IQR/median <= rel_iqr or its share of the time cap. ``min_runs``, ``max_runs`` and
-    ``time_cap_s`` are shared evenly among the rounds. Returns (per-call ms of each group, per
-    round; calls per group; every round settled)."""
+    until IQR/median <= rel_iqr or its share of the time cap. ``max_runs`` and ``time_cap_s``
+    are shared evenly among the rounds, ``min_runs`` too but with at least 10 per round
+    (settling is checked every 10 samples). Returns (per-call ms of each group, per round;
+    calls per group; every round settled)."""
     # warm-up: allocator, kernels selection, caches; also sizes the call groups. A GPU
     # needs longer: on an H200 the first 0.1 s of batch-1 calls ran 35% slow (clocks
     # and host launch path still ramping up), so it gets >= 0.5 s, synchronised per
@@ -249,6 +254,7 @@ def _round(call, cuda: torch.device | None, group: int, min_runs: int, max_runs:
     begin = time.perf_counter()
     settled = False
     while len(samples) < max_runs:
+        check_interrupt()  # a Ctrl-C swallowed on its way (the caps can hold a round for seconds)
         if cuda:
             t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             t0.record()

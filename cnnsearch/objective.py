@@ -55,9 +55,15 @@ def _finished_trials(study: optuna.Study) -> list:
     With several workers, a peer that finishes while this trial builds and measures is
     left out: early stopping is then, if anything, more lenient."""
     try:
-        return study._get_trials(deepcopy=False, states=FINISHED, use_cache=True)  # pragma: no mutate (copies, cache and extra unfinished trials change speed only: _peers keeps only trials with a status)
+        return study._get_trials(
+            states=FINISHED,
+            deepcopy=False, use_cache=True,  # pragma: no mutate (copies and the cache: speed, the same trials)
+        )
     except (AttributeError, TypeError):
-        return study.get_trials(deepcopy=False, states=FINISHED)  # pragma: no mutate (deepcopy is a speed option)
+        return study.get_trials(
+            states=FINISHED,
+            deepcopy=False,  # pragma: no mutate (copies: speed, the same trials)
+        )
 
 
 class _Record:

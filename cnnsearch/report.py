@@ -47,7 +47,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "test_std": a.get("final", {}).get("test_accuracy_std", math.nan),
             "latency_ms": a.get("latency_ms", math.nan),
             "params": a.get("params", math.nan),
-            "flops": a.get("flops", math.nan),  # pragma: no mutate (pandas stores a missing None as NaN too)
+            "flops": a.get("flops", math.nan),
             "train_seconds": a.get("train_seconds", math.nan),
             "epochs": a.get("epochs", 0),
             "summary": a.get("summary", ""),

@@ -30,7 +30,7 @@ class ShapeTable(NamedTuple):
     rows: tuple[Layer, ...]
     params: int
     flops: int
-    peak_activation_bytes: int  # fp32, one image: largest live input + output (+ skip)
+    peak_activation_bytes: int  # fp32, one image, each tensor freed after its last use: see _peak
 
     @property
     def output_shape(self) -> Shape:

@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .errors import CnnSearchError, FailingTrials, RecipeError
+from .interrupt import check as check_interrupt
 from .recipe import SAMPLERS, Recipe, changed_meaning
 from .storage import count_trials, set_finished_trial_user_attrs
 from .trials import FINISHED, REJECTED, is_feasible
@@ -251,6 +252,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal feasible_seen, failures
+        check_interrupt()  # a Ctrl-C swallowed during the trial (its status is already stored)
         if on_trial is not None:
             on_trial(study, trial)
         failures = failures + 1 if trial.state == TrialState.FAIL else 0

@@ -158,8 +158,9 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_steps, unit="step", leave=False, desc="train", position=1,  # pragma: no mutate (display)
-                   dynamic_ncols=True)  # pragma: no mutate (display only)
+        # pragma: no mutate start (display only)
+        bar = tqdm(total=total_steps, unit="step", leave=False, desc="train", position=1, dynamic_ncols=True)
+        # pragma: no mutate end
     train_time = 0.0
     try:
         for epoch in range(1, cfg.epochs + 1):

@@ -359,6 +359,15 @@ def test_augment_is_a_random_crop_of_the_padded_image_and_a_random_flip(pad):
     assert 0.4 < flipped < 0.6  # half of the images mirrored
 
 
+@pytest.mark.parametrize(("pad", "flip"), [(2, True), (0, True), (1, False)])
+def test_augment_keeps_the_images_on_their_device(pad, flip):
+    """The trainer keeps data on the GPU: every index augment makes is on the images' device.
+    The meta device stands in for a GPU here: mixing it with a CPU tensor fails as cuda would."""
+    x = torch.zeros(4, 3, 8, 8, device="meta")
+    out = augment(x, torch.Generator().manual_seed(0), pad=pad, flip=flip)
+    assert out.device == x.device and out.shape == x.shape
+
+
 def test_augment_without_flip_or_pad():
     x = torch.randn(64, 1, 4, 4)
     g = torch.Generator().manual_seed(0)

@@ -413,6 +413,8 @@ def test_docstring_usage_classifies_an_image_file(tmp_path, monkeypatch, capsys,
         logits = built(((image - mean) / std).unsqueeze(0))
     assert capsys.readouterr().out == data["classes"][logits.argmax(1).item()] + "\n"
     assert torch.equal(namespace["image"], image)  # read as the model's channels, at its size
+    docstring = ast.get_docstring(ast.parse(to_source(spec, data=data)))
+    assert "normalises them inside forward(); `classes` names the outputs. To classify a file:" in docstring
     model = namespace["model"]
     with torch.no_grad():
         assert torch.allclose(model(image.unsqueeze(0)), logits, atol=1e-6)

@@ -105,3 +105,69 @@ def test_a_second_ctrl_c_exits_at_once():
     assert proc.returncode == 130, (out, err)
     assert out.split() == ["first"]
     assert err.strip() == "error: interrupted twice: stopping at once"
+
+
+def test_an_inner_block_leaves_the_outer_one_in_charge(default_sigint):
+    with ctrl_c_stops():
+        with ctrl_c_stops():
+            swallowed_ctrl_c()
+        with pytest.raises(KeyboardInterrupt):  # the inner block's end forgot nothing
+            check()
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # still ours
+    check()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_stale_ctrl_c_is_forgotten_when_a_block_starts(default_sigint, monkeypatch):
+    import cnnsearch.interrupt as interrupt
+
+    monkeypatch.setattr(interrupt, "_requested", True)  # left by an interrupt that ended no block
+    with ctrl_c_stops():
+        check()
+
+
+def test_a_handler_python_cannot_put_back_leaves_the_default(monkeypatch):
+    previous = signal.getsignal(signal.SIGINT)
+    real = signal.signal
+    calls = []
+
+    def recording(signum, handler):
+        calls.append(handler)
+        old = real(signum, handler)
+        return None if len(calls) == 1 else old  # the first: a handler set outside Python
+
+    monkeypatch.setattr(signal, "signal", recording)
+    try:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            real(signal.SIGINT, signal.default_int_handler)
+        with ctrl_c_stops():
+            pass
+        assert calls[-1] is signal.SIG_DFL
+    finally:
+        real(signal.SIGINT, previous)
+
+
+def test_the_worker_loop_raises_a_ctrl_c_swallowed_during_a_trial(default_sigint):
+    import optuna
+
+    from cnnsearch.study import run_worker
+
+    def objective(trial):
+        swallowed_ctrl_c()  # lost inside the trial, which then finishes normally
+        return 1.0
+
+    study = optuna.create_study()
+    with ctrl_c_stops(), pytest.raises(KeyboardInterrupt):
+        run_worker(study, objective, until=5)
+    assert len(study.trials) == 1 and study.trials[0].state.name == "COMPLETE"  # stored, then stopped
+
+
+def test_latency_timing_raises_a_ctrl_c_swallowed_before_it(default_sigint):
+    from torch import nn
+
+    from cnnsearch.latency import measure
+
+    with ctrl_c_stops():
+        swallowed_ctrl_c()
+        with pytest.raises(KeyboardInterrupt):
+            measure(nn.Linear(2, 2), (2,), warmup_s=0.0, min_runs=10, time_cap_s=0.05, lock=False)

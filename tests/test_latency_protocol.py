@@ -111,7 +111,7 @@ def test_the_defaults(clock):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
-    # 3 rounds, each with a third of the 3 s cap: 6.2 ms per pair of samples, so each round
+    # 3 rounds, each with a third of the 3 s cap: 12.4 ms per pair of samples (4 and 8.4 ms), so each round
     # is past 1 s at its check at 170 samples (1.054 s; 0.992 s at 160)
     assert lat.rounds == 3 and lat.calls_per_run == 4 and lat.runs == 3 * 170 and not lat.settled
     assert clock.slept == [0.02, 0.02]  # a pause between rounds
@@ -215,3 +215,9 @@ def test_onnxruntime_measure_passes_its_threads_and_input(monkeypatch):
     import onnxruntime
 
     assert lat.fingerprint["onnxruntime"] == onnxruntime.__version__  # a new onnxruntime: not comparable
+
+
+@pytest.mark.parametrize("rounds", [0, -1])
+def test_rounds_below_one_are_refused(rounds):
+    with pytest.raises(ValueError, match=f"rounds {rounds} must be >= 1"):
+        measure(nn.Linear(2, 2), (2,), rounds=rounds, lock=False)

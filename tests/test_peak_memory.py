@@ -13,13 +13,12 @@ def peak_values(input_shape, blocks) -> int:
 
 
 def test_a_downsampling_residual_projection():
-    # input 4x4x4 = 64 values; conv (stride 2) -> 6x2x2 = 24, saving its input for the add
+    # input 4x4x4 = 64 values; conv (stride 2, no activation) -> 6x2x2 = 24, saving its input
     #   conv1  64 in + 24 out                              = 88
-    #   act1   24 in + 24 out + 64 saved input             = 112
-    #   proj1  64 saved input in + 24 out + 24 main path   = 112 (not the saved input twice: 152)
+    #   proj1  64 saved input in + 24 out + 24 main path   = 112, the peak (not the saved input twice: 152)
     #   add1   24 main + 24 out + 24 projection            = 72
     assert peak_values([4, 4, 4], [{"out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1,
-                                    "residual": True}]) == 112
+                                    "residual": True, "activation": "none"}]) == 112
 
 
 def test_a_squeeze_excitation_gate_keeps_the_map_alive():

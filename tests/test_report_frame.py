@@ -205,3 +205,14 @@ def test_export_trial_names_missing_weights(weighted_study, tmp_path):
         export_trial(study, which="0", artifacts=str(empty), output=tmp_path / "m.py",
                      weights=tmp_path / "m.safetensors")
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_numbers_never_recorded_are_float_nan_columns():
+    """A trial added by hand (no sizes, no training): its numeric columns are float NaN, so
+    plots and comparisons treat them as missing, not as Python objects."""
+    study = new_study()
+    study.add_trial(optuna.trial.create_trial(values=[0.5, 1.0], user_attrs={"status": "ok"}))
+    df = trials_frame(study)
+    for column in ("accuracy", "test_mean", "test_std", "latency_ms", "params", "flops", "train_seconds"):
+        assert df[column].dtype == float and math.isnan(df.loc[0, column]), column
+    assert df.loc[0, "epochs"] == 0 and df.loc[0, "summary"] == "" and df.loc[0, "reason"] == ""
