@@ -111,7 +111,7 @@ def _preprocess(data: dict, spec: ArchSpec) -> tuple[list[str], list[str], list[
     attrs = [f"    classes = [{names}]",
              f"    input_size = ({', '.join(ops.literal(v) for v in spec.input)})  # (C, H, W)",
              ""]
-    init = ["        # training statistics: forward() takes images in [0, 1] and normalises them itself",
+    init = ["        # training statistics: forward() takes images in [0, 1] and normalises them itself",  # pragma: no mutate (a comment's wording)
             f"        self.register_buffer(\"mean\", torch.tensor([{', '.join(ops.literal(float(v)) for v in mean)}])"
             f".view(1, {c}, 1, 1), persistent=False)",
             f"        self.register_buffer(\"std\", torch.tensor([{', '.join(ops.literal(float(v)) for v in std)}])"

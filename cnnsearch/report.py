@@ -27,7 +27,8 @@ COLUMNS = ["trial", "state", "status", "feasible", "pareto", "accuracy", "test_m
 def pareto_numbers(df: pd.DataFrame, objectives: list[str], directions: list[str]) -> set[int]:
     """Trial numbers of the non-dominated feasible trials (ties kept, as Optuna does)."""
     pool = df[df["feasible"]]
-    mask = pareto_mask(list(pool[objectives].itertuples(index=False)), directions)
+    rows = pool[objectives].itertuples(index=False)  # pragma: no mutate (index=None is false too)
+    mask = pareto_mask(list(rows), directions)
     return {int(n) for n, keep in zip(pool["trial"], mask) if keep}
 
 

@@ -167,7 +167,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
             t0 = time.perf_counter()
             model.train()
             order = torch.randperm(n, device=device, generator=gen)
-            loss_sum = torch.zeros((), device=device)
+            loss_sum = torch.zeros((), device=device)  # pragma: no mutate (device=: the same tensor on a CPU; a GPU run needs it)
             for step in range(steps_per_epoch):
                 check_interrupt()  # a Ctrl-C whose KeyboardInterrupt something swallowed
                 idx = order[step * batch:(step + 1) * batch]
@@ -183,7 +183,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
                 sched.step()
                 loss_sum += loss.detach()
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(1)  # pragma: no mutate (display only)
             train_loss = loss_sum.item() / max(1, steps_per_epoch)  # the epoch's one host sync
             if cuda:
                 torch.cuda.synchronize()

@@ -486,6 +486,7 @@ def test_check_recipe_refuses_a_changed_recipe(tmp_path, change, line):
     with pytest.raises(RecipeError) as info:
         check_recipe(study, make(tmp_path, **change))
     assert line in str(info.value) and "'tiny'" in str(info.value)
+    assert str(info.value).endswith("give the recipe a new name (or another storage), or undo the change")
 
 
 @pytest.mark.parametrize("budget", BUDGET[:2] + [{}])
