@@ -33,7 +33,7 @@ class Network(nn.Module):
                 self.add_module(row.name, make_layer(row))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = se = x
+        skip = se = x  # pragma: no mutate (never read: a valid plan sets both before use)
         for name, flow, saves_input in self._plan:
             if saves_input:
                 skip = x

@@ -222,7 +222,7 @@ def _time(call, cuda: torch.device | None, warmup_s: float, min_runs: int, max_r
     # needs longer: on an H200 the first 0.1 s of batch-1 calls ran 35% slow (clocks
     # and host launch path still ramping up), so it gets >= 0.5 s, synchronised per
     # call so that the time is the GPU's and not how fast the host can queue work
-    warmup_s = max(warmup_s, 0.5) if cuda else warmup_s
+    warmup_s = max(warmup_s, 0.5) if cuda else warmup_s  # pragma: no mutate (GPU only)
     start = time.perf_counter()
     calls = 0
     while time.perf_counter() - start < warmup_s or calls < 3:

@@ -108,6 +108,10 @@ def _dim(value: Any, where: str) -> Dim:
     return Dim("fixed", (value,))
 
 
+# a space without [[stages]] never reads its width (only sample_stages does)
+UNSTAGED_WIDTH = Dim("fixed", (1.0,))  # pragma: no mutate (read by staged spaces only, which parse their own)
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     path: str
@@ -118,7 +122,7 @@ class SearchSpace:
     head: dict[str, Dim]
     train: dict[str, Dim]
     stages: tuple[dict[str, Dim], ...] = ()  # a staged space: per stage, its dimensions
-    width: Dim = Dim("fixed", (1.0,))  # a staged space's width multiplier
+    width: Dim = UNSTAGED_WIDTH  # a staged space's width multiplier
 
     def sample(self, trial, *, input: tuple[int, int, int], num_classes: int) -> ArchSpec:
         """An ArchSpec chosen through ``trial``'s suggest API (any Optuna trial)."""
@@ -190,7 +194,7 @@ def _parse(data: dict, path: str) -> SearchSpace:
 
     if "width" in data and "stages" not in data:
         raise SpaceError("width: a width multiplier scales [[stages]] channels; this space has no [[stages]]")
-    stages, width = _parse_stages(data) if "stages" in data else ((), Dim("fixed", (1.0,)))
+    stages, width = _parse_stages(data) if "stages" in data else ((), UNSTAGED_WIDTH)
     base = {**BLOCK_DEFAULTS, **_keys(data.get("block", {}), "block", BLOCK_KEYS)}
     overrides = _keys(data.get("blocks", {}), "blocks", tuple(str(i) for i in range(33)))
     per_block = []

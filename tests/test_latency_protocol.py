@@ -221,3 +221,32 @@ def test_onnxruntime_measure_passes_its_threads_and_input(monkeypatch):
 def test_rounds_below_one_are_refused(rounds):
     with pytest.raises(ValueError, match=f"rounds {rounds} must be >= 1"):
         measure(nn.Linear(2, 2), (2,), rounds=rounds, lock=False)
+
+
+def test_rounds_share_max_runs_in_whole_samples(clock):
+    # alternating 1 and 3 ms per call never settles; max_runs 35 over 3 rounds: 11 each
+    model = Scripted(clock, warm=MS, warmup_calls=3, group=5, groups=[MS, 3 * MS])
+    lat = measure(model, (1, 2, 2), warmup_s=0.0, min_runs=30, max_runs=35, time_cap_s=100.0, lock=False)
+    assert lat.runs == 3 * 11 and not lat.settled
+
+
+def test_the_cpu_name_is_everything_after_the_first_colon(monkeypatch):
+    import io
+
+    def fake_open(path, *args, **kwargs):
+        assert path == "/proc/cpuinfo"
+        return io.StringIO("processor\t: 0\nmodel name\t: Vendor: Model 9 @ 2.0GHz\n")
+
+    monkeypatch.setattr(latency, "open", fake_open, raising=False)
+    assert device_name(torch.device("cpu")) == "Vendor: Model 9 @ 2.0GHz"
+
+
+def test_the_lowest_median_wins_even_over_a_tighter_round(clock):
+    # round 1 alternates 1 and 3 ms (median 2, upper quartile 3), round 2 a steady 2.2 ms,
+    # round 3 a steady 2.5 ms; a wide rel_iqr lets every round settle at its first check
+    groups = [MS, 3 * MS] * 5 + [MS] + [2_200_000] * 10 + [MS] + [2_500_000] * 10
+    model = Scripted(clock, warm=MS, warmup_calls=3, group=5, groups=groups)
+    lat = measure(model, (1, 2, 2), warmup_s=0.0, min_runs=30, rel_iqr=10.0, lock=False)
+    assert lat.settled and lat.round_medians_ms == pytest.approx([2.0, 2.2, 2.5])
+    q1, med, q3 = quartiles([1.0, 3.0] * 5)
+    assert lat.median_ms == pytest.approx(2.0) and lat.iqr_ms == pytest.approx(q3 - q1)

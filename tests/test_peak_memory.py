@@ -41,3 +41,18 @@ def test_a_plain_stack_is_its_largest_input_and_output():
     # 1x8x8 = 64 -> 4x8x8 = 256 (64 + 256 = 320) -> act 512 -> conv 8x4x4 = 128 (256 + 128 = 384)
     assert peak_values([1, 8, 8], [{"out_channels": 4, "kernel_size": 3, "padding": 1},
                                    {"out_channels": 8, "kernel_size": 3, "stride": 2, "padding": 1}]) == 512
+
+
+def test_a_widening_projection_peaks_at_the_add():
+    # input 4x4x4 = 64; conv (no activation) -> 8x4x4 = 128, saving its input
+    #   conv1  64 + 128 = 192; proj1 64 saved in + 128 out + 128 main = 320
+    #   add1   128 main + 128 projection + 128 out = 384, the peak (the projection, not the saved input)
+    assert peak_values([4, 4, 4], [{"out_channels": 8, "kernel_size": 3, "padding": 1, "residual": True,
+                                    "activation": "none"}]) == 384
+
+
+def test_a_gate_is_not_counted_after_its_block():
+    # the SE block as above (264 at its scale), then a conv to 32x4x4 = 512: conv2 128 + 512 = 640,
+    # act2 512 + 512 = 1024, the peak (the block's gate is no longer alive there)
+    assert peak_values([4, 4, 4], [{"kind": "mbconv", "out_channels": 8, "kernel_size": 3, "expansion": 2, "se": True},
+                                   {"out_channels": 32, "kernel_size": 3, "padding": 1}]) == 1024

@@ -557,6 +557,7 @@ def test_failed_trials_do_not_count_against_the_budget():
     (1, 2, 2),  # the re-queued trial fills the budget
     (2, 2, 3),  # the budget met while a re-queued trial waits: the worker runs it before stopping
     (1, 1, 2),  # the budget already met when the worker starts (a resumed run after recovery)
+    (12, 1, 13),  # more owed than the loop's spare room: every one still runs
 ])
 def test_a_requeued_trial_is_run_even_when_the_budget_is_met(queued, until, finished):
     study = worker_study()

@@ -395,3 +395,14 @@ def test_to_json_is_a_readable_file():
     top = [line for line in lines if line.startswith('  "')]
     assert [line.split('"')[1] for line in top] == ["input", "num_classes", "blocks", "head"]
     assert any(line.startswith('      "out_channels": ') for line in lines)  # blocks[i] fields: 3 levels in
+
+
+def test_every_head_row_names_the_spec_field_it_comes_from():
+    from cnnsearch import check
+
+    spec = ArchSpec.from_dict({"input": [1, 8, 8], "num_classes": 3, "blocks": [{"out_channels": 4, "kernel_size": 3}],
+                               "head": {"pool": "avg", "hidden": [16], "dropout": 0.2}})
+    assert [(r.name, r.where) for r in check(spec).rows] == [
+        ("conv1", "blocks[0].conv"), ("act1", "blocks[0].activation"), ("global_pool", "head.pool"),
+        ("flatten", "head.pool"), ("fc1", "head.hidden[0]"), ("act_fc1", "head.activation"),
+        ("drop_fc1", "head.dropout"), ("fc2", "num_classes")]
