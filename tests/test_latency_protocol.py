@@ -250,3 +250,22 @@ def test_the_lowest_median_wins_even_over_a_tighter_round(clock):
     assert lat.settled and lat.round_medians_ms == pytest.approx([2.0, 2.2, 2.5])
     q1, med, q3 = quartiles([1.0, 3.0] * 5)
     assert lat.median_ms == pytest.approx(2.0) and lat.iqr_ms == pytest.approx(q3 - q1)
+
+
+def test_a_steady_model_at_the_defaults_takes_ten_samples_a_round(clock):
+    model = Scripted(clock, warm=MS, warmup_calls=100, group=5, groups=[MS])
+    lat = measure(model, (1, 2, 2), lock=False)
+    # 100 warm-up calls of 1 ms fill the default 0.1 s; 30 runs at the least, 10 in each of
+    # 3 rounds, each settled (IQR 0) at its first check
+    assert lat.settled and lat.runs == 30 and lat.round_medians_ms == pytest.approx([1.0] * 3)
+
+
+def test_without_a_model_name_the_cpu_is_named_by_platform(monkeypatch):
+    import io
+
+    monkeypatch.setattr(latency, "open", lambda path, *a, **k: io.StringIO("processor\t: 0\n"), raising=False)
+    monkeypatch.setattr(latency.platform, "processor", lambda: "")
+    monkeypatch.setattr(latency.platform, "machine", lambda: "aarch64")
+    assert device_name(torch.device("cpu")) == "aarch64"
+    monkeypatch.setattr(latency.platform, "processor", lambda: "arm")
+    assert device_name(torch.device("cpu")) == "arm"

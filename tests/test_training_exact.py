@@ -285,3 +285,11 @@ def test_stopping_callback_sees_each_epoch():
     assert result.status == "stopped" and seen == [1, 2, 3] and len(result.epochs) == 3
     assert result.to_dict()["accuracy"] == result.epochs[-1].val_accuracy
     assert result.to_dict()["status"] == "stopped"
+
+
+def test_no_epoch_trained_reports_no_speed():
+    """Zero epochs (a budget spent before the first): nothing timed, so no images/s rather
+    than a division by zero or a made-up figure."""
+    result = train(linear_net(), tiny_data(), cfg(epochs=0))
+    assert (result.status, result.epochs, result.train_seconds, result.images_per_s) == ("ok", [], 0.0, 0.0)
+    assert result.accuracy == 0.0
