@@ -66,20 +66,23 @@ def pair(spec, seed=0):
     return built, exported
 
 
-def assert_same_in_both_modes(built, exported, x):
+def assert_same_in_both_modes(built, exported, x, *, exported_x=None):
     """Bit-identical outputs in eval mode, and in train mode from the same seed, after which
-    both hold the same running statistics. Returns (eval output, train output)."""
+    both hold the same running statistics. ``exported_x``: what the exported model gets
+    instead of ``x`` (raw images, where it normalises them itself). Returns (eval output,
+    train output)."""
+    exported_x = x if exported_x is None else exported_x
     built.eval()
     exported.eval()
     with torch.no_grad():
         expected = built(x)
-        assert torch.equal(exported(x), expected)
+        assert torch.equal(exported(exported_x), expected)
     built.train()
     exported.train()
     torch.manual_seed(123)
     trained = built(x)
     torch.manual_seed(123)
-    assert torch.equal(exported(x), trained)
+    assert torch.equal(exported(exported_x), trained)
     exported_buffers = dict(exported.named_buffers())
     for name, buffer in built.named_buffers():
         assert torch.equal(exported_buffers[name], buffer), name
@@ -446,16 +449,7 @@ def test_export_with_data_normalises_raw_images_and_names_classes(channels):
     assert model.classes == ["no", "yes"] and model.input_size == (channels, 6, 5)
     raw = torch.rand(3, *spec.input)
     normalised = (raw - torch.tensor(data["mean"]).view(1, -1, 1, 1)) / torch.tensor(data["std"]).view(1, -1, 1, 1)
-    built.eval()
-    model.eval()
-    with torch.no_grad():
-        assert torch.equal(model(raw), built(normalised))
-    built.train()
-    model.train()
-    torch.manual_seed(5)
-    expected = built(normalised)
-    torch.manual_seed(5)
-    assert torch.equal(model(raw), expected)
+    assert_same_in_both_modes(built, model, normalised, exported_x=raw)
 
 
 # --- data descriptions that do not fit --------------------------------------------------------

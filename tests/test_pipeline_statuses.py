@@ -650,7 +650,8 @@ def test_the_timeout_ends_the_worker():
 
     study = worker_study()
     run_worker(study, slow, until=50, timeout=0.3)
-    assert 1 <= len(study.trials) < 5
+    # each trial sleeps 0.2 s: a second starts by 0.3 s on a quiet machine, a third never
+    assert len(study.trials) in (1, 2)
 
 
 def test_reason_kinds_and_the_summary():
