@@ -4,12 +4,14 @@ The trainer receives a built model and an ``ImageData`` and owns nothing else. T
 dataset sits on the training device and batches are index slices, so there is no
 DataLoader, no collate and no host-device copy per batch. Convolutions run channels_last
 (faster on CUDA and on CPUs); on CUDA it adds bf16 autocast and cudnn.benchmark. A non-finite loss ends training as ``diverged``; an
-out-of-memory error frees memory and retries once at half the batch, then ends as ``oom``.
-Neither raises.
+out-of-memory error in training frees memory and starts again from the same initial
+weights at half the batch (once), then ends as ``oom``; one in evaluation only halves the
+evaluation batch, which changes no result. Neither raises.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -97,18 +99,36 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
              autocast: bool = False) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over x, y in eval mode; one host sync at the end."""
+    """(mean cross-entropy, accuracy) over x, y in eval mode; one host sync at the end.
+
+    Out of memory halves the batch and starts over, down to one image: evaluation has no
+    state, so the batch size changes nothing but memory (a network that trains at its
+    batch must not be called out of memory by a larger evaluation batch)."""
+    while True:
+        try:
+            return _evaluate(model, x, y, batch_size, autocast)
+        except Exception as exc:
+            if not _is_oom(exc) or batch_size <= 1:
+                raise
+            if x.is_cuda:
+                torch.cuda.empty_cache()  # pragma: no mutate (GPU only: hands freed blocks back)
+            batch_size //= 2
+
+
+def _evaluate(model, x, y, batch_size, autocast) -> tuple[float, float]:
     was_training = model.training
     model.eval()
-    loss = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = model(xb)
-        loss += F.cross_entropy(out.float(), yb, reduction="sum")
-        correct += (out.argmax(1) == yb).sum()
-    model.train(was_training)
+    try:
+        loss = torch.zeros((), device=x.device)
+        correct = torch.zeros((), device=x.device, dtype=torch.int64)
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = model(xb)
+            loss += F.cross_entropy(out.float(), yb, reduction="sum")
+            correct += (out.argmax(1) == yb).sum()
+    finally:
+        model.train(was_training)
     return loss.item() / len(x), correct.item() / len(x)
 
 
@@ -118,6 +138,9 @@ def train(model: nn.Module, data: ImageData, config: TrainConfig | None = None, 
     cfg = config or TrainConfig()
     device = resolve_device(cfg.device)
     batch = cfg.batch_size
+    # the weights as built: a retry after an out-of-memory error starts from these, not from
+    # the half-trained ones (which would give the retried trial extra training over its peers)
+    initial = copy.deepcopy(model.state_dict())
     for attempt in (0, 1):
         try:
             return _train(model, data, cfg, device, batch, on_epoch, progress)
@@ -129,6 +152,7 @@ def train(model: nn.Module, data: ImageData, config: TrainConfig | None = None, 
                 torch.cuda.empty_cache()
             if attempt == 0 and batch > 1:
                 batch //= 2
+                model.load_state_dict(initial)
                 continue
             return TrainResult(TrainStatus.OOM, device=str(device), batch_size=batch, detail=detail)
     raise AssertionError("unreachable")  # pragma: no mutate (never reached: both attempts return or raise)

@@ -261,6 +261,61 @@ def test_out_of_memory_at_batch_two_and_one():
     assert result.status == "oom" and result.batch_size == 1 and model.sizes == [1]  # nothing to halve
 
 
+class FailsLate(nn.Module):
+    """A conv net with batch norm whose training forward runs out of memory for batches
+    larger than `limit` once `after` steps have trained; and whose evaluation forward does
+    for batches larger than `eval_limit`."""
+
+    def __init__(self, limit=10**9, after=0, eval_limit=10**9):
+        super().__init__()
+        torch.manual_seed(5)
+        self.net, self.limit, self.after, self.eval_limit = conv_net(dropout=0.0), limit, after, eval_limit
+        self.calls, self.eval_sizes = 0, []
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if len(x) > self.limit and self.calls > self.after:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        else:
+            self.eval_sizes.append(len(x))
+            if len(x) > self.eval_limit:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return self.net(x)
+
+
+def test_out_of_memory_mid_training_retries_from_the_initial_weights():
+    """A retry trains from the weights as built, so the retried run equals a fresh run at
+    the halved batch: not the half-trained model trained again (extra training its peers lack)."""
+    data = tiny_data()
+    retried = FailsLate(limit=8, after=6)  # 1.5 epochs at batch 16, then out of memory
+    fresh = FailsLate()
+    assert all(torch.equal(a, b) for a, b in zip(retried.state_dict().values(), fresh.state_dict().values()))
+    result = train(retried, data, cfg(batch_size=16, epochs=3))
+    expected = train(fresh, data, cfg(batch_size=8, epochs=3))
+    assert result.status == "ok" and result.batch_size == 8 and retried.calls > 6
+    assert [e.val_accuracy for e in result.epochs] == [e.val_accuracy for e in expected.epochs]
+    assert [e.train_loss for e in result.epochs] == [e.train_loss for e in expected.epochs]
+    a, b = retried.state_dict(), fresh.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # weights and batch-norm statistics alike
+
+
+def test_out_of_memory_in_evaluation_halves_the_evaluation_batch_only():
+    data = tiny_data()
+    model = FailsLate(eval_limit=5)  # trains fine; evaluation fits 5 images at a time
+    result = train(model, data, cfg(batch_size=16, epochs=2, eval_batch_size=24))
+    expected = train(FailsLate(), data, cfg(batch_size=16, epochs=2))
+    assert result.status == "ok" and result.batch_size == 16  # the training batch is untouched
+    assert [e.val_accuracy for e in result.epochs] == [e.val_accuracy for e in expected.epochs]
+    assert [e.val_loss for e in result.epochs] == pytest.approx([e.val_loss for e in expected.epochs], rel=1e-6)
+    assert {24, 12, 6, 3} <= set(model.eval_sizes) and max(s for s in model.eval_sizes if s <= 5) == 3
+
+
+def test_out_of_memory_in_evaluation_of_one_image_is_reported():
+    result = train(FailsLate(eval_limit=0), tiny_data(), cfg(batch_size=16, epochs=1))
+    assert result.status == "oom"
+
+
 @pytest.mark.parametrize("error", [RuntimeError("mat1 and mat2 shapes cannot be multiplied"),
                                    RuntimeError("out of patience"), MemoryError("out of memory")])
 def test_other_errors_are_raised_not_retried(error):
