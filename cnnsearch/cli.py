@@ -12,10 +12,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .cli_format import human
+from .cli_format import format_table, human, table_json
 from .errors import CnnSearchError, FailingTrials, RecipeError, ShapeError
 from .interrupt import ctrl_c_stops
-from .shapes import ShapeTable, check
+from .shapes import check
 from .spec import ArchSpec
 
 
@@ -28,38 +28,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def format_table(table: ShapeTable) -> str:
-    header = ("layer", "op", "output shape", "params", "FLOPs")
-    lines = [header]
-    lines.append(("input", "", "x".join(map(str, table.spec.input)), "", ""))
-    for r in table.rows:
-        lines.append((r.name, r.op, "x".join(map(str, r.shape)), f"{r.params:,}", human(r.flops)))
-    widths = [max(len(line[i]) for line in lines) for i in range(5)]
-    out = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-           for line in lines]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    out.append("")
-    out.append(f"spatial: {table.spatial_chain}   params: {table.params:,}   FLOPs: "
-               f"{human(table.flops)} ({table.flops:,})   peak activations: "
-               f"{human(table.peak_activation_bytes)}B per image")
-    return "\n".join(out)
-
-
-def table_json(table: ShapeTable) -> dict:
-    return {
-        "summary": table.spec.summary,
-        "digest": table.spec.digest,
-        "input": list(table.spec.input),
-        "output_shape": list(table.output_shape),
-        "spatial_chain": table.spatial_chain,
-        "params": table.params,
-        "flops": table.flops,
-        "peak_activation_bytes": table.peak_activation_bytes,
-        "rows": [{"name": r.name, "op": r.op, "shape": list(r.shape), "params": r.params,
-                  "flops": r.flops} for r in table.rows],
-    }
-
-
 def _triple(text: str) -> tuple[int, int, int]:
     try:
         c, h, w = (int(v) for v in text.split(","))
@@ -68,6 +36,14 @@ def _triple(text: str) -> tuple[int, int, int]:
     if min(c, h, w) < 1:
         raise UsageError(f"--input: sizes must be positive, got {text!r}")
     return c, h, w
+
+
+def _seed(value: int, *, bits: int) -> int:
+    """``--seed`` within what the seeded generator takes (numpy's 32 bits, torch's 64), so
+    that a negative or huge seed is one error line, not the generator's traceback."""
+    if not 0 <= value < 2**bits:
+        raise UsageError(f"--seed: {value} is not in [0, 2**{bits})")
+    return value
 
 
 def cmd_show(args) -> int:
@@ -85,7 +61,7 @@ def cmd_show(args) -> int:
     space = load_space(target)
     shape = _triple(args.input)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=args.seed))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=_seed(args.seed, bits=32)))
     samples, reasons = [], Counter()
     for _ in range(args.sample):
         trial = study.ask()
@@ -121,6 +97,8 @@ def _outputs(*paths) -> None:
     """Make the folders that output files go into (after every input was validated), or
     say in one line why they cannot be."""
     for path in paths:
+        if path == "":  # not "no file": the empty path, which no file can be written to
+            raise UsageError("an output path is empty; give a file name")
         if path:
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +119,7 @@ def cmd_export(args) -> int:
         spec = ArchSpec.from_json(args.spec)
         _outputs(args.output, args.weights)
         out = export_files(spec, args.output, class_name=args.class_name, weights=args.weights,
-                           seed=args.seed)
+                           seed=_seed(args.seed, bits=64))
         what = f"{spec.summary} ({check(spec).params:,} params)"
     else:
         from .report import export_trial
@@ -191,6 +169,9 @@ def cmd_status(args) -> int:
             "pareto": [int(n) for n in df.loc[df["pareto"], "trial"]],
             "leaderboard": json.loads(board.to_json(orient="records")),
         }, indent=2))
+        return 0
+    if df.empty:
+        print(f"study {recipe.name!r} ({recipe.storage}): no trials yet (`cnnsearch search` runs them)")
         return 0
     print(f"study {recipe.name!r} ({recipe.storage}): {len(df)} trials: "
           + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -266,6 +247,12 @@ def cmd_demo(args) -> int:
     return cmd_export(export)
 
 
+def _default_report(paths: list[str], name: str) -> Path:
+    """``NAME_report.html`` beside the first recipe, or in the working directory for a study
+    given by --storage and --study (it has no file to sit beside)."""
+    return (Path(paths[0]).parent if paths else Path.cwd()) / f"{name}_report.html"
+
+
 def cmd_report(args) -> int:
     import optuna
 
@@ -275,12 +262,16 @@ def cmd_report(args) -> int:
 
     if not args.recipes and not (args.storage and args.study):
         raise UsageError("give one or more recipes, or --storage URL --study NAME [--study NAME ...]")
-    recipes = [resolve_recipe(path, args.storage, None) for path in args.recipes]
-    recipes += [resolve_recipe(None, args.storage, name) for name in (args.study or []) if not args.recipes]
+    if args.study and len(args.recipes) > 1:  # whose storage would each --study be in?
+        raise UsageError("--study goes with one recipe or with --storage, not with several recipes")
+    if args.recipes and args.study:  # these studies, in the recipe's storage (or --storage)
+        recipes = [resolve_recipe(args.recipes[0], args.storage, name) for name in args.study]
+    else:
+        recipes = [resolve_recipe(path, args.storage, None) for path in args.recipes]
+        recipes += [resolve_recipe(None, args.storage, name) for name in (args.study or [])]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies = [load_existing_study(r.storage, r.name) for r in recipes]
-    out = Path(args.output or Path(args.recipes[0] if args.recipes else ".").with_name(
-        f"{recipes[0].name}_report.html"))
+    out = Path(args.output or _default_report(args.recipes, recipes[0].name))
     _outputs(out)
     written = write_report(studies, out)
     print(f"wrote {written[0]} ({len(studies)} studies) and " + ", ".join(str(p) for p in written[1:]))
@@ -323,7 +314,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="offline HTML report: Pareto plot, history, importances, tables")
     p.add_argument("recipes", nargs="*", help="one or more study recipes (.toml): compared on one plot")
-    p.add_argument("-o", "--output", help="HTML file (default: <first study>_report.html beside its recipe)")
+    p.add_argument("-o", "--output", help="HTML file (default: <first study>_report.html beside its recipe, "
+                                              "or here with --storage)")
     p.add_argument("--storage")
     p.add_argument("--study", action="append", help="study name (with --storage); repeat to compare")
     p.set_defaults(func=cmd_report)

@@ -210,19 +210,13 @@ def image_folder(path: str | Path, *, size: int | None = None, val_fraction: flo
     if len(folder.classes) < 2:
         raise DataError(f"folder:{path}: found {len(folder.classes)} class folder(s); need at least 2")
     if size is None:
-        sides = []
-        for file, _ in folder.samples[:200]:
-            with Image.open(file) as im:
-                sides.append(min(im.size))
+        probe = spread(folder.samples, most=200)
+        sides = [_read_image(path, file, read=lambda im: min(im.size)) for file, _ in probe]
         size = int(min(64, max(8, np.median(sides))))
     mode = "RGB" if channels == 3 else "L"
     xs, ys = [], []
     for file, label in folder.samples:
-        try:
-            with Image.open(file) as im:
-                im = im.convert(mode).resize((size, size), Image.BILINEAR)
-        except OSError as exc:
-            raise DataError(f"folder:{path}: cannot read {file} ({exc})") from None
+        im = _read_image(path, file, read=lambda im: im.convert(mode).resize((size, size), Image.BILINEAR))
         arr = np.asarray(im, dtype=np.float32)  # pragma: no mutate (float64 gives the same float32 tensor after normalising)
         arr = arr / 255.0
         xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
@@ -233,16 +227,49 @@ def image_folder(path: str | Path, *, size: int | None = None, val_fraction: flo
                                val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 
 
+def spread(items: list, *, most: int) -> list:
+    """At most ``most`` of ``items``, evenly spaced from the first to the last: ImageFolder
+    sorts its samples by class, so the first ``most`` could all be one class's."""
+    if len(items) <= most:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (most - 1))] for i in range(most)]
+
+
+def _read_image(path: Path, file: str, *, read):
+    """``read(image)`` of one opened image file, or DataError naming the file for whatever
+    PIL raises on a file it cannot decode: UnidentifiedImageError (an OSError: 0 bytes, not
+    an image), OSError (truncated data), SyntaxError (a broken PNG chunk), ValueError, and
+    DecompressionBombError (a header claiming too many pixels)."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as im:
+            return read(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"folder:{path}: cannot read {file} ({exc or type(exc).__name__})") from None
+
+
+def _loader(name: str):
+    return ({"digits": digits, "shapes": shapes}.get(name)
+            or (image_folder if name.startswith("folder:") else None)
+            or (torchvision_dataset if name in TORCHVISION else None))
+
+
 def loader_options(name: str) -> tuple[str, ...] | None:
     """The options ``load_data(name, ...)`` accepts (None for an unknown dataset name)."""
+    defaults = loader_defaults(name)
+    return None if defaults is None else tuple(defaults)
+
+
+def loader_defaults(name: str) -> dict | None:
+    """Each option of ``load_data(name, ...)`` with its default (None for an unknown name):
+    a recipe that writes a default out means the same as one that leaves it out."""
     import inspect
 
-    loader = ({"digits": digits, "shapes": shapes}.get(name)
-              or (image_folder if name.startswith("folder:") else None)
-              or (torchvision_dataset if name in TORCHVISION else None))
+    loader = _loader(name)
     if loader is None:
         return None
-    return tuple(p.name for p in inspect.signature(loader).parameters.values() if p.kind == p.KEYWORD_ONLY)
+    return {p.name: p.default for p in inspect.signature(loader).parameters.values() if p.kind == p.KEYWORD_ONLY}
 
 
 def load_data(name: str, **options) -> ImageData:

@@ -47,3 +47,9 @@ class DataError(CnnSearchError):
 class FailingTrials(Exception):
     """Trial after trial raised (a broken GPU, a bug): a fault of the machine or the code,
     not of the input, so not a CnnSearchError; the CLI says so in one line and exits 1."""
+
+
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """``not UTF-8 text (byte 0xff at offset 0)...``: what every loader says (after the file's
+    name) of a file saved in another encoding (latin-1, UTF-16) or not text at all."""
+    return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8"

@@ -54,8 +54,9 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
     data = data.to(device)
     # the hyperparameters the search trained this trial with: the tuned ones from its params,
     # the ones the space fixes (never suggested, so not in params) from the space
-    hp = recipe.load_space().sample_train(optuna.trial.FixedTrial(dict(trial.params)))
-    overrides = {"batch_size": recipe.train.batch_size} if recipe.train.batch_size else {}
+    # (a study made before fixed values left the parameters has the recipe's batch size in
+    # them too: the recipe's value is what trained, and wins here as it did there)
+    hp = recipe.load_space().sample_train(optuna.trial.FixedTrial(dict(trial.params)), fixed=recipe.fixed_train)
     tests, vals, best = [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):
@@ -63,7 +64,7 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
             torch.manual_seed(seed)
             model = build(spec)
             cfg = TrainConfig.from_params(hp, epochs=epochs, seed=seed, device=str(device),
-                                          augment=recipe.train.augment, **overrides)
+                                          augment=recipe.train.augment)
             result = train(model, data, cfg, progress=progress)
             if result.status != TrainStatus.OK:
                 raise CnnSearchError(f"trial {trial.number}, seed {seed}: training ended {result.status} "

@@ -146,7 +146,7 @@ class Objective:
     def _run(self, trial: optuna.Trial, record: _Record) -> list[float]:
         r = self.recipe
         spec = self.space.sample(trial, input=self.data.input_shape, num_classes=self.data.num_classes)
-        hp = self.space.sample_train(trial)
+        hp = self.space.sample_train(trial, fixed=r.fixed_train)
         record.update(arch=spec.to_dict(), summary=spec.summary, versions=versions(), fingerprint=self.fingerprint,
                       **self.run_attrs)
         try:
@@ -204,8 +204,7 @@ class Objective:
                                               margin=es.margin, keep=es.keep)
 
         cfg = TrainConfig.from_params(hp, epochs=r.train.epochs, seed=seed, device=str(self.device),
-                                      augment=r.train.augment,
-                                      **({"batch_size": r.train.batch_size} if r.train.batch_size else {}))
+                                      augment=r.train.augment)
         t3 = time.perf_counter()
         result = train(model, self.data, cfg, on_epoch=on_epoch, progress=self.progress)
         self.timings["train"] += time.perf_counter() - t3

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import TORCHVISION, loader_options
-from .errors import RecipeError, SpaceError
+from .data import TORCHVISION, loader_defaults, loader_options
+from .errors import RecipeError, SpaceError, not_utf8
 from .hparams import TrainConfig
 from .latency import ONNX_HINT, RUNTIMES
 from .space import SearchSpace, parse_space
@@ -87,11 +87,22 @@ class Recipe:
     def directions(self) -> list[str]:
         return [OBJECTIVES[o] for o in self.objectives]
 
+    @property
+    def fixed_train(self) -> dict[str, Any]:
+        """Training hyperparameters the recipe fixes over the space's (``[train] batch_size``)."""
+        return {"batch_size": self.train.batch_size} if self.train.batch_size else {}
+
     def load_space(self) -> SearchSpace:
         try:
             return parse_space(self.space_toml, self.space)
         except SpaceError as exc:
             raise RecipeError(f"space: {exc}") from None
+
+    @property
+    def data_defaults(self) -> dict[str, Any]:
+        """The dataset loader's options at their defaults (numbers made floats where the
+        loader's are, so ``0.2`` and a written ``0.2`` compare equal; paths as text)."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in (loader_defaults(self.dataset) or {}).items()}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,7 +110,7 @@ class Recipe:
     def fingerprint(self) -> str:
         return fingerprint(self)
 
-    def meaning(self) -> dict[str, Any]:
+    def meaning(self, *, fill_data_defaults: bool = True) -> dict[str, Any]:
         """Everything but the budget, flattened to ``section.key``: results under two recipes
         that differ here are not comparable on one front (DESIGN.md: a resumed study's recipe
         may change only its budget). Left out: ``trials``, ``max_consecutive_failures``, and
@@ -107,7 +118,9 @@ class Recipe:
         d = self.to_dict()
         flat: dict[str, Any] = {"dataset": d["dataset"], "space": d["space_toml"],
                                 "objectives": list(d["objectives"]), "seed": d["seed"], "sampler": d["sampler"]}
-        for key, value in d["data"].items():
+        # the dataset's options with its loader's defaults filled in: writing a default out
+        # (val_fraction = 0.2) is no change
+        for key, value in {**(self.data_defaults if fill_data_defaults else {}), **d["data"]}.items():
             flat[f"data.{key}"] = value
         for section in ("train", "latency", "limits", "early_stopping"):
             for key, value in d[section].items():
@@ -124,6 +137,7 @@ def fingerprint(recipe: Recipe) -> str:
     # default) does not separate a study's new trials from its old ones
     defaults = {f"{section}.{k}": v for section, cls in (("train", TrainSection), ("latency", LatencySection),
                                                          ("limits", Limits)) for k, v in asdict(cls()).items()}
+    defaults.update({f"data.{k}": v for k, v in recipe.data_defaults.items()})
     flat = {k: v for k, v in recipe.meaning().items()
             if not k.startswith("early_stopping.") and k not in ("sampler", "seed")
             and not (k in defaults and defaults[k] == v)}
@@ -132,7 +146,9 @@ def fingerprint(recipe: Recipe) -> str:
 
 def changed_meaning(stored: Recipe, wanted: Recipe) -> list[str]:
     """``['train.epochs: 4 -> 5', ...]``: where ``wanted`` differs from the study's recipe."""
-    old, new = stored.meaning(), wanted.meaning()
+    # another dataset: its loader's defaults are not changes worth listing, only what was written
+    fill = stored.dataset == wanted.dataset
+    old, new = stored.meaning(fill_data_defaults=fill), wanted.meaning(fill_data_defaults=fill)
     changes = []
 
     def shown(flat: dict, key: str) -> str:
@@ -225,8 +241,13 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
     sampler = _check(data.get("sampler", Recipe.sampler), "sampler", str)
     if sampler not in SAMPLERS:
         raise RecipeError(f"sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    # every path in a recipe is relative to the recipe's folder: the space, the storage, the
+    # artifacts and a folder: dataset (stored resolved, so the study's copy means the same anywhere)
     storage = absolute_url(_check(data.get("storage", f"sqlite:///{name}.db"), "storage", str), base)
-    artifacts = _check(data.get("artifacts", str((base / f"{name}_artifacts").resolve())), "artifacts", str)
+    artifacts = _check(data.get("artifacts", f"{name}_artifacts"), "artifacts", str)
+    artifacts = str((base / Path(artifacts).expanduser()).resolve()) if artifacts else artifacts
+    if dataset.startswith("folder:") and dataset != "folder:":
+        dataset = f"folder:{(base / Path(dataset[len('folder:'):]).expanduser()).resolve()}"
     options = data.get("data", {})
     if not isinstance(options, dict):
         raise RecipeError(f"data: expected a table of dataset options, got {options!r}")
@@ -319,15 +340,19 @@ def check_runnable(recipe: Recipe) -> None:
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: {not_utf8(exc)}") from None
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{path}: not valid TOML ({exc})") from None
     try:
         return from_dict(data, path.parent)
     except RecipeError as exc:
         raise RecipeError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:  # the one other file from_dict reads: the space file
+        raise RecipeError(f"{path}: space: {path.parent / data['space']}: {not_utf8(exc)}") from None
 
 
 def resolve_recipe(path: str | None, storage: str | None = None, study: str | None = None) -> Recipe:
@@ -335,9 +360,12 @@ def resolve_recipe(path: str | None, storage: str | None = None, study: str | No
     overriding its storage, ``--study`` its name), or the recipe stored in an existing study."""
     if path:
         recipe = load_recipe(path)
-        if storage:  # a URL on the command line is relative to the working directory
-            recipe = from_dict({**recipe.to_dict(), "storage": absolute_url(storage, Path.cwd()),
-                                "name": study or recipe.name}, Path(path).parent)
+        if storage or study:  # a given --study is honoured, never replaced by the recipe's name
+            # the recipe's storage (a URL on the command line is relative to the working
+            # directory) and artifacts folder, under the study name asked for
+            recipe = from_dict({**recipe.to_dict(), "name": study or recipe.name,
+                                "storage": absolute_url(storage, Path.cwd()) if storage else recipe.storage},
+                               Path(path).parent)
         return recipe
     if not (storage and study):
         raise RecipeError("give a recipe (.toml), or --storage URL and --study NAME")

@@ -55,6 +55,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "reason": a.get("infeasible_reason") or a.get("fail_reason") or "",
         })
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "pareto"])
+    if df.empty:  # typed columns, so that filters and sorts work on a study with no trial yet
+        df = df.astype({"trial": int, "feasible": bool, "epochs": int,
+                        **{c: float for c in ("accuracy", "test_mean", "test_std", "latency_ms", "params",
+                                              "flops", "train_seconds")}})
     objectives = study.metric_names or list(Recipe.objectives)
     directions = [d.name.lower() for d in study.directions]
     front = pareto_numbers(df, objectives, directions) if len(df) else set()

@@ -57,28 +57,42 @@ def _shape_table(trial: optuna.trial.FrozenTrial) -> str:
     return f"<h4>{caption}</h4>" + _table(df, text_columns=("layer", "op", "output"))
 
 
+def study_labels(studies: list[optuna.Study]) -> list[str]:
+    """Each study's name, made unique where two share one (the same recipe name in two
+    storages): ``digits``, ``digits #2``. Plots, sections and CSV files go by these, so no
+    study is merged into another or dropped."""
+    seen: dict[str, int] = {}
+    labels = []
+    for study in studies:
+        seen[study.study_name] = seen.get(study.study_name, 0) + 1
+        n = seen[study.study_name]
+        labels.append(study.study_name if n == 1 else f"{study.study_name} #{n}")
+    return labels
+
+
 def write_report(studies: list[optuna.Study], out: str | Path, *, max_shape_tables: int = 5) -> list[Path]:
     """Write ``out`` (HTML) and one CSV per study beside it; returns the paths written."""
     out = Path(out)
-    frames = {s.study_name: trials_frame(s) for s in studies}
+    labels = study_labels(studies)
+    frames = {label: trials_frame(s) for label, s in zip(labels, studies)}
     written = []
-    for name, df in frames.items():
-        csv = out.with_name(f"{out.stem}_{name}.csv")
+    for label, df in frames.items():
+        csv = out.with_name(f"{out.stem}_{label.replace(' #', '@')}.csv")
         df.to_csv(csv, index=False)
         written.append(csv)
     x = pareto_axis(studies[0].metric_names)  # the first study's objectives set the axes
     figures = [("pareto", pareto_figure(frames, x=x)), ("history", history_figure(frames))]
-    for study in studies:
+    for i, study in enumerate(studies):
         fig = importance_figure(study)
         if fig is not None:
-            figures.append((f"importance-{study.study_name}", fig))
+            figures.append((f"importance-{i}", fig))
     parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=div_id,
                          config={"displaylogo": False, "responsive": True})
              for i, (div_id, fig) in enumerate(figures)]
 
     sections = []
-    for study in studies:
-        df = frames[study.study_name]
+    for label, study in zip(labels, studies):
+        df = frames[label]
         counts = ", ".join(f"{n} {html.escape(str(s))}" for s, n in sorted(df["status"].value_counts().items()))
         board = leaderboard(df)
         # the search's validation accuracy (what chose the front) and, for finalized trials,
@@ -91,11 +105,11 @@ def write_report(studies: list[optuna.Study], out: str | Path, *, max_shape_tabl
         trials = study.get_trials(deepcopy=False)
         shapes = "".join(_shape_table(trials[n]) for n in front)
         sections.append(
-            f"<h2>{html.escape(study.study_name)}</h2><p class='muted'>{len(df)} trials: {counts}. "
+            f"<h2>{html.escape(label)}</h2><p class='muted'>{len(df)} trials{': ' + counts if counts else ''}. "
             f"Objectives: {html.escape(', '.join(study.metric_names or []))}.</p>"
             f"<h3>Leaderboard</h3>{_table(board) if len(board) else '<p>No feasible trial yet.</p>'}"
             f"<h3>Pareto-optimal architectures</h3>{shapes or '<p>None yet.</p>'}")
-    names = ", ".join(html.escape(s.study_name) for s in studies)
+    names = ", ".join(html.escape(label) for label in labels)
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>cnnsearch report: {names}</title>"
             f"<style>{STYLE}</style></head><body><h1>cnnsearch report: {names}</h1>"
             f"<p class='muted'>Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Hover a point for its "

@@ -13,18 +13,12 @@ import time
 import optuna
 import torch
 
+from .data import load_data
 from .objective import Objective
 from .recipe import Recipe, check_runnable
+from .recovery import process_owner, recover_dead_trials
 from .storage import count_trials, open_storage
-from .study import (
-    INFEASIBLE_CHECK_AFTER,
-    finished_count,
-    open_study,
-    process_owner,
-    record_data,
-    recover_dead_local_trials,
-    run_worker,
-)
+from .study import INFEASIBLE_CHECK_AFTER, finished_count, open_study, record_data, run_worker
 from .trials import FINISHED, status_of
 
 
@@ -86,19 +80,36 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     check_runnable(recipe)  # before the study is created or opened
     if os.environ.get("CNNSEARCH_TRAIN_THREADS", "").isdigit():  # set by launch_workers
         torch.set_num_threads(max(1, int(os.environ["CNNSEARCH_TRAIN_THREADS"])))
+    # the data before anything is created: a recipe whose data cannot load leaves no study
+    # behind (nor a database file), and one whose data now loads differently is refused
+    # before any output. A launcher of K workers loads it only to check it.
+    objective = None
+    if workers > 1:
+        description = load_data(recipe.dataset, **recipe.data).description()
+    else:
+        objective = Objective.create(recipe, progress=not quiet and sys.stderr.isatty())  # no nested bars in logs
+        description = objective.data.description()
     storage = open_storage(recipe.storage)
     worker = worker_identity(worker_index, worker_id, launched=until is not None)
     study = open_study(recipe, storage, worker=worker)
+    record_data(study, description)
+    prefix = f"[w{worker_index}] " if quiet else ""
+    # before the budget is judged: a trial whose worker died is failed and re-queued (owed)
+    # even when the budget is met, so that no trial stays RUNNING for every later run
+    for number in recover_dead_trials(study):
+        print(f"{prefix}trial {number:>4} failed: its worker died mid-trial; re-queued", flush=True)
     done = finished_count(study)
+    owed = count_trials(study, (optuna.trial.TrialState.WAITING,))
     if until is None:
         until = done + trials if trials else recipe.trials
-    if done >= until:
+    if done >= until and not owed:
         print(f"study {recipe.name!r} already has {done} finished trials (budget {until}); "
               f"--trials N runs N more")
         return 0
+    to_go = max(until - done, 0) + owed
     if workers > 1:
-        print(f"study {recipe.name!r}: {workers} workers, {until - done} trials to go ({recipe.storage})")
-        code = launch_workers(recipe_path, recipe, workers=min(workers, until - done), until=until,
+        print(f"study {recipe.name!r}: {workers} workers, {to_go} trials to go ({recipe.storage})")
+        code = launch_workers(recipe_path, recipe, workers=min(workers, to_go), until=until,
                               timeout=timeout)
         if code == 0:
             study = optuna.load_study(study_name=recipe.name, storage=storage)
@@ -106,22 +117,18 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
             _summary(study)
         return code
 
-    # the data first: a study whose data now loads differently is refused before any output
-    objective = Objective.create(recipe, progress=not quiet and sys.stderr.isatty())  # no nested bars in logs
     objective.run_attrs = {"sampler_seed": study.sampler_seed, "worker": study.worker_identity,
                            "owner": process_owner()}
-    record_data(study, objective.data.description())
     bar = None
     if not quiet:
-        print(f"study {recipe.name!r}: {until - done} trials to go on {recipe.dataset} "
+        print(f"study {recipe.name!r}: {to_go} trials to go on {recipe.dataset} "
               f"({recipe.storage})", flush=True)
     if not quiet and sys.stderr.isatty():  # a person watching: a live bar
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=until - done, unit="trial", dynamic_ncols=True)
+        bar = tqdm(total=to_go, unit="trial", dynamic_ncols=True)
     else:  # a log, CI, a worker: plain lines only, with elapsed time and an estimate of the rest
-        objective.on_epoch = _epoch_line(f"[w{worker_index}] " if quiet else "")
-    prefix = f"[w{worker_index}] " if quiet else ""
+        objective.on_epoch = _epoch_line(prefix)
     started = time.monotonic()
 
     def on_trial(study, trial):
@@ -136,10 +143,9 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
             bar.write(line)
             bar.update(1)
 
-    for number in recover_dead_local_trials(study):
-        print(f"{prefix}trial {number:>4} failed: its worker on this host died; re-queued", flush=True)
     try:
         run_worker(study, objective, until=until, timeout=timeout, on_trial=on_trial,
+                   on_note=lambda line: print(prefix + line, flush=True),
                    infeasible_after=min(INFEASIBLE_CHECK_AFTER, recipe.trials),
                    max_consecutive_failures=recipe.max_consecutive_failures)
     finally:

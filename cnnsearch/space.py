@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import SpaceError, SpecError
+from .errors import SpaceError, SpecError, not_utf8
 from .hparams import OPTIMIZERS, SEARCHABLE, searchable_defaults
 from .ops import BLOCK_KINDS, COMMON_FIELDS, KIND_FIELDS
 from .spec import ArchSpec, BlockSpec
@@ -145,18 +145,23 @@ class SearchSpace:
             {"input": list(input), "num_classes": num_classes, "blocks": blocks, "head": head}
         )
 
-    def sample_train(self, trial) -> dict[str, Any]:
-        """Training hyperparameters through ``trial``; defaults where the space is silent."""
-        return {k: self.train[k].suggest(trial, k) if k in self.train else v
+    def sample_train(self, trial, *, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Training hyperparameters through ``trial``; defaults where the space is silent.
+        ``fixed`` values (a recipe's ``[train] batch_size``) win over the space and are never
+        suggested: a trial parameter that had no effect would mislead samplers and importances."""
+        fixed = fixed or {}
+        return {k: fixed[k] if k in fixed else self.train[k].suggest(trial, k) if k in self.train else v
                 for k, v in TRAIN_DEFAULTS.items()}
 
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a space file; SpaceError names the file and the key."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SpaceError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise SpaceError(f"{path}: {not_utf8(exc)}") from None
     return parse_space(text, str(path))
 
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
+from .errors import SpecError, not_utf8
 from .ops import ACTIVATIONS, BLOCK_KINDS, COMMON_FIELDS, HEAD_POOLS, KIND_FIELDS, NORMS, PADDING_WORDS, POOLS
 
 ACTIVATION_NAMES = (*ACTIVATIONS, "none")
@@ -87,9 +87,11 @@ class ArchSpec:
     @classmethod
     def from_json(cls, path: str | Path) -> ArchSpec:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise SpecError(path, f"cannot read ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raise SpecError(path, not_utf8(exc)) from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -27,14 +27,43 @@ from .errors import RecipeError
 HEARTBEAT_S = int(os.environ.get("CNNSEARCH_HEARTBEAT_S", "10"))
 
 
+# the first 16 bytes of every SQLite 3 database file (an empty file is a new database)
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (relative to the working directory), else None."""
+    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Refuse a path that SQLite would choke on, before SQLite opens it: a folder, or a file
+    that is not a database (a README given by mistake is read, never written)."""
+    if not path.parent.is_dir():
+        raise RecipeError(f"storage: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise RecipeError(f"storage: {path} is a folder, not a database file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return  # a new database
+    except OSError as exc:
+        raise RecipeError(f"storage: cannot read {path} ({exc.strerror})") from None
+    if head and head != SQLITE_MAGIC:
+        raise RecipeError(f"storage: {path} is not an SQLite database file")
+
+
 def open_storage(url: str, *, heartbeat_s: int | None = None) -> RDBStorage:
     heartbeat = heartbeat_s or HEARTBEAT_S
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
-        if not path.parent.is_dir():
-            raise RecipeError(f"storage: folder {path.parent} does not exist")
-        with sqlite3.connect(path, timeout=60) as con:  # WAL is a property of the file: set once
-            con.execute("PRAGMA journal_mode=WAL")
+    path = _sqlite_path(url)
+    if path is not None:
+        _check_sqlite_file(path)
+        try:
+            with sqlite3.connect(path, timeout=60) as con:  # WAL is a property of the file: set once
+                con.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:  # right header, damaged body; or a file it may not write
+            raise RecipeError(f"storage: cannot open {path} as a database ({exc})") from None
         engine_kwargs = {"connect_args": {"timeout": 60}}
     elif "://" in url:
         engine_kwargs = {"pool_pre_ping": True}
@@ -44,7 +73,7 @@ def open_storage(url: str, *, heartbeat_s: int | None = None) -> RDBStorage:
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and stable here
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+            storage = _Storage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
                                  grace_period=3 * heartbeat,
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     except (ImportError, ModuleNotFoundError) as exc:
@@ -52,7 +81,7 @@ def open_storage(url: str, *, heartbeat_s: int | None = None) -> RDBStorage:
     except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: unreachable server
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise RecipeError(f"storage: cannot open {url}: {first}") from None
-    if url.startswith("sqlite:///"):
+    if path is not None:
         # WAL + synchronous=NORMAL: a crashed or killed worker loses nothing committed (only a
         # power cut can drop the last commits), and each commit skips an fsync: about half the
         # cost of every trial attribute written.
@@ -65,6 +94,9 @@ def open_storage(url: str, *, heartbeat_s: int | None = None) -> RDBStorage:
 
 
 def load_existing_study(url: str, name: str) -> optuna.Study:
+    path = _sqlite_path(url)
+    if path is not None and not path.exists():  # reading only: opening would create an empty database
+        raise RecipeError(f"study {name!r} not found: {path} does not exist")
     storage = open_storage(url)
     try:
         return optuna.load_study(study_name=name, storage=storage)
@@ -164,3 +196,36 @@ def count_trials(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
                 .filter(models.TrialModel.state.in_(states)).scalar())
     finally:
         session.close()
+
+
+def database_error(exc: BaseException | None) -> BaseException | None:
+    """The error in ``exc``'s chain that says the database is not answering (a lost
+    connection, a server that is down or restarting, a file locked past its timeout), or
+    None. Optuna wraps these in StorageInternalError, or in errors raised while it handles
+    them: causes and contexts are followed."""
+    lost = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError)
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, lost):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def database_lost(exc: BaseException) -> bool:
+    return database_error(exc) is not None
+
+
+class _Storage(RDBStorage):
+    """Optuna's RDB storage, with heartbeats that outlive a database outage: Optuna's
+    heartbeat thread dies on its first error (a traceback on stderr), and the trial then
+    looks dead to other workers once the database is back. A missed heartbeat is skipped;
+    the next one, when the database answers again, makes up for it."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as exc:
+            if not database_lost(exc):
+                raise

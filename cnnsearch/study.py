@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -24,7 +24,8 @@ from optuna.trial import FrozenTrial, TrialState
 from .errors import CnnSearchError, FailingTrials, RecipeError
 from .interrupt import check as check_interrupt
 from .recipe import SAMPLERS, Recipe, changed_meaning
-from .storage import count_trials, set_finished_trial_user_attrs
+from .recovery import fail_interrupted_trial, wait_for_database
+from .storage import count_trials, database_lost
 from .trials import FINISHED, REJECTED, is_feasible
 
 INFEASIBLE_CHECK_AFTER = 20  # with no feasible trial after this many, stop and say why
@@ -62,7 +63,13 @@ def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=, metric names
     existing = _existing(storage, recipe.name)
-    if existing is not None:
+    # a study with no trial yet holds nothing to compare with: it takes the recipe it is
+    # given (e.g. one left by a run that stopped before its first trial); else the recipes must agree
+    fresh = existing is None or not existing.get_trials(deepcopy=False)
+    if (existing is not None and fresh and existing.directions != _directions(recipe)
+            and "recipe" in existing.user_attrs):  # ours, with other objectives and no trial to lose
+        optuna.delete_study(study_name=recipe.name, storage=storage)
+    elif not fresh:
         check_recipe(existing, recipe)
     study = optuna.create_study(study_name=recipe.name, storage=storage, sampler=optuna.samplers.RandomSampler(),
                                 directions=recipe.directions, load_if_exists=True)
@@ -73,97 +80,32 @@ def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
     seed = sampler_seed(recipe.seed, trials, worker)
     study.sampler = make_sampler(recipe.sampler, seed)
     study.sampler_seed, study.worker_identity = seed, worker
-    want = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
-            for d in recipe.directions]
-    if study.directions != want:
+    if study.directions != _directions(recipe):
         raise RecipeError(f"objectives: study {recipe.name!r} already exists with "
                           f"{study.metric_names or len(study.directions)} objectives; "
                           f"use another name or storage")
     if study.metric_names != list(recipe.objectives):
         study.set_metric_names(list(recipe.objectives))
-    if "recipe" not in study.user_attrs:
-        study.set_user_attr("recipe", recipe.to_dict())
+    if fresh or "recipe" not in study.user_attrs:
+        if study.user_attrs.get("recipe") != recipe.to_dict():
+            study.set_user_attr("recipe", recipe.to_dict())
     return study
 
 
-def process_owner() -> dict:
-    """Who runs a trial: host, pid and the process's start time (so a reused pid is not
-    taken for the dead owner), and the boot and pid namespace, so containers that share a
-    hostname but not their processes never judge each other's. Recorded first on each trial."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
-            "boot": _read("/proc/sys/kernel/random/boot_id"), "pidns": _pid_namespace()}
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _pid_namespace() -> int | None:
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return None
-
-
-def _start_time(pid: int) -> int | None:
-    """Clock ticks after boot at which ``pid`` started (Linux /proc), or None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _alive(owner: dict) -> bool:
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError, TypeError):
-        return True  # someone else's live process, or a value we cannot judge: leave it be
-    start = owner.get("start")
-    return start is None or _start_time(int(owner["pid"])) in (None, start)
-
-
-def recover_dead_local_trials(study: optuna.Study) -> list[int]:
-    """Fail and re-queue, at once, every RUNNING trial whose owner ran on this host and is
-    gone (kill -9, a crash). Other hosts' trials are left to the heartbeat (30 s). A trial
-    is retried as the heartbeat would: same parameters, at most twice."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    here = process_owner()
-    recovered = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = t.user_attrs.get("owner")
-        if (not isinstance(owner, dict) or None in (here["boot"], here["pidns"])
-                or any(owner.get(k) != here[k] for k in ("host", "boot", "pidns"))):
-            continue  # another machine, container or boot: the heartbeat judges it
-        if t.datetime_start and (datetime.now() - t.datetime_start).total_seconds() < 2:
-            continue  # just started: its owner may not have recorded itself yet (a retry carries the old one)
-        if _alive(owner):
-            continue
-        try:
-            study.tell(t.number, state=TrialState.FAIL)
-        except Exception:  # another worker recovered it first (or the storage refused): leave it
-            continue
-        # the retry copies the trial's attributes: the reason goes on the failed trial only, after
-        RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(t._trial_id))
-        try:
-            set_finished_trial_user_attrs(study, t, {"fail_reason": f"its worker (pid {owner.get('pid')}) died "
-                                                                    "mid-trial"})
-        except CnnSearchError:
-            pass  # a storage that cannot annotate finished trials: the FAIL and the retry stand
-        recovered.append(t.number)
-    return recovered
+def _directions(recipe: Recipe) -> list[optuna.study.StudyDirection]:
+    return [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
+            for d in recipe.directions]
 
 
 def record_data(study: optuna.Study, description: dict) -> None:
     """What a self-contained export needs (input size, classes, normalisation), stored with
-    the study the first time a worker loads its data; later workers must load the same."""
+    the study the first time a worker loads its data; later workers must load the same.
+    A study with no trial yet takes the data it is given (nothing was trained on the other)."""
+    if study.user_attrs.get("data") == description:
+        return
+    if not study.get_trials(deepcopy=False):
+        study.set_user_attr("data", description)
+        return
     check_data(study, description)
     if "data" not in study.user_attrs:
         study.set_user_attr("data", description)
@@ -202,8 +144,10 @@ def check_recipe(study: optuna.Study, recipe: Recipe) -> None:
         return  # not made by cnnsearch, or made before recipes were stored
     try:
         old = from_dict({**stored, "storage": recipe.storage, "artifacts": recipe.artifacts}, Path.cwd())
-    except RecipeError:
-        return  # a stored recipe an older cnnsearch wrote; the objectives check still applies
+    except RecipeError as exc:  # not a silent pass: nothing could then be compared
+        raise RecipeError(f"study {recipe.name!r} keeps a recipe that this cnnsearch cannot read ({exc}), so "
+                          "whether its trials are comparable with this recipe's is unknown: give the recipe a "
+                          "new name (or another storage)") from None
     changes = changed_meaning(old, recipe)
     if "rungs" not in stored.get("early_stopping", {}):
         # stored before early stopping's rework (its defaults changed then): its settings
@@ -241,12 +185,16 @@ def infeasible_summary(trials: list[FrozenTrial]) -> str:
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[float]], *, until: int,
                timeout: float | None = None, infeasible_after: int = INFEASIBLE_CHECK_AFTER,
                max_consecutive_failures: int = 5,
-               on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> optuna.Study:
+               on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+               on_note: Callable[[str], None] | None = None) -> optuna.Study:
     """Run ``objective`` on ``study`` until it holds ``until`` finished trials and no re-queued one,
     counting every worker's. ``on_trial`` sees each trial this worker finishes. With no
     feasible trial after ``infeasible_after`` rejected ones, stop with AllInfeasible; after
     ``max_consecutive_failures`` of this worker's trials FAILed in a row, with FailingTrials
-    (instead of burning the budget on a broken GPU or a bug)."""
+    (instead of burning the budget on a broken GPU or a bug). A database that stops answering
+    mid-run is waited for (``DB_RETRY_S``): the trial it interrupted fails with that reason
+    and is re-queued, and the run goes on; ``on_note`` hears of it. If it does not come
+    back, FailingTrials: every finished trial is already stored."""
     feasible_seen = False
     failures = 0
 
@@ -278,10 +226,28 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
             raise AllInfeasible(f"all {len(done)} candidates so far were infeasible, none was trained: "
                                 f"{infeasible_summary(done)}; widen [limits] or change the space")
 
-    done = finished_count(study)
-    owed = count_trials(study, (TrialState.WAITING,))  # re-queued after a dead worker: run even on a met budget
-    if done < until or owed:
-        # the callback stops the loop; the bound leaves room for failed (retried) trials
-        study.optimize(objective, n_trials=max(until - done, 0) + owed + 10, timeout=timeout, callbacks=[after_trial],
-                       catch=(Exception,), gc_after_trial=False)
-    return study
+    current: dict[str, optuna.Trial] = {}  # the trial in hand, to fail if the database goes away under it
+
+    def tracked(trial: optuna.Trial):
+        current["trial"] = trial
+        return objective(trial)
+
+    started = time.monotonic()
+    while True:
+        done = finished_count(study)
+        owed = count_trials(study, (TrialState.WAITING,))  # re-queued after a dead worker: run even on a met budget
+        left = None if timeout is None else timeout - (time.monotonic() - started)
+        if not (done < until or owed) or (left is not None and left <= 0):
+            return study
+        try:
+            # the callback stops the loop; the bound leaves room for failed (retried) trials
+            study.optimize(tracked, n_trials=max(until - done, 0) + owed + 10, timeout=left,
+                           callbacks=[after_trial], catch=(Exception,), gc_after_trial=False)
+            return study
+        except Exception as exc:
+            if not database_lost(exc):
+                raise
+            wait_for_database(study, exc, on_note=on_note)
+            number = fail_interrupted_trial(study, current.pop("trial", None), exc)
+            if number is not None and on_note is not None:
+                on_note(f"trial {number:>4} failed: the database connection was lost mid-trial; re-queued")

@@ -7,7 +7,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cnnsearch"
 # the reading side and the command line: the writing side must never need them
 READING = {"report", "report_page", "plots", "finalize", "cli", "cli_format", "runner", "__main__"}
 WRITING = {"objective", "study", "storage", "train", "latency", "data", "build", "shapes", "blocks", "stages", "spec",
-           "space", "recipe", "hparams", "trials", "ops", "errors", "interrupt", "export", "early_stopping"}
+           "space", "recipe", "hparams", "trials", "ops", "errors", "interrupt", "export", "early_stopping",
+           "recovery"}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from cnnsearch import DataError
 from cnnsearch.data import SHAPE_CLASSES, augment, load_data, shapes
+from tests.broken_images import broken_images
 
 
 def raw_pixels(data):
@@ -322,6 +323,40 @@ def test_folder_unreadable_photo_and_empty_class_are_named(tmp_path):
     (empty / "y").mkdir()
     with pytest.raises(DataError, match="folder:.*empty"):
         load_data(f"folder:{empty}")
+
+
+def test_folder_unreadable_image_in_any_class_is_one_data_error_naming_it(tmp_path):
+    """Whatever PIL raises on a file it cannot decode (not only OSError), in the first class
+    or in the second, which a size probe of the first 200 files never opened."""
+    _photos(tmp_path, [10], per_class=201)
+    for kind, content in broken_images().items():
+        for where in ("a", "b"):
+            bad = tmp_path / where / "bad.png"
+            bad.write_bytes(content)
+            for options in ({}, {"size": 8}):  # with the size probe, and without
+                with pytest.raises(DataError) as info:
+                    load_data(f"folder:{tmp_path}", **options)
+                message = str(info.value)
+                assert message.startswith(f"folder:{tmp_path}: cannot read {bad} ("), (kind, where, message)
+                assert "\n" not in message
+            bad.unlink()
+
+
+def test_folder_default_size_probes_every_class(tmp_path):
+    """The median short side over photos of all classes, not only the first class's."""
+    for name, side, count in (("a", 8, 201), ("b", 40, 300)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.new("L", (side, side)).save(tmp_path / name / f"{i:03d}.png")
+    assert load_data(f"folder:{tmp_path}", channels=1).input_shape == (1, 40, 40)
+
+
+def test_spread_keeps_both_ends_evenly_and_short_lists_whole():
+    from cnnsearch.data import spread
+
+    assert spread(list(range(10)), most=4) == [0, 3, 6, 9]
+    assert spread(list(range(1000)), most=200)[-1] == 999 and len(spread(list(range(1000)), most=200)) == 200
+    assert spread([1, 2, 3], most=200) == [1, 2, 3]
 
 
 # ---------------------------------------------------------------- augment

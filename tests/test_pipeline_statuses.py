@@ -22,12 +22,11 @@ from cnnsearch.errors import FailingTrials, RecipeError
 from cnnsearch.latency import Latency
 from cnnsearch.objective import Objective
 from cnnsearch.recipe import load_recipe
+from cnnsearch.recovery import _alive, _start_time
 from cnnsearch.shapes import check
 from cnnsearch.study import (
     AllInfeasible,
-    _alive,
     _reason_kind,
-    _start_time,
     infeasible_summary,
     make_sampler,
     open_study,
@@ -725,7 +724,7 @@ def test_open_study_creates_then_resumes_with_another_seed(tmp_path):
 def test_open_study_refuses_other_objectives_and_another_recipe(tmp_path):
     storage = optuna.storages.InMemoryStorage()
     recipe = recipe_file(tmp_path)
-    open_study(recipe, storage)
+    open_study(recipe, storage).add_trial(optuna.trial.create_trial(values=[0.5, 1.0]))  # a trial to protect
     with pytest.raises(RecipeError, match="objectives"):
         open_study(recipe_file(tmp_path, objectives=["accuracy", "latency_ms", "params"]), storage)
     with pytest.raises(RecipeError, match="train.epochs: 1 -> 2"):
@@ -761,7 +760,7 @@ def test_a_live_owner_a_dead_owner_and_a_reused_pid():
 def test_the_process_owner_names_this_process():
     import socket
 
-    from cnnsearch.study import process_owner
+    from cnnsearch.recovery import process_owner
 
     owner = process_owner()
     with open("/proc/sys/kernel/random/boot_id") as f:
@@ -791,8 +790,8 @@ def running_trial(study, owner, *, age_s=10.0, x=0.25):
 
 
 def test_a_dead_local_worker_s_trial_is_failed_and_requeued(tmp_path):
+    from cnnsearch.recovery import process_owner, recover_dead_local_trials
     from cnnsearch.storage import open_storage
-    from cnnsearch.study import process_owner, recover_dead_local_trials
 
     recipe = recipe_file(tmp_path)
     study = open_study(recipe, open_storage(f"sqlite:///{tmp_path / 'r.db'}"))
@@ -816,7 +815,7 @@ def test_a_dead_local_worker_s_trial_is_failed_and_requeued(tmp_path):
 
 def test_recovery_without_a_finished_trial_annotation_still_requeues(tmp_path):
     """An in-memory storage cannot annotate finished trials: the FAIL and the retry stand."""
-    from cnnsearch.study import process_owner, recover_dead_local_trials
+    from cnnsearch.recovery import process_owner, recover_dead_local_trials
 
     study = optuna.create_study()
     pid = dead_pid()
@@ -833,8 +832,10 @@ def test_the_data_description_is_stored_once_and_then_enforced():
 
     study = optuna.create_study()
     desc = {"input": [1, 8, 8], "classes": 10, "mean": 0.5}
-    record_data(study, desc)
+    record_data(study, {**desc, "classes": 3})
+    record_data(study, desc)  # no trial yet: the study takes the data it is given
     assert study.user_attrs["data"] == desc
+    study.add_trial(optuna.trial.create_trial(value=1.0))  # now trained on that data
     record_data(study, dict(desc))  # the same again: fine
     with pytest.raises(RecipeError) as info:
         record_data(study, {**desc, "classes": 9, "extra": 1})

@@ -333,7 +333,7 @@ def meaning_of(tmp_path, **data) -> dict:
 
 def test_meaning_is_everything_but_the_budget_flattened(tmp_path):
     common = {"dataset": "digits", "space": TINY_SPACE, "objectives": ["accuracy", "latency_ms"], "seed": 4,
-              "sampler": "random", "data.val_fraction": 0.3,
+              "sampler": "random", "data.val_fraction": 0.3, "data.test_fraction": 0.2, "data.seed": 0,
               "train.epochs": 3, "train.batch_size": None, "train.device": "auto", "train.augment": True,
               "latency.device": "cpu", "latency.batch_size": 2, "latency.threads": 1, "latency.runtime": "torch",
               "limits.max_params": 99, "limits.max_flops": None, "limits.max_latency_ms": None}
@@ -362,7 +362,7 @@ CHANGES = [  # (change, the line changed_meaning reports)
     ({"objectives": ["accuracy"]}, "objectives: ['accuracy', 'latency_ms'] -> ['accuracy']"),
     ({"seed": 1}, "seed: 0 -> 1"),
     ({"sampler": "random"}, "sampler: 'tpe' -> 'random'"),
-    ({"data": {"seed": 3}}, "data.seed: (unset) -> 3"),
+    ({"data": {"seed": 3}}, "data.seed: 0 -> 3"),
     ({"train": {"epochs": 6}}, "train.epochs: 5 -> 6"),
     ({"train": {"batch_size": 8}}, "train.batch_size: None -> 8"),
     ({"train": {"device": "cpu"}}, "train.device: 'auto' -> 'cpu'"),
@@ -395,7 +395,7 @@ def test_changed_meaning_reports_each_change(tmp_path, change, line):
 def test_changed_meaning_lists_every_change_in_key_order(tmp_path):
     old = make(tmp_path, data={"val_fraction": 0.25})
     new = make(tmp_path, train={"epochs": 6}, dataset="digits", seed=2, data={"seed": 1})
-    assert changed_meaning(old, new) == ["data.seed: (unset) -> 1", "data.val_fraction: 0.25 -> (unset)",
+    assert changed_meaning(old, new) == ["data.seed: 0 -> 1", "data.val_fraction: 0.25 -> 0.2",
                                          "seed: 0 -> 2", "train.epochs: 5 -> 6"]
 
 

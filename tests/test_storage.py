@@ -6,7 +6,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from cnnsearch.storage import count_trials, open_storage, set_user_attrs
+from cnnsearch.errors import RecipeError
+from cnnsearch.storage import count_trials, load_existing_study, open_storage, set_user_attrs
 from tests.study_helpers import PG_URL
 
 ATTRS = {"arch": {"blocks": [{"out_channels": 8}], "input": [1, 8, 8]}, "params": 1234, "flops": 5.5e6,
@@ -61,3 +62,20 @@ def test_count_trials_counts_by_state_across_workers(tmp_path):
     memory = optuna.create_study()
     memory.tell(memory.ask(), 1.0)
     assert count_trials(memory, (TrialState.COMPLETE,)) == 1
+
+
+def test_a_file_that_is_not_a_database_is_refused_by_name_and_left_untouched(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# notes, not a database\n" * 50)
+    before = readme.read_bytes()
+    for url in (f"sqlite:///{readme}", f"sqlite:///{tmp_path}"):  # a text file; a folder
+        with pytest.raises(RecipeError, match=r"^storage: .* (is not an SQLite database file|is a folder)"):
+            open_storage(url)
+    assert readme.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # no -wal or -journal beside it
+
+
+def test_reading_a_study_from_a_missing_database_file_creates_no_file(tmp_path):
+    with pytest.raises(RecipeError, match=r"^study 'ghost' not found: .*none\.db does not exist"):
+        load_existing_study(f"sqlite:///{tmp_path / 'none.db'}", "ghost")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,167 @@
+"""Trials left behind: a worker that died mid-trial (kill -9, a crash, a lost machine) and
+a database that stopped answering mid-trial. Each such trial is failed with its reason and
+re-queued with the same parameters (at most twice), so no trial stays RUNNING and no
+candidate is lost; ``study.py``'s worker loop and ``runner.py`` call these.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime
+
+import optuna
+from optuna.trial import TrialState
+
+from .errors import CnnSearchError, FailingTrials
+from .interrupt import check as check_interrupt
+from .storage import count_trials, database_error, database_lost, set_finished_trial_user_attrs
+from .trials import FINISHED
+
+
+def process_owner() -> dict:
+    """Who runs a trial: host, pid and the process's start time (so a reused pid is not
+    taken for the dead owner), and the boot and pid namespace, so containers that share a
+    hostname but not their processes never judge each other's. Recorded first on each trial."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
+            "boot": _read("/proc/sys/kernel/random/boot_id"), "pidns": _pid_namespace()}
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    """Clock ticks after boot at which ``pid`` started (Linux /proc), or None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(owner: dict) -> bool:
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, TypeError):
+        return True  # someone else's live process, or a value we cannot judge: leave it be
+    start = owner.get("start")
+    return start is None or _start_time(int(owner["pid"])) in (None, start)
+
+
+def recover_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Fail and re-queue, at once, every RUNNING trial whose owner ran on this host and is
+    gone (kill -9, a crash). Other hosts' trials are left to the heartbeat (30 s). A trial
+    is retried as the heartbeat would: same parameters, at most twice."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    here = process_owner()
+    recovered = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get("owner")
+        if (not isinstance(owner, dict) or None in (here["boot"], here["pidns"])
+                or any(owner.get(k) != here[k] for k in ("host", "boot", "pidns"))):
+            continue  # another machine, container or boot: the heartbeat judges it
+        if t.datetime_start and (datetime.now() - t.datetime_start).total_seconds() < 2:
+            continue  # just started: its owner may not have recorded itself yet (a retry carries the old one)
+        if _alive(owner):
+            continue
+        try:
+            study.tell(t.number, state=TrialState.FAIL)
+        except Exception:  # another worker recovered it first (or the storage refused): leave it
+            continue
+        # the retry copies the trial's attributes: the reason goes on the failed trial only, after
+        RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(t._trial_id))
+        try:
+            set_finished_trial_user_attrs(study, t, {"fail_reason": f"its worker (pid {owner.get('pid')}) died "
+                                                                    "mid-trial"})
+        except CnnSearchError:
+            pass  # a storage that cannot annotate finished trials: the FAIL and the retry stand
+        recovered.append(t.number)
+    return recovered
+
+
+def recover_dead_trials(study: optuna.Study) -> list[int]:
+    """Every RUNNING trial whose worker is gone, failed and re-queued: this host's dead
+    workers at once (``recover_dead_local_trials``), other hosts' by their stale heartbeat
+    (Optuna's ``fail_stale_trials``, which runs the storage's retry callback)."""
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    recovered = recover_dead_local_trials(study)
+    with warnings.catch_warnings():  # "experimental" in Optuna since 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    return sorted(set(recovered) | (before & failed))
+
+
+# How long a worker waits for a database that stopped answering (a PostgreSQL restart, a
+# network cut) before it stops; every finished trial is in the database by then.
+DB_RETRY_S = float(os.environ.get("CNNSEARCH_DB_RETRY_S", "120"))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The database's own words where ``exc`` holds them (not Optuna's wrapper's)."""
+    exc = database_error(exc) or exc
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def wait_for_database(study: optuna.Study, exc: BaseException, *,
+                       on_note: Callable[[str], None] | None) -> None:
+    """Return once the study's database answers again; FailingTrials after DB_RETRY_S."""
+    if on_note is not None:
+        on_note(f"the database stopped answering ({_first_line(exc)}); retrying for up to {DB_RETRY_S:.0f} s")
+    deadline = time.monotonic() + DB_RETRY_S
+    while True:
+        check_interrupt()
+        try:
+            count_trials(study, FINISHED)
+            return
+        except Exception as again:
+            if not database_lost(again):
+                raise
+            if time.monotonic() >= deadline:
+                raise FailingTrials(f"the study's database has not answered for {DB_RETRY_S:.0f} s "
+                                    f"({_first_line(again)}); every finished trial is stored in it: run the "
+                                    "search again when it is back") from None
+        time.sleep(1.0)
+
+
+def fail_interrupted_trial(study: optuna.Study, trial: optuna.Trial | None, exc: BaseException) -> int | None:
+    """The trial that was running when the database went away, failed with that reason and
+    re-queued (its candidate was never judged), as a dead worker's is. Its number, or None
+    when it had finished anyway (or none was running)."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    if trial is None:
+        return None
+    frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state != TrialState.RUNNING:
+        return None
+    try:
+        study.tell(trial.number, state=TrialState.FAIL)
+    except Exception:  # another worker's recovery failed it first: leave it to that one
+        return None
+    RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(trial._trial_id))
+    try:
+        set_finished_trial_user_attrs(study, frozen, {
+            "status": "error", "fail_reason": f"the database connection was lost mid-trial: {_first_line(exc)}"})
+    except CnnSearchError:
+        pass  # a storage that cannot annotate finished trials: the FAIL and the retry stand
+    return trial.number
