@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections import Counter
@@ -138,6 +139,8 @@ def cmd_search(args) -> int:
 
     if args.workers < 1 or (args.trials is not None and args.trials < 1):
         raise UsageError("--workers and --trials must be at least 1")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout: {args.timeout} is not a positive number of seconds")
     recipe = resolve_recipe(args.recipe, args.storage, args.study)
     return search(args.recipe, recipe, trials=args.trials, timeout=args.timeout, workers=args.workers,
                   until=args.until, worker_index=args.worker_index, quiet=args.quiet,
@@ -296,7 +299,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     p.add_argument("--storage", help="Optuna storage URL (overrides the recipe's)")
-    p.add_argument("--study", help="study name (with --storage; the recipe stored in the study is used)")
+    p.add_argument("--study", help="study name: with --storage alone, the recipe stored in that study is "
+                                       "used; beside a recipe, that study is made or resumed with the recipe")
     p.add_argument("--until", type=int, help=argparse.SUPPRESS)  # set by the worker launcher
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--worker-id", help="this worker's name, unique across machines (seeds its sampler; "

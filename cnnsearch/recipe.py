@@ -116,7 +116,7 @@ class Recipe:
         may change only its budget). Left out: ``trials``, ``max_consecutive_failures``, and
         where the study lives (name, storage, artifacts)."""
         d = self.to_dict()
-        flat: dict[str, Any] = {"dataset": d["dataset"], "space": d["space_toml"],
+        flat: dict[str, Any] = {"dataset": dataset_kind(d["dataset"]), "space": d["space_toml"],
                                 "objectives": list(d["objectives"]), "seed": d["seed"], "sampler": d["sampler"]}
         # the dataset's options with its loader's defaults filled in: writing a default out
         # (val_fraction = 0.2) is no change
@@ -128,6 +128,13 @@ class Recipe:
         if not self.early_stopping.enabled:  # switched off, its settings change nothing
             flat = {k: v for k, v in flat.items() if not k.startswith("early_stopping.") or k.endswith(".enabled")}
         return flat
+
+
+def dataset_kind(dataset: str) -> str:
+    """What a recipe's ``dataset`` means for comparing studies: a photo folder's path is not
+    part of it (the folder may move, or sit elsewhere on another machine); the stored data
+    description (classes, size, split statistics) is what says whether it is the same data."""
+    return "folder:" if dataset.startswith("folder:") else dataset
 
 
 def fingerprint(recipe: Recipe) -> str:
@@ -147,7 +154,7 @@ def fingerprint(recipe: Recipe) -> str:
 def changed_meaning(stored: Recipe, wanted: Recipe) -> list[str]:
     """``['train.epochs: 4 -> 5', ...]``: where ``wanted`` differs from the study's recipe."""
     # another dataset: its loader's defaults are not changes worth listing, only what was written
-    fill = stored.dataset == wanted.dataset
+    fill = dataset_kind(stored.dataset) == dataset_kind(wanted.dataset)
     old, new = stored.meaning(fill_data_defaults=fill), wanted.meaning(fill_data_defaults=fill)
     changes = []
 
@@ -229,9 +236,11 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
         space_toml = data.get("space_toml")
     if space_toml is None:
         try:
-            space_toml = (base / space).read_text()
+            space_toml = (base / space).read_text(encoding="utf-8")
         except OSError as exc:
             raise RecipeError(f"space: cannot read {base / space} ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raise RecipeError(f"space: {base / space}: {not_utf8(exc)}") from None
     dataset = _check(data.get("dataset", Recipe.dataset), "dataset", str)
     objectives = data.get("objectives", list(Recipe.objectives))
     if (not isinstance(objectives, (list, tuple)) or not objectives
@@ -257,6 +266,8 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
     for key in options:
         if key not in allowed:
             raise RecipeError(f"data.{key}: not an option of {dataset} (allowed: {', '.join(allowed)})")
+    if isinstance(options.get("root"), str):  # a torchvision set's folder: relative to the recipe too
+        options = {**options, "root": str((base / Path(options["root"]).expanduser()).resolve())}
 
     t = _section(data, "train", TrainSection)
     train = TrainSection(
@@ -360,6 +371,8 @@ def resolve_recipe(path: str | None, storage: str | None = None, study: str | No
     overriding its storage, ``--study`` its name), or the recipe stored in an existing study."""
     if path:
         recipe = load_recipe(path)
+        if study is not None and not (study and all(c.isalnum() or c in "-_." for c in study)):
+            raise RecipeError(f"--study: {study!r} must be letters, digits, '-', '_' or '.'")
         if storage or study:  # a given --study is honoured, never replaced by the recipe's name
             # the recipe's storage (a URL on the command line is relative to the working
             # directory) and artifacts folder, under the study name asked for

@@ -97,22 +97,30 @@ def recover_dead_local_trials(study: optuna.Study) -> list[int]:
     return recovered
 
 
-def recover_dead_trials(study: optuna.Study) -> list[int]:
-    """Every RUNNING trial whose worker is gone, failed and re-queued: this host's dead
-    workers at once (``recover_dead_local_trials``), other hosts' by their stale heartbeat
-    (Optuna's ``fail_stale_trials``, which runs the storage's retry callback)."""
-    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    recovered = recover_dead_local_trials(study)
+def recover_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
+    """Every RUNNING trial whose worker is gone, failed and re-queued, as (number, why):
+    this host's dead workers at once (``recover_dead_local_trials``), other hosts' by their
+    stale heartbeat (Optuna's ``fail_stale_trials``, which runs the storage's retry callback)."""
+    recovered = [(n, "its worker on this host died") for n in recover_dead_local_trials(study)]
+    getter = getattr(study._storage, "get_heartbeat_stale_trial_callback", None)  # RDB storages only
+    callback = getter() if getter is not None else None
+    seen = getattr(callback, "seen", None)  # storage.RetryStaleTrial notes what it retries
+    start = len(seen) if seen is not None else 0
     with warnings.catch_warnings():  # "experimental" in Optuna since 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-    return sorted(set(recovered) | (before & failed))
+    stale = seen[start:] if seen is not None else []
+    return recovered + [(n, "its worker stopped sending heartbeats") for n in stale]
 
 
 # How long a worker waits for a database that stopped answering (a PostgreSQL restart, a
 # network cut) before it stops; every finished trial is in the database by then.
 DB_RETRY_S = float(os.environ.get("CNNSEARCH_DB_RETRY_S", "120"))
+
+
+def outage_deadline(since: float) -> float:
+    """When a worker that lost its database at ``since`` (time.monotonic) stops waiting."""
+    return since + DB_RETRY_S
 
 
 def _first_line(exc: BaseException) -> str:
@@ -122,25 +130,28 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def wait_for_database(study: optuna.Study, exc: BaseException, *,
-                       on_note: Callable[[str], None] | None) -> None:
-    """Return once the study's database answers again; FailingTrials after DB_RETRY_S."""
+def wait_for_database(study: optuna.Study, exc: BaseException, *, deadline: float,
+                      on_note: Callable[[str], None] | None = None) -> None:
+    """Return once the study's database answers again, trying every second (never at once:
+    an error that a read does not show, such as a full disk, must not spin the worker);
+    FailingTrials once ``deadline`` (time.monotonic) has passed."""
     if on_note is not None:
         on_note(f"the database stopped answering ({_first_line(exc)}); retrying for up to {DB_RETRY_S:.0f} s")
-    deadline = time.monotonic() + DB_RETRY_S
+    last = exc
     while True:
+        time.sleep(1.0)
         check_interrupt()
+        if time.monotonic() >= deadline:
+            raise FailingTrials(f"the study's database has not answered for {DB_RETRY_S:.0f} s "
+                                f"({_first_line(last)}); every finished trial is stored in it: run the "
+                                "search again when it is back") from None
         try:
             count_trials(study, FINISHED)
             return
         except Exception as again:
             if not database_lost(again):
                 raise
-            if time.monotonic() >= deadline:
-                raise FailingTrials(f"the study's database has not answered for {DB_RETRY_S:.0f} s "
-                                    f"({_first_line(again)}); every finished trial is stored in it: run the "
-                                    "search again when it is back") from None
-        time.sleep(1.0)
+            last = again
 
 
 def fail_interrupted_trial(study: optuna.Study, trial: optuna.Trial | None, exc: BaseException) -> int | None:

@@ -145,7 +145,9 @@ def download_weights(artifact_id: str, artifacts: str, path: str | Path, *, what
             download_artifact(artifact_store=FileSystemArtifactStore(artifacts), file_path=str(part),
                               artifact_id=artifact_id)
         except ArtifactNotFound:
-            raise RecipeError(f"{what} are not in {artifacts}") from None
+            raise RecipeError(f"{what} are not in {artifacts} (a study made before recipe paths were relative "
+                              "to the recipe kept a relative `artifacts` folder relative to where it ran: move "
+                              "that folder there)") from None
         os.replace(part, path)
 
 

@@ -17,8 +17,8 @@ from .data import load_data
 from .objective import Objective
 from .recipe import Recipe, check_runnable
 from .recovery import process_owner, recover_dead_trials
-from .storage import count_trials, open_storage
-from .study import INFEASIBLE_CHECK_AFTER, finished_count, open_study, record_data, run_worker
+from .storage import count_trials, open_storage, storage_exists
+from .study import INFEASIBLE_CHECK_AFTER, check_existing, finished_count, open_study, record_data, run_worker
 from .trials import FINISHED, status_of
 
 
@@ -80,29 +80,40 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     check_runnable(recipe)  # before the study is created or opened
     if os.environ.get("CNNSEARCH_TRAIN_THREADS", "").isdigit():  # set by launch_workers
         torch.set_num_threads(max(1, int(os.environ["CNNSEARCH_TRAIN_THREADS"])))
-    # the data before anything is created: a recipe whose data cannot load leaves no study
-    # behind (nor a database file), and one whose data now loads differently is refused
-    # before any output. A launcher of K workers loads it only to check it.
-    objective = None
-    if workers > 1:
-        description = load_data(recipe.dataset, **recipe.data).description()
-    else:
+    prefix = f"[w{worker_index}] " if quiet else ""
+    # an existing study first, read and checked before any data loads: a changed recipe is
+    # refused at once, and dead workers' trials are failed and re-queued (owed) before the
+    # budget is judged, so that none stays RUNNING for every later run; a met budget loads nothing
+    storage = open_storage(recipe.storage) if storage_exists(recipe.storage) else None
+    existing = check_existing(storage, recipe) if storage is not None else None
+    if existing is not None:
+        for number, why in recover_dead_trials(existing):
+            print(f"{prefix}trial {number:>4} failed: {why}; re-queued", flush=True)
+        done = finished_count(existing)
+        budget = until if until is not None else done + trials if trials else recipe.trials
+        if done >= budget and not count_trials(existing, (optuna.trial.TrialState.WAITING,)):
+            print(f"study {recipe.name!r} already has {done} finished trials (budget {budget}); "
+                  f"--trials N runs N more")
+            return 0
+    # then the data, before anything is created: a recipe whose data cannot load leaves no
+    # study behind (nor a database file), and data that now loads differently is refused. A
+    # launcher of K workers loads it only for a study that has no data description yet.
+    objective, description = None, None
+    if workers == 1:
         objective = Objective.create(recipe, progress=not quiet and sys.stderr.isatty())  # no nested bars in logs
         description = objective.data.description()
-    storage = open_storage(recipe.storage)
+    elif existing is None or "data" not in existing.user_attrs:
+        description = load_data(recipe.dataset, **recipe.data).description()
+    storage = storage or open_storage(recipe.storage)
     worker = worker_identity(worker_index, worker_id, launched=until is not None)
     study = open_study(recipe, storage, worker=worker)
-    record_data(study, description)
-    prefix = f"[w{worker_index}] " if quiet else ""
-    # before the budget is judged: a trial whose worker died is failed and re-queued (owed)
-    # even when the budget is met, so that no trial stays RUNNING for every later run
-    for number in recover_dead_trials(study):
-        print(f"{prefix}trial {number:>4} failed: its worker died mid-trial; re-queued", flush=True)
+    if description is not None:
+        record_data(study, description)
     done = finished_count(study)
     owed = count_trials(study, (optuna.trial.TrialState.WAITING,))
     if until is None:
         until = done + trials if trials else recipe.trials
-    if done >= until and not owed:
+    if done >= until and not owed:  # another worker finished the budget meanwhile
         print(f"study {recipe.name!r} already has {done} finished trials (budget {until}); "
               f"--trials N runs N more")
         return 0
@@ -119,6 +130,7 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
 
     objective.run_attrs = {"sampler_seed": study.sampler_seed, "worker": study.worker_identity,
                            "owner": process_owner()}
+    objective.fingerprint = study.user_attrs["fingerprint"]  # the study's, fixed when it was made
     bar = None
     if not quiet:
         print(f"study {recipe.name!r}: {to_go} trials to go on {recipe.dataset} "

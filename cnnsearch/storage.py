@@ -36,6 +36,13 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
 
 
+def storage_exists(url: str) -> bool:
+    """Whether opening ``url`` could find a study: False for a SQLite file not there yet
+    (opening it would create it), True for a server's URL."""
+    path = _sqlite_path(url)
+    return path is None or path.exists()
+
+
 def _check_sqlite_file(path: Path) -> None:
     """Refuse a path that SQLite would choke on, before SQLite opens it: a folder, or a file
     that is not a database (a README given by mistake is read, never written)."""
@@ -75,7 +82,7 @@ def open_storage(url: str, *, heartbeat_s: int | None = None) -> RDBStorage:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = _Storage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
                                  grace_period=3 * heartbeat,
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+                                 heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=2))
     except (ImportError, ModuleNotFoundError) as exc:
         raise RecipeError(f"storage: {url.split(':')[0]} needs a driver that is not installed ({exc})") from None
     except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: unreachable server
@@ -229,3 +236,17 @@ class _Storage(RDBStorage):
         except Exception as exc:
             if not database_lost(exc):
                 raise
+
+
+class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a trial whose heartbeat stopped (same parameters, at most
+    ``max_retry`` times), noting each trial it was called for, so that a worker can say
+    which trials it recovered (``recovery.recover_dead_trials``)."""
+
+    def __init__(self, max_retry: int | None = None) -> None:
+        super().__init__(max_retry=max_retry)
+        self.seen: list[int] = []
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.seen.append(trial.number)
+        super().__call__(study, trial)

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .errors import CnnSearchError, FailingTrials, RecipeError
 from .interrupt import check as check_interrupt
 from .recipe import SAMPLERS, Recipe, changed_meaning
-from .recovery import fail_interrupted_trial, wait_for_database
+from .recovery import fail_interrupted_trial, outage_deadline, wait_for_database
 from .storage import count_trials, database_lost
 from .trials import FINISHED, REJECTED, is_feasible
 
@@ -54,41 +54,53 @@ def sampler_seed(recipe_seed: int, trials_in_study: int, worker: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+def check_existing(storage, recipe: Recipe) -> optuna.Study | None:
+    """The recipe's study if the storage holds it, after refusing a different recipe (before
+    any data is loaded or anything written). A study left empty by a run that failed before
+    its data loaded (no trial, no data description: what older versions left after a bad
+    ``[data]``) holds nothing to compare with: it is returned unchecked, to take the recipe."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    existing = _existing(storage, recipe.name)
+    if existing is None:
+        return None
+    empty = "data" not in existing.user_attrs and not existing.get_trials(deepcopy=False)
+    if existing.directions != _directions(recipe):
+        raise RecipeError(f"objectives: study {recipe.name!r} already exists with "
+                          f"{existing.metric_names or len(existing.directions)} objectives; use another name or "
+                          "storage" + (" (it has no trial: `optuna delete-study` removes it)" if empty else ""))
+    if not empty:
+        check_recipe(existing, recipe)
+    return existing
+
+
 def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
     """Create the recipe's study or resume it; refuse one made by a different recipe.
 
     ``worker`` names this worker (an index, or index@host:pid); with the trials already in
     the study it seeds the sampler (``sampler_seed``), and ``study.sampler_seed`` says
-    which seed, for the objective to record on each trial."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    which seed, for the objective to record on each trial. The study's early-stopping
+    fingerprint is fixed when it is made (``user_attrs["fingerprint"]``), so that a later
+    version that computes fingerprints otherwise never splits its trials into strangers."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=, metric names
-    existing = _existing(storage, recipe.name)
-    # a study with no trial yet holds nothing to compare with: it takes the recipe it is
-    # given (e.g. one left by a run that stopped before its first trial); else the recipes must agree
-    fresh = existing is None or not existing.get_trials(deepcopy=False)
-    if (existing is not None and fresh and existing.directions != _directions(recipe)
-            and "recipe" in existing.user_attrs):  # ours, with other objectives and no trial to lose
-        optuna.delete_study(study_name=recipe.name, storage=storage)
-    elif not fresh:
-        check_recipe(existing, recipe)
+    existing = check_existing(storage, recipe)
+    empty = existing is not None and "data" not in existing.user_attrs and not existing.get_trials(deepcopy=False)
     study = optuna.create_study(study_name=recipe.name, storage=storage, sampler=optuna.samplers.RandomSampler(),
                                 directions=recipe.directions, load_if_exists=True)
-    trials = len(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
     worker = str(worker)
     if trials and worker == "0":  # a plain run resuming: two such runs must not share a seed
         worker = f"0@{socket.gethostname()}:{os.getpid()}"
-    seed = sampler_seed(recipe.seed, trials, worker)
+    seed = sampler_seed(recipe.seed, len(trials), worker)
     study.sampler = make_sampler(recipe.sampler, seed)
     study.sampler_seed, study.worker_identity = seed, worker
-    if study.directions != _directions(recipe):
-        raise RecipeError(f"objectives: study {recipe.name!r} already exists with "
-                          f"{study.metric_names or len(study.directions)} objectives; "
-                          f"use another name or storage")
     if study.metric_names != list(recipe.objectives):
         study.set_metric_names(list(recipe.objectives))
-    if fresh or "recipe" not in study.user_attrs:
-        if study.user_attrs.get("recipe") != recipe.to_dict():
-            study.set_user_attr("recipe", recipe.to_dict())
+    if (empty or "recipe" not in study.user_attrs) and study.user_attrs.get("recipe") != recipe.to_dict():
+        study.set_user_attr("recipe", recipe.to_dict())
+    if "fingerprint" not in study.user_attrs:
+        # a study made before fingerprints were stored: its trials' own (the latest), else the recipe's
+        recorded = [t.user_attrs["fingerprint"] for t in trials if "fingerprint" in t.user_attrs]
+        study.set_user_attr("fingerprint", recorded[-1] if recorded else recipe.fingerprint())
     return study
 
 
@@ -99,13 +111,7 @@ def _directions(recipe: Recipe) -> list[optuna.study.StudyDirection]:
 
 def record_data(study: optuna.Study, description: dict) -> None:
     """What a self-contained export needs (input size, classes, normalisation), stored with
-    the study the first time a worker loads its data; later workers must load the same.
-    A study with no trial yet takes the data it is given (nothing was trained on the other)."""
-    if study.user_attrs.get("data") == description:
-        return
-    if not study.get_trials(deepcopy=False):
-        study.set_user_attr("data", description)
-        return
+    the study the first time a worker loads its data; later workers must load the same."""
     check_data(study, description)
     if "data" not in study.user_attrs:
         study.set_user_attr("data", description)
@@ -197,10 +203,12 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
     back, FailingTrials: every finished trial is already stored."""
     feasible_seen = False
     failures = 0
+    lost_since: float | None = None  # when the database stopped answering, since the last finished trial
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal feasible_seen, failures
+        nonlocal feasible_seen, failures, lost_since
         check_interrupt()  # a Ctrl-C swallowed during the trial (its status is already stored)
+        lost_since = None  # a trial got through: the database answers
         if on_trial is not None:
             on_trial(study, trial)
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
@@ -247,7 +255,17 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
         except Exception as exc:
             if not database_lost(exc):
                 raise
-            wait_for_database(study, exc, on_note=on_note)
+            # one deadline for the whole outage, however many passes it takes (a database
+            # that reads but cannot write fails every pass at once), reset by a finished trial
+            first = lost_since is None
+            lost_since = time.monotonic() if first else lost_since
+            wait_for_database(study, exc, deadline=outage_deadline(lost_since), on_note=on_note if first else None)
             number = fail_interrupted_trial(study, current.pop("trial", None), exc)
-            if number is not None and on_note is not None:
+            if number is None:
+                continue
+            if on_note is not None:
                 on_note(f"trial {number:>4} failed: the database connection was lost mid-trial; re-queued")
+            failures += 1
+            if failures >= max_consecutive_failures:
+                raise FailingTrials(f"{failures} trials in a row failed; the last: the database connection "
+                                    f"was lost mid-trial") from None

@@ -104,9 +104,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     Out of memory halves the batch and starts over, down to one image: evaluation has no
     state, so the batch size changes nothing but memory (a network that trains at its
     batch must not be called out of memory by a larger evaluation batch)."""
+    loss, accuracy, _ = _evaluate_fitting(model, x, y, batch_size, autocast)
+    return loss, accuracy
+
+
+def _evaluate_fitting(model, x, y, batch_size, autocast) -> tuple[float, float, int]:
+    """``evaluate``, and the batch size that fitted (the trainer keeps it for later epochs)."""
     while True:
         try:
-            return _evaluate(model, x, y, batch_size, autocast)
+            return (*_evaluate(model, x, y, batch_size, autocast), batch_size)
         except Exception as exc:
             if not _is_oom(exc) or batch_size <= 1:
                 raise
@@ -186,6 +192,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
         bar = tqdm(total=total_steps, unit="step", leave=False, desc="train", position=1, dynamic_ncols=True)
         # pragma: no mutate end
     train_time = 0.0
+    eval_batch = cfg.eval_batch_size  # halved for good once it runs out of memory
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -216,7 +223,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
             if not math.isfinite(train_loss):
                 result.status, result.detail = TrainStatus.DIVERGED, f"non-finite training loss in epoch {epoch}"
                 break
-            val_loss, val_acc = evaluate(model, x_val, data.y_val, cfg.eval_batch_size, autocast=cuda)
+            val_loss, val_acc, eval_batch = _evaluate_fitting(model, x_val, data.y_val, eval_batch, cuda)
             stats = EpochStats(epoch, train_loss, val_loss, val_acc, time.perf_counter() - t0, epoch_train,
                                epoch * steps_per_epoch)
             result.epochs.append(stats)

@@ -135,7 +135,7 @@ def test_a_dead_workers_trial_is_recovered_when_the_budget_is_met(tmp_path, caps
     time.sleep(2.1)  # the recovery leaves trials younger than 2 s to their owners
     code, out, err = cli(capsys, "search", path, "--quiet")
     assert code == 0, err
-    assert re.search(r"trial +1 failed: its worker died", out)
+    assert re.search(r"trial +1 failed: its worker on this host died; re-queued", out)
     states = [t.state for t in load(path).trials]
     assert optuna.trial.TrialState.RUNNING not in states
     assert states.count(optuna.trial.TrialState.FAIL) == 1 and states[-1] == optuna.trial.TrialState.COMPLETE
@@ -196,3 +196,26 @@ def test_every_path_in_a_recipe_is_relative_to_the_recipe(tmp_path, monkeypatch)
     assert recipe.dataset == f"folder:{folder / 'photos'}"
     assert recipe.storage == f"sqlite:///{folder / 'tiny.db'}"
     assert os.path.isabs(recipe.artifacts)
+
+
+# --- a study made by the previous version resumes unchanged --------------------------------------
+
+
+def test_a_study_made_at_9200455_resumes_keeps_its_fingerprint_and_exports(tmp_path, capsys):
+    """tests/fixtures/study_9200455: a 2-trial digits study with early stopping and a data
+    default written out (`val_fraction = 0.2`), made by cnnsearch at commit 9200455."""
+    import shutil
+
+    shutil.copytree(ROOT / "tests" / "fixtures" / "study_9200455", tmp_path / "s")
+    path = tmp_path / "s" / "old.toml"
+    before = load(path, "old").trials
+    code, out, err = cli(capsys, "search", path, "--trials", "1", "--quiet")
+    assert code == 0, err
+    study = load(path, "old")
+    assert len(study.trials) == 3 and study.trials[2].user_attrs["status"] in ("ok", "early_stopped")
+    # its early-stopping peers are the old trials: one fingerprint across the versions
+    assert {t.user_attrs["fingerprint"] for t in study.trials} == {before[0].user_attrs["fingerprint"]}
+    assert study.user_attrs["fingerprint"] == before[0].user_attrs["fingerprint"]
+    code, out, err = cli(capsys, "export", path, "--trial", "1", "-o", tmp_path / "m.py",
+                         "--weights", tmp_path / "m.safetensors")
+    assert code == 0 and (tmp_path / "m.safetensors").stat().st_size > 0, err

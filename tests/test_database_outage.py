@@ -1,6 +1,8 @@
-"""A study's PostgreSQL database going away mid-run, for real: the worker talks to the server
-through a TCP relay on loopback that the test cuts (every connection dropped, new ones
-refused), as a server restart or a network cut does, and then restores or not."""
+"""A study's database going away mid-run. First in-process on SQLite, with every statement
+failing for a while (or for good, or only the writes: a full disk); then for real on
+PostgreSQL: the worker talks to the server through a TCP relay on loopback that the test
+cuts (every connection dropped, new ones refused), as a server restart or a network cut
+does, and then restores or not."""
 
 import os
 import select
@@ -14,11 +16,83 @@ import uuid
 
 import optuna
 import pytest
+import sqlalchemy
 
+from cnnsearch import objective as objective_module
+from cnnsearch import recovery
+from cnnsearch.errors import FailingTrials
+from cnnsearch.objective import Objective
+from cnnsearch.recipe import load_recipe
+from cnnsearch.storage import open_storage
+from cnnsearch.study import open_study, record_data, run_worker
 from tests.conftest import ROOT
 from tests.study_helpers import PG_URL, wait_for, write_recipe
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+class Outage:
+    """Makes the storage's statements fail as a lost database's do, from the start of trial
+    ``at`` on, for ``seconds`` (None: for good); ``writes_only``: reads still work."""
+
+    def __init__(self, storage, *, at: int, seconds: float | None, writes_only: bool = False):
+        self.at, self.seconds, self.writes_only = at, seconds, writes_only
+        self.until = None
+        sqlalchemy.event.listen(storage.engine, "before_cursor_execute", self._statement)
+
+    def start(self):
+        self.started = time.monotonic()
+        self.until = self.started + (self.seconds if self.seconds is not None else 10**9)
+
+    def _statement(self, conn, cursor, statement, parameters, context, executemany):
+        if self.until is not None and time.monotonic() < self.until:
+            if not (self.writes_only and statement.lstrip().upper().startswith("SELECT")):
+                raise sqlalchemy.exc.OperationalError(statement, parameters, Exception("disk I/O error"))
+
+
+def _in_process(tmp_path, monkeypatch, *, trials, retry_s, **outage):
+    monkeypatch.setattr(recovery, "DB_RETRY_S", retry_s)
+    recipe = load_recipe(write_recipe(tmp_path, trials=trials, epochs=1))
+    storage = open_storage(recipe.storage)
+    study = open_study(recipe, storage)
+    inner = Objective.create(recipe)
+    record_data(study, inner.data.description())
+    cut = Outage(storage, **outage)
+    train, numbers = objective_module.train, []
+
+    def objective(trial):
+        numbers.append(trial.number)
+        return inner(trial)
+
+    def training(*args, **kwargs):  # the database goes away while trial `at` trains
+        if numbers[-1] == cut.at and cut.until is None:
+            cut.start()
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(objective_module, "train", training)
+    notes = []
+    return study, cut, notes, lambda: run_worker(study, objective, until=trials, on_note=notes.append)
+
+
+def test_the_trial_a_database_outage_interrupted_fails_with_its_reason_and_is_retried(tmp_path, monkeypatch):
+    study, _, notes, run = _in_process(tmp_path, monkeypatch, trials=2, retry_s=30, at=1, seconds=1.5)
+    run()
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[1].user_attrs["fail_reason"].startswith("the database connection was lost mid-trial: ")
+    assert "disk I/O error" in trials[1].user_attrs["fail_reason"] and trials[2].params == trials[1].params
+    assert notes[0].startswith("the database stopped answering (") and "disk I/O error" in notes[0]
+    assert notes[-1] == "trial    1 failed: the database connection was lost mid-trial; re-queued"
+
+
+@pytest.mark.parametrize("writes_only", [False, True])
+def test_a_database_that_stays_away_stops_the_worker_after_the_wait(tmp_path, monkeypatch, writes_only):
+    """Reads that work while writes fail (a full disk) must not spin the worker: one
+    deadline for the whole outage, a try a second."""
+    study, cut, notes, run = _in_process(tmp_path, monkeypatch, trials=3, retry_s=2.5, at=1, seconds=None,
+                                         writes_only=writes_only)
+    with pytest.raises(FailingTrials, match=r"the study's database has not answered for 2 s \(.*disk I/O error"):
+        run()
+    assert 2.5 <= time.monotonic() - cut.started < 20  # the trial's training, then about the wait: never forever
+    assert len([n for n in notes if n.startswith("the database stopped answering")]) == 1
 
 
 class Relay:
@@ -117,16 +191,25 @@ def _running_with_owner(name, number):
                for t in _trials(name))
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_a_database_that_comes_back_costs_only_the_trial_it_interrupted(tmp_path):
     relay = Relay()
     name = f"outage-{uuid.uuid4().hex[:8]}"
     proc = _start(_recipe(tmp_path, relay, name, trials=2), retry_s=60)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
         wait_for(lambda: _running_with_owner(name, 1), timeout=240)  # trial 0 done, trial 1 training
         relay.cut()
-        time.sleep(4)  # down for longer than a heartbeat: the worker notices mid-trial
+        # down until the worker has noticed (at its next write, at the latest when the trial ends)
+        wait_for(lambda: any("the database stopped answering" in line for line in lines), timeout=240)
+        time.sleep(1.5)  # a retry or two against the closed port
         relay.restore()
-        out, err = proc.communicate(timeout=300)
+        proc.wait(timeout=300)
+        reader.join(timeout=10)
+        out, err = "".join(lines), proc.stderr.read()
     finally:
         proc.kill()
         relay.cut()
@@ -142,6 +225,8 @@ def test_a_database_that_comes_back_costs_only_the_trial_it_interrupted(tmp_path
     optuna.delete_study(study_name=name, storage=PG_URL)
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_a_database_that_stays_away_stops_the_worker_in_one_line(tmp_path):
     relay = Relay()
     name = f"gone-{uuid.uuid4().hex[:8]}"

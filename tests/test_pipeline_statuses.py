@@ -724,7 +724,7 @@ def test_open_study_creates_then_resumes_with_another_seed(tmp_path):
 def test_open_study_refuses_other_objectives_and_another_recipe(tmp_path):
     storage = optuna.storages.InMemoryStorage()
     recipe = recipe_file(tmp_path)
-    open_study(recipe, storage).add_trial(optuna.trial.create_trial(values=[0.5, 1.0]))  # a trial to protect
+    open_study(recipe, storage).set_user_attr("data", {"classes": 10})  # trained or not: no longer empty
     with pytest.raises(RecipeError, match="objectives"):
         open_study(recipe_file(tmp_path, objectives=["accuracy", "latency_ms", "params"]), storage)
     with pytest.raises(RecipeError, match="train.epochs: 1 -> 2"):
@@ -832,10 +832,8 @@ def test_the_data_description_is_stored_once_and_then_enforced():
 
     study = optuna.create_study()
     desc = {"input": [1, 8, 8], "classes": 10, "mean": 0.5}
-    record_data(study, {**desc, "classes": 3})
-    record_data(study, desc)  # no trial yet: the study takes the data it is given
+    record_data(study, desc)
     assert study.user_attrs["data"] == desc
-    study.add_trial(optuna.trial.create_trial(value=1.0))  # now trained on that data
     record_data(study, dict(desc))  # the same again: fine
     with pytest.raises(RecipeError) as info:
         record_data(study, {**desc, "classes": 9, "extra": 1})

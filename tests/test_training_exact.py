@@ -309,6 +309,7 @@ def test_out_of_memory_in_evaluation_halves_the_evaluation_batch_only():
     assert [e.val_accuracy for e in result.epochs] == [e.val_accuracy for e in expected.epochs]
     assert [e.val_loss for e in result.epochs] == pytest.approx([e.val_loss for e in expected.epochs], rel=1e-6)
     assert {24, 12, 6, 3} <= set(model.eval_sizes) and max(s for s in model.eval_sizes if s <= 5) == 3
+    assert model.eval_sizes.count(24) == 1  # the batch that fits is kept: epoch 2 does not run out again
 
 
 def test_out_of_memory_in_evaluation_of_one_image_is_reported():
