@@ -24,13 +24,14 @@ import os
 import platform
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from .interrupt import check as check_interrupt
+from .quiet import quiet_machine
 
 
 @dataclass
@@ -195,7 +196,9 @@ def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | tor
         else:
             def call():
                 model(x)
-        with _machine_lock(str(device) if lock else None), _threads(threads), torch.inference_mode():
+        # the lock keeps local timers apart; quiet_machine pauses local trainers meanwhile
+        with _machine_lock(str(device) if lock else None), quiet_machine() if lock else nullcontext(), \
+                _threads(threads), torch.inference_mode():
             per_round, group, settled = _time(call, device if cuda else None, warmup_s, min_runs, max_runs,
                                               time_cap_s, rel_iqr, rounds, pause_s)
     finally:

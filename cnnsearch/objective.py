@@ -66,12 +66,36 @@ def _finished_trials(study: optuna.Study) -> list:
         )
 
 
+class _Clock:
+    """Seconds per phase of one trial (``user_attrs["phases"]``): ``lap(name)`` books the
+    time since the last lap; ``storage`` time is booked apart by ``_Record.flush`` and left
+    out of the phase it interrupted."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+        self.seconds: Counter = Counter()
+
+    def lap(self, name: str) -> float:
+        now = time.perf_counter()
+        spent, self.last = now - self.last, now
+        self.seconds[name] += spent
+        return spent
+
+    def aside(self, name: str, seconds: float) -> None:
+        self.seconds[name] += seconds
+        self.last += seconds
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 5) for k, v in self.seconds.items()}
+
+
 class _Record:
     """A trial's user attributes, kept here and written to the storage in batches."""
 
-    def __init__(self, trial: optuna.Trial):
+    def __init__(self, trial: optuna.Trial, clock: _Clock | None = None):
         self.trial = trial
         self.pending: dict = {}
+        self.clock = clock or _Clock()
 
     def __setitem__(self, key: str, value) -> None:
         self.pending[key] = value.value if isinstance(value, Status) else value
@@ -85,7 +109,9 @@ class _Record:
         # retried with the error's own status and reason, which are then written on their own
         pending, self.pending = self.pending, {}
         if pending:
+            t0 = time.perf_counter()
             set_user_attrs(self.trial, pending)
+            self.clock.aside("storage", time.perf_counter() - t0)
 
 
 @dataclass
@@ -122,6 +148,7 @@ class Objective:
         record = _Record(trial)
         if "owner" in self.run_attrs:  # first: a retried trial arrives with its dead owner's attributes
             set_user_attrs(trial, {"owner": self.run_attrs["owner"]})
+            record.clock.lap("storage")
         try:
             return self._run(trial, record)
         except (optuna.TrialPruned, KeyboardInterrupt):
@@ -147,12 +174,15 @@ class Objective:
         r = self.recipe
         spec = self.space.sample(trial, input=self.data.input_shape, num_classes=self.data.num_classes)
         hp = self.space.sample_train(trial, fixed=r.fixed_train)
+        clock = record.clock
+        clock.lap("sample")  # (each suggestion is a storage write, too)
         record.update(arch=spec.to_dict(), summary=spec.summary, versions=versions(), fingerprint=self.fingerprint,
                       **self.run_attrs)
         try:
             table = check(spec)
         except ShapeError as exc:
             return self._infeasible(trial, record, Status.SHAPE, str(exc), 1.0)
+        clock.lap("check")
         record.update(params=table.params, flops=table.flops)
         sizes = {"params": table.params, "flops": table.flops}
         for key, value, limit in (("max_params", table.params, r.limits.max_params),
@@ -161,18 +191,16 @@ class Objective:
                 return self._infeasible(trial, record, Status.LIMIT,
                                         f"{key[4:]} {value:,} > limits.{key} {limit:,}", value / limit - 1, **sizes)
         seed = r.seed * 1_000_003 + trial.number
-        t0 = time.perf_counter()
+        clock.lap("check")  # the limits
         torch.manual_seed(seed)
         model = build(spec)
-        t1 = time.perf_counter()
+        self.timings["build"] += clock.lap("build")
         lat = self.latencies.get(spec.digest)
         if lat is None:
             lat = self.latencies[spec.digest] = measure(
                 model, spec.input, device=r.latency.device, batch_size=r.latency.batch_size,
                 threads=r.latency.threads, runtime=r.latency.runtime)
-        t2 = time.perf_counter()
-        self.timings["build"] += t1 - t0
-        self.timings["latency"] += t2 - t1
+        self.timings["latency"] += clock.lap("latency")
         record.update(latency_ms=lat.median_ms, latency_iqr_ms=lat.iqr_ms,
                       latency={k: v for k, v in lat.to_dict().items() if k not in ("median_ms", "iqr_ms")})
         metrics = {**sizes, "latency_ms": lat.median_ms}
@@ -205,21 +233,34 @@ class Objective:
 
         cfg = TrainConfig.from_params(hp, epochs=r.train.epochs, seed=seed, device=str(self.device),
                                       augment=r.train.augment)
-        t3 = time.perf_counter()
+        clock.lap("train_setup")  # early stopping's peers, the config
         result = train(model, self.data, cfg, on_epoch=on_epoch, progress=self.progress)
-        self.timings["train"] += time.perf_counter() - t3
+        trained = clock.lap("train_setup")
+        self.timings["train"] += trained
+        # train()'s wall time split: epoch 1's training (warm-up, autotuning), later epochs'
+        # training, evaluation; what is left (moving the model, the optimizer) stays set-up
+        epochs = result.epochs
+        split = {"first_epoch": sum(e.train_seconds for e in epochs[:1]),
+                 "later_epochs": sum(e.train_seconds for e in epochs[1:]),
+                 "evaluation": sum(e.seconds - e.train_seconds for e in epochs)}
+        for name, seconds in split.items():
+            clock.seconds[name] += seconds
+        clock.seconds["train_setup"] -= min(sum(split.values()), trained)
         record.update(curve=curve, accuracy=result.accuracy, train_seconds=result.train_seconds,
+                      train_images=round(result.images_per_s * result.train_seconds),
                       epochs=len(result.epochs), device=result.device,
                       steps_per_epoch=result.epochs[-1].steps // len(result.epochs) if result.epochs else 0)
         failed = {TrainStatus.DIVERGED: Status.DIVERGED, TrainStatus.OOM: Status.OOM}.get(result.status)
         if failed is not None:
             return self._infeasible(trial, record, failed, result.detail, 1.0, **metrics)
         if result.status == TrainStatus.STOPPED:
-            record["status"] = Status.EARLY_STOPPED
+            record.update(status=Status.EARLY_STOPPED, phases=clock.rounded())
             raise optuna.TrialPruned(f"stopped after epoch {len(result.epochs)} of {r.train.epochs}: an earlier "
                                      f"trial as small on {', '.join(known) or 'nothing known'} led by >= "
                                      f"{es.margin}, and it was not in the top {es.keep:.0%} of its peers")
-        record.update(status=Status.OK, weights=self._save_weights(trial, model))
+        weights = self._save_weights(trial, model)
+        clock.lap("weights")
+        record.update(status=Status.OK, weights=weights, phases=clock.rounded())  # storage: all but this write
         record.flush()
         trial.set_constraint(CONSTRAINT, 0.0)
         return self._values(accuracy=result.accuracy, **metrics)

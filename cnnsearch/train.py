@@ -25,6 +25,7 @@ from torch import nn
 from .data import ImageData, augment
 from .hparams import OPTIMIZERS, TrainConfig
 from .interrupt import check as check_interrupt
+from .quiet import TrainingSlot
 
 __all__ = ["EpochStats", "TrainConfig", "TrainResult", "TrainStatus", "evaluate", "resolve_device", "train"]
 
@@ -193,14 +194,19 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
         # pragma: no mutate end
     train_time = 0.0
     eval_batch = cfg.eval_batch_size  # halved for good once it runs out of memory
+    # steps pause while a local worker times a network (quiet.py); on a GPU the queued
+    # kernels finish first
+    slot = TrainingSlot(drain=torch.cuda.synchronize if cuda else None).open()
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
+            paused = slot.paused_s
             model.train()
             order = torch.randperm(n, device=device, generator=gen)
             loss_sum = torch.zeros((), device=device)  # pragma: no mutate (device=: the same tensor on a CPU; a GPU run needs it)
             for step in range(steps_per_epoch):
                 check_interrupt()  # a Ctrl-C whose KeyboardInterrupt something swallowed
+                slot.between_steps()
                 idx = order[step * batch:(step + 1) * batch]
                 xb, yb = x_train[idx], data.y_train[idx]
                 if cfg.augment:
@@ -218,13 +224,14 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
             train_loss = loss_sum.item() / max(1, steps_per_epoch)  # the epoch's one host sync
             if cuda:
                 torch.cuda.synchronize()
-            epoch_train = time.perf_counter() - t0
+            epoch_train = time.perf_counter() - t0 - (slot.paused_s - paused)  # not the pauses
             train_time += epoch_train
             if not math.isfinite(train_loss):
                 result.status, result.detail = TrainStatus.DIVERGED, f"non-finite training loss in epoch {epoch}"
                 break
             val_loss, val_acc, eval_batch = _evaluate_fitting(model, x_val, data.y_val, eval_batch, cuda)
-            stats = EpochStats(epoch, train_loss, val_loss, val_acc, time.perf_counter() - t0, epoch_train,
+            stats = EpochStats(epoch, train_loss, val_loss, val_acc,
+                               time.perf_counter() - t0 - (slot.paused_s - paused), epoch_train,
                                epoch * steps_per_epoch)
             result.epochs.append(stats)
             if bar is not None:
@@ -233,6 +240,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
                 result.status = TrainStatus.STOPPED
                 break
     finally:
+        slot.close()
         if bar is not None:
             bar.close()
     result.train_seconds = train_time

@@ -1,0 +1,36 @@
+"""Where a trial's time goes: ``user_attrs["phases"]`` and ``train_images``, as the
+objective records them for ``benchmarks/trial_anatomy.py``."""
+
+import pytest
+
+from cnnsearch.recipe import load_recipe
+from tests.study_helpers import run_recipe, write_recipe
+
+PHASES = {"sample", "check", "build", "latency", "train_setup", "first_epoch", "later_epochs", "evaluation",
+          "weights", "storage"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("phases")
+    study = run_recipe(load_recipe(write_recipe(tmp, trials=2, epochs=3)), until=2)
+    return [t for t in study.trials if t.user_attrs["status"] == "ok"]
+
+
+def test_every_phase_is_timed_and_together_they_make_the_trial(trained):
+    assert trained
+    for t in trained:
+        phases = t.user_attrs["phases"]
+        assert set(phases) == PHASES and all(v >= 0 for v in phases.values())
+        assert phases["first_epoch"] > 0 and phases["later_epochs"] > 0 and phases["evaluation"] > 0
+        assert phases["latency"] > 0 and phases["weights"] > 0 and phases["storage"] > 0
+        # the epochs' training parts are what the trial records as its training time
+        assert phases["first_epoch"] + phases["later_epochs"] == pytest.approx(t.user_attrs["train_seconds"], rel=1e-3)
+        span = (t.datetime_complete - t.datetime_start).total_seconds()
+        assert 0.5 * span < sum(phases.values()) <= span  # the rest: Optuna's ask and tell, the last write
+
+
+def test_training_images_are_the_steps_taken_times_the_batch(trained):
+    for t in trained:
+        a = t.user_attrs
+        assert a["train_images"] == a["epochs"] * a["steps_per_epoch"] * 64  # TINY_SPACE's batch size

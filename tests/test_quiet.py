@@ -1,0 +1,111 @@
+"""No latency is taken while a local sibling trains (quiet.py): trainers pause between steps
+while a timer holds the machine, and the timer waits for their current step only."""
+
+import threading
+import time
+
+import torch
+
+from cnnsearch import quiet
+from cnnsearch.latency import measure
+from cnnsearch.quiet import TrainingSlot, quiet_machine
+from cnnsearch.train import TrainConfig, train
+from tests.test_training_exact import linear_net, tiny_data
+
+
+def _trainer(steps: list[float], stop: threading.Event, slot_box: list):
+    with TrainingSlot() as slot:
+        slot_box.append(slot)
+        while not stop.is_set():
+            slot.between_steps()
+            steps.append(time.monotonic())
+            time.sleep(0.002)  # a training step
+
+
+def test_trainers_pause_while_a_network_is_timed_and_go_on_after(tmp_path, monkeypatch):
+    monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path))  # this test's own lock files
+    steps, stop, slots = [[], []], threading.Event(), []
+    threads = [threading.Thread(target=_trainer, args=(s, stop, slots)) for s in steps]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.1)
+        with quiet_machine():
+            start = time.monotonic()
+            time.sleep(0.3)  # the timing
+            end = time.monotonic()
+        time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
+    for s in steps:
+        during = [t for t in s if start <= t <= end]
+        assert not during, f"{len(during)} steps while timing"
+        assert any(t < start for t in s) and any(t > end for t in s)  # trained before, and after
+    assert all(slot.pauses == 1 and 0.25 < slot.paused_s < 1.0 for slot in slots)
+
+
+def test_a_timer_waits_for_the_current_step_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path))
+    inside = threading.Event()
+
+    def one_long_step():
+        with TrainingSlot() as slot:
+            inside.set()
+            time.sleep(0.3)  # a step in progress when the timer arrives
+            slot.between_steps()
+
+    t = threading.Thread(target=one_long_step)
+    t.start()
+    inside.wait(5)
+    t0 = time.monotonic()
+    with quiet_machine():
+        waited = time.monotonic() - t0
+    t.join(5)
+    assert 0.15 < waited < 2.0
+
+
+def test_training_and_latency_take_part(tmp_path, monkeypatch):
+    """train() looks at the gate between its steps and measure() holds the machine: a
+    timing during a training pauses it, and the pause is not training time."""
+    monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path))
+    calls = []
+    real = TrainingSlot.between_steps
+    monkeypatch.setattr(TrainingSlot, "between_steps", lambda self: calls.append(1) or real(self))
+    result = train(linear_net(), tiny_data(), TrainConfig(epochs=2, batch_size=16, device="cpu"))
+    assert len(calls) == 2 * 4  # every step: 64 images, batch 16, 2 epochs
+
+    entered = []
+    real_quiet = quiet.quiet_machine
+
+    def spying():
+        entered.append(1)
+        return real_quiet()
+
+    monkeypatch.setattr("cnnsearch.latency.quiet_machine", spying)
+    measure(linear_net(), (1, 4, 4), time_cap_s=0.2)
+    assert entered == [1]
+    assert result.status == "ok"
+    torch.set_num_threads(1)
+
+
+def test_a_pause_is_not_counted_as_training_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path))
+    out = {}
+
+    def training():
+        t0 = time.monotonic()
+        out["result"] = train(linear_net(), tiny_data(), TrainConfig(epochs=400, batch_size=16, device="cpu"))
+        out["wall"] = time.monotonic() - t0
+
+    t = threading.Thread(target=training)
+    t.start()
+    time.sleep(0.05)
+    with quiet_machine():
+        time.sleep(0.5)
+    t.join(60)
+    result = out["result"]
+    assert result.status == "ok" and out["wall"] > 0.5
+    epochs = sum(e.seconds for e in result.epochs)
+    assert epochs < out["wall"] - 0.4  # the half second stood aside is in no epoch
