@@ -29,6 +29,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _workers(text: str) -> int:
+    if text == "auto":
+        from .runner import auto_workers
+
+        return auto_workers()
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"--workers: expected a number or auto, got {text!r}") from None
+
+
 def _triple(text: str) -> tuple[int, int, int]:
     try:
         c, h, w = (int(v) for v in text.split(","))
@@ -297,7 +308,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", nargs="?", help="study recipe (.toml)")
     p.add_argument("--trials", type=int, help="run this many more trials (default: up to the recipe's budget)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--workers", type=_workers, default=1,
+                   help="worker processes on this machine, or auto (runner.auto_workers: two per GPU, "
+                        "else one per 4 cores)")
     p.add_argument("--storage", help="Optuna storage URL (overrides the recipe's)")
     p.add_argument("--study", help="study name: with --storage alone, the recipe stored in that study is "
                                        "used; beside a recipe, that study is made or resumed with the recipe")

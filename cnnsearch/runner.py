@@ -35,6 +35,17 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
     return text + (f"  ({why})" if why else "")
 
 
+def auto_workers() -> int:
+    """``--workers auto``: two workers per GPU (one trains while the other's trial is in its
+    fixed costs: sampling, latency, evaluation, storage), else one per four host cores (a
+    small network's training gains little past four threads). Local workers never time a
+    network while another trains (quiet.py), so sharing costs no latency soundness."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus:
+        return 2 * gpus
+    return max(1, len(os.sched_getaffinity(0)) // 4)
+
+
 def _worker_env(index: int, workers: int) -> dict[str, str]:
     env = dict(os.environ)
     # K local workers share the CPU cores for training instead of each taking all of them

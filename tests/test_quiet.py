@@ -109,3 +109,19 @@ def test_a_pause_is_not_counted_as_training_time(tmp_path, monkeypatch):
     assert result.status == "ok" and out["wall"] > 0.5
     epochs = sum(e.seconds for e in result.epochs)
     assert epochs < out["wall"] - 0.4  # the half second stood aside is in no epoch
+
+
+def test_workers_auto_is_two_per_gpu_else_one_per_four_cores(monkeypatch, capsys):
+    from cnnsearch import runner
+    from cnnsearch.cli import main
+
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(runner.torch.cuda, "is_available", lambda: False)
+    assert runner.auto_workers() == 4
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert runner.auto_workers() == 1
+    monkeypatch.setattr(runner.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runner.torch.cuda, "device_count", lambda: 3)
+    assert runner.auto_workers() == 6
+    assert main(["search", "x.toml", "--workers", "many"]) == 2
+    assert capsys.readouterr().err == "error: --workers: expected a number or auto, got 'many'\n"
