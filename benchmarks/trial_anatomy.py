@@ -14,7 +14,8 @@ Prints one JSON line with
   the phases the objective timed);
 - ``outside_training_share``: the share of a trial's span outside its epochs (training and
   evaluation), and ``fixed_cost_share``, that share less the latency measurement (the
-  product, not overhead);
+  product, not overhead); ``phases_median`` and ``fixed_cost_share_median``: the same for
+  the median trial, without each process's one-off start-up costs;
 - ``latency_tau_vs_quiet``: Kendall tau between the latencies recorded in the study and a
   quiet re-timing of the same networks after it (interleaved, best of two passes).
 
@@ -35,7 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, median
 
 import optuna
 import torch
@@ -155,12 +156,17 @@ def main():
         finished = [t for t in trials if t.state.is_finished()]
         span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
         images = sum(t.user_attrs.get("train_images", 0) for t in trials)
-        phases = {p: round(fmean(t.user_attrs["phases"][p] for t in trained), 4) for p in PHASES}
         spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trained]
-        phases["ask_tell"] = round(fmean(s - sum(t.user_attrs["phases"][p] for p in PHASES)
-                                         for s, t in zip(spans, trained)), 4)
+        per_trial = [{**t.user_attrs["phases"], "ask_tell": s - sum(t.user_attrs["phases"][p] for p in PHASES)}
+                     for s, t in zip(spans, trained)]
+        phases = {p: round(fmean(x[p] for x in per_trial), 4) for p in (*PHASES, "ask_tell")}
+        # the median trial: without the one-off costs of each process's first trial (torch
+        # imports torch._dynamo, ~2.5 s, when it builds its first optimizer)
+        typical = {p: round(median(x[p] for x in per_trial), 4) for p in (*PHASES, "ask_tell")}
         trial_s = fmean(spans)
         outside = trial_s - sum(phases[p] for p in TRAINING)
+        typical_s = median(spans)
+        typical_fixed = sum(typical[p] for p in (*PHASES, "ask_tell") if p not in (*TRAINING, "latency"))
         in_study, quiet = quiet_retiming(trained, args.device)
     tau = kendalltau(in_study, quiet).statistic if len(in_study) > 1 else None
     print(json.dumps({
@@ -181,6 +187,9 @@ def main():
         "phases": phases,
         "outside_training_share": round(outside / trial_s, 4),
         "fixed_cost_share": round((outside - phases["latency"]) / trial_s, 4),
+        "typical_trial_s": round(typical_s, 4),
+        "phases_median": typical,
+        "fixed_cost_share_median": round(typical_fixed / typical_s, 4),
         "latency_tau_vs_quiet": round(tau, 3) if tau is not None else None,
         "latency_networks": len(in_study),
     }))
