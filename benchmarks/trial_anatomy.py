@@ -9,8 +9,8 @@ Prints one JSON line with
   device (``benchmarks/trainer.py``), measured in this run: what one model alone reaches;
 - ``gpu_busy``: mean GPU utilisation 0-1 over the study (nvidia-smi every 0.5 s; null on a CPU);
 - ``phases``: mean seconds per trained trial in each phase (``user_attrs["phases"]``: sample,
-  check, build, latency, train_setup, first_epoch, later_epochs, evaluation, weights,
-  storage) plus ``ask_tell`` (Optuna's ask and tell and the sampler: the trial's span less
+  check, build, latency, train_setup, paused (standing aside while a sibling timed),
+  first_epoch, later_epochs, evaluation, weights, storage) plus ``ask_tell`` (Optuna's ask and tell and the sampler: the trial's span less
   the phases the objective timed);
 - ``outside_training_share``: the share of a trial's span outside its epochs (training and
   evaluation), and ``fixed_cost_share``, that share less the latency measurement (the
@@ -46,8 +46,8 @@ from cnnsearch import ArchSpec, build
 from cnnsearch.latency import measure
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = ("sample", "check", "build", "latency", "train_setup", "first_epoch", "later_epochs", "evaluation",
-          "weights", "storage")
+PHASES = ("sample", "check", "build", "latency", "train_setup", "paused", "first_epoch", "later_epochs",
+          "evaluation", "weights", "storage")
 TRAINING = ("first_epoch", "later_epochs", "evaluation")
 
 
@@ -157,7 +157,8 @@ def main():
         span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
         images = sum(t.user_attrs.get("train_images", 0) for t in trials)
         spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trained]
-        per_trial = [{**t.user_attrs["phases"], "ask_tell": s - sum(t.user_attrs["phases"][p] for p in PHASES)}
+        per_trial = [{"paused": 0.0, **t.user_attrs["phases"],
+                      "ask_tell": s - sum(t.user_attrs["phases"].get(p, 0.0) for p in PHASES)}
                      for s, t in zip(spans, trained)]
         phases = {p: round(fmean(x[p] for x in per_trial), 4) for p in (*PHASES, "ask_tell")}
         # the median trial: without the one-off costs of each process's first trial (torch

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .interrupt import check as check_interrupt
-from .quiet import quiet_machine
+from .quiet import device_key, quiet_machine
 
 
 @dataclass
@@ -197,7 +197,8 @@ def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | tor
             def call():
                 model(x)
         # the lock keeps local timers apart; quiet_machine pauses local trainers meanwhile
-        with _machine_lock(str(device) if lock else None), quiet_machine() if lock else nullcontext(), \
+        with _machine_lock(str(device) if lock else None), \
+                quiet_machine(device_key(device)) if lock else nullcontext(), \
                 _threads(threads), torch.inference_mode():
             per_round, group, settled = _time(call, device if cuda else None, warmup_s, min_runs, max_runs,
                                               time_cap_s, rel_iqr, rounds, pause_s)

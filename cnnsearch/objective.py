@@ -39,7 +39,7 @@ from .latency import measure
 from .recipe import Recipe
 from .shapes import check
 from .space import SearchSpace
-from .storage import set_user_attrs
+from .storage import DatabaseLost, database_lost, set_user_attrs
 from .train import TrainStatus, resolve_device, train
 from .trials import CONSTRAINT, FINISHED, Status
 
@@ -146,17 +146,24 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         record = _Record(trial)
-        if "owner" in self.run_attrs:  # first: a retried trial arrives with its dead owner's attributes
-            set_user_attrs(trial, {"owner": self.run_attrs["owner"]})
-            record.clock.lap("storage")
         try:
+            if "owner" in self.run_attrs:  # first: a retried trial arrives with its dead owner's attributes
+                set_user_attrs(trial, {"owner": self.run_attrs["owner"]})
+                record.clock.lap("storage")
             return self._run(trial, record)
         except (optuna.TrialPruned, KeyboardInterrupt):
             record.flush()
             raise
         except Exception as exc:  # recorded as FAIL with its reason; the study goes on
+            if database_lost(exc):  # not the candidate's fault: the worker waits, fails and re-queues it
+                raise DatabaseLost(str(exc)) from exc
             record.update(status=Status.ERROR, fail_reason=f"{type(exc).__name__}: {exc}"[:500])
-            record.flush()
+            try:
+                record.flush()
+            except Exception as lost:
+                if database_lost(lost):
+                    raise DatabaseLost(str(lost)) from lost
+                raise
             raise
 
     def _values(self, **metrics: float) -> list[float]:
@@ -243,6 +250,7 @@ class Objective:
         split = {"first_epoch": sum(e.train_seconds for e in epochs[:1]),
                  "later_epochs": sum(e.train_seconds for e in epochs[1:]),
                  "evaluation": sum(e.seconds - e.train_seconds for e in epochs)}
+        split["paused"] = result.paused_s  # stood aside while a sibling timed a network
         for name, seconds in split.items():
             clock.seconds[name] += seconds
         clock.seconds["train_setup"] -= min(sum(split.values()), trained)

@@ -121,7 +121,8 @@ class Recipe:
         # the dataset's options with its loader's defaults filled in: writing a default out
         # (val_fraction = 0.2) is no change
         for key, value in {**(self.data_defaults if fill_data_defaults else {}), **d["data"]}.items():
-            flat[f"data.{key}"] = value
+            if key not in ("root", "download"):  # where a torchvision set is cached: not what it is
+                flat[f"data.{key}"] = value
         for section in ("train", "latency", "limits", "early_stopping"):
             for key, value in d[section].items():
                 flat[f"{section}.{key}"] = value

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from .errors import CnnSearchError, FailingTrials
 from .interrupt import check as check_interrupt
-from .storage import count_trials, database_error, database_lost, set_finished_trial_user_attrs
+from .storage import count_trials, database_error, database_lost, set_finished_trial_user_attrs, will_retry
 from .trials import FINISHED
 
 
@@ -65,12 +65,11 @@ def _alive(owner: dict) -> bool:
     return start is None or _start_time(int(owner["pid"])) in (None, start)
 
 
-def recover_dead_local_trials(study: optuna.Study) -> list[int]:
+def recover_dead_local_trials(study: optuna.Study, *, requeued: list[bool] | None = None) -> list[int]:
     """Fail and re-queue, at once, every RUNNING trial whose owner ran on this host and is
     gone (kill -9, a crash). Other hosts' trials are left to the heartbeat (30 s). A trial
-    is retried as the heartbeat would: same parameters, at most twice."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
+    is retried as the heartbeat would: same parameters, at most twice (``requeued`` gets,
+    per trial returned, whether it was)."""
     here = process_owner()
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -87,7 +86,9 @@ def recover_dead_local_trials(study: optuna.Study) -> list[int]:
         except Exception:  # another worker recovered it first (or the storage refused): leave it
             continue
         # the retry copies the trial's attributes: the reason goes on the failed trial only, after
-        RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(t._trial_id))
+        again = _retry(study, t._trial_id)
+        if requeued is not None:
+            requeued.append(again)
         try:
             set_finished_trial_user_attrs(study, t, {"fail_reason": f"its worker (pid {owner.get('pid')}) died "
                                                                     "mid-trial"})
@@ -98,10 +99,13 @@ def recover_dead_local_trials(study: optuna.Study) -> list[int]:
 
 
 def recover_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
-    """Every RUNNING trial whose worker is gone, failed and re-queued, as (number, why):
+    """Every RUNNING trial whose worker is gone, failed and re-queued (at most twice), as
+    (number, what happened):
     this host's dead workers at once (``recover_dead_local_trials``), other hosts' by their
     stale heartbeat (Optuna's ``fail_stale_trials``, which runs the storage's retry callback)."""
-    recovered = [(n, "its worker on this host died") for n in recover_dead_local_trials(study)]
+    again: list[bool] = []
+    local = recover_dead_local_trials(study, requeued=again)
+    recovered = [(n, f"its worker on this host died; {_requeued(ok)}") for n, ok in zip(local, again)]
     getter = getattr(study._storage, "get_heartbeat_stale_trial_callback", None)  # RDB storages only
     callback = getter() if getter is not None else None
     seen = getattr(callback, "seen", None)  # storage.RetryStaleTrial notes what it retries
@@ -110,7 +114,23 @@ def recover_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     stale = seen[start:] if seen is not None else []
-    return recovered + [(n, "its worker stopped sending heartbeats") for n in stale]
+    return recovered + [(n, f"its worker stopped sending heartbeats; {_requeued(ok)}") for n, ok in stale]
+
+
+def _retry(study: optuna.Study, trial_id: int) -> bool:
+    """Re-queue a failed trial's parameters as the heartbeat's retry does; whether it did."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    frozen = study._storage.get_trial(trial_id)
+    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, frozen)
+    return will_retry(frozen, MAX_RETRY)
+
+
+def _requeued(requeued: bool) -> str:
+    return "re-queued" if requeued else f"not re-queued (tried {MAX_RETRY + 1} times)"
+
+
+MAX_RETRY = 2  # a trial whose worker died is run again at most this many times
 
 
 # How long a worker waits for a database that stopped answering (a PostgreSQL restart, a
@@ -154,25 +174,32 @@ def wait_for_database(study: optuna.Study, exc: BaseException, *, deadline: floa
             last = again
 
 
-def fail_interrupted_trial(study: optuna.Study, trial: optuna.Trial | None, exc: BaseException) -> int | None:
+def fail_interrupted_trial(study: optuna.Study, trial: optuna.Trial | None,
+                           exc: BaseException) -> tuple[int, bool] | None:
     """The trial that was running when the database went away, failed with that reason and
-    re-queued (its candidate was never judged), as a dead worker's is. Its number, or None
-    when it had finished anyway (or none was running)."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
+    re-queued (its candidate was never judged), as a dead worker's is: (its number, whether
+    it was re-queued). None when it had finished anyway, none was running, or the database
+    failed again meanwhile (the trial then stays RUNNING, and its stopped heartbeat has the
+    next worker fail and re-queue it)."""
     if trial is None:
         return None
-    frozen = study._storage.get_trial(trial._trial_id)
-    if frozen.state != TrialState.RUNNING:
-        return None
     try:
+        frozen = study._storage.get_trial(trial._trial_id)
+        if frozen.state != TrialState.RUNNING:
+            return None
         study.tell(trial.number, state=TrialState.FAIL)
-    except Exception:  # another worker's recovery failed it first: leave it to that one
-        return None
-    RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(trial._trial_id))
+    except Exception as again:  # another worker's recovery failed it first, or the database again
+        if database_lost(again) or isinstance(again, (ValueError, RuntimeError)):
+            return None
+        raise
+    requeued = False
     try:
+        requeued = _retry(study, trial._trial_id)
         set_finished_trial_user_attrs(study, frozen, {
             "status": "error", "fail_reason": f"the database connection was lost mid-trial: {_first_line(exc)}"})
     except CnnSearchError:
         pass  # a storage that cannot annotate finished trials: the FAIL and the retry stand
-    return trial.number
+    except Exception as again:
+        if not database_lost(again):
+            raise
+    return trial.number, requeued

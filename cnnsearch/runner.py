@@ -50,9 +50,14 @@ def _worker_env(index: int, workers: int) -> dict[str, str]:
     env = dict(os.environ)
     # K local workers share the CPU cores for training instead of each taking all of them
     env["CNNSEARCH_TRAIN_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
-    gpus = torch.cuda.device_count()
-    if gpus and "CUDA_VISIBLE_DEVICES" not in os.environ:
-        env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)  # round robin: K > GPUs shares them
+    # round robin over this machine's GPUs, or over those CUDA_VISIBLE_DEVICES already lists
+    # (a scheduler's share): K > GPUs shares them
+    listed = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    gpus = listed or [str(i) for i in range(torch.cuda.device_count())]
+    if gpus and "CUDA_VISIBLE_DEVICES" in os.environ and not listed:
+        gpus = []  # set but empty: no GPU for this job
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     return env
 
 
@@ -99,7 +104,7 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     existing = check_existing(storage, recipe) if storage is not None else None
     if existing is not None:
         for number, why in recover_dead_trials(existing):
-            print(f"{prefix}trial {number:>4} failed: {why}; re-queued", flush=True)
+            print(f"{prefix}trial {number:>4} failed: {why}", flush=True)
         done = finished_count(existing)
         budget = until if until is not None else done + trials if trials else recipe.trials
         if done >= budget and not count_trials(existing, (optuna.trial.TrialState.WAITING,)):

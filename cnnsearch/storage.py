@@ -72,6 +72,12 @@ def open_storage(url: str, *, heartbeat_s: int | None = None) -> RDBStorage:
         except sqlite3.Error as exc:  # right header, damaged body; or a file it may not write
             raise RecipeError(f"storage: cannot open {path} as a database ({exc})") from None
         engine_kwargs = {"connect_args": {"timeout": 60}}
+    elif url.startswith("postgresql"):
+        # a cut network drops packets instead of refusing them: without these, one query can
+        # hang for minutes of TCP retries, past any wait for the database (CNNSEARCH_DB_RETRY_S)
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {
+            "connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+            "keepalives_count": 3}}
     elif "://" in url:
         engine_kwargs = {"pool_pre_ping": True}
     else:
@@ -224,6 +230,13 @@ def database_lost(exc: BaseException) -> bool:
     return database_error(exc) is not None
 
 
+class DatabaseLost(BaseException):
+    """Raised by the objective when the database stops answering mid-trial. Not an
+    Exception, so that Optuna neither catches it nor tries to record the trial (which would
+    fail, or mark a sound candidate failed for good): the worker waits for the database,
+    then fails the trial with this reason and re-queues it (``recovery``, ``run_worker``)."""
+
+
 class _Storage(RDBStorage):
     """Optuna's RDB storage, with heartbeats that outlive a database outage: Optuna's
     heartbeat thread dies on its first error (a traceback on stderr), and the trial then
@@ -248,5 +261,10 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         self.seen: list[int] = []
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.seen.append(trial.number)
+        self.seen.append((trial.number, will_retry(trial, self._max_retry)))
         super().__call__(study, trial)
+
+
+def will_retry(trial: optuna.trial.FrozenTrial, max_retry: int | None) -> bool:
+    """Whether RetryHeartbeatStaleTrialCallback(max_retry) re-queues ``trial`` (its rule)."""
+    return max_retry is None or len(trial.system_attrs.get("retry_history", [])) + 1 <= max_retry

@@ -25,7 +25,7 @@ from .errors import CnnSearchError, FailingTrials, RecipeError
 from .interrupt import check as check_interrupt
 from .recipe import SAMPLERS, Recipe, changed_meaning
 from .recovery import fail_interrupted_trial, outage_deadline, wait_for_database
-from .storage import count_trials, database_lost
+from .storage import DatabaseLost, count_trials, database_lost
 from .trials import FINISHED, REJECTED, is_feasible
 
 INFEASIBLE_CHECK_AFTER = 20  # with no feasible trial after this many, stop and say why
@@ -242,29 +242,33 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
 
     started = time.monotonic()
     while True:
-        done = finished_count(study)
-        owed = count_trials(study, (TrialState.WAITING,))  # re-queued after a dead worker: run even on a met budget
-        left = None if timeout is None else timeout - (time.monotonic() - started)
-        if not (done < until or owed) or (left is not None and left <= 0):
-            return study
         try:
+            done = finished_count(study)
+            owed = count_trials(study, (TrialState.WAITING,))  # re-queued after a dead worker: run even on a met budget
+            left = None if timeout is None else timeout - (time.monotonic() - started)
+            if not (done < until or owed) or (left is not None and left <= 0):
+                return study
             # the callback stops the loop; the bound leaves room for failed (retried) trials
             study.optimize(tracked, n_trials=max(until - done, 0) + owed + 10, timeout=left,
                            callbacks=[after_trial], catch=(Exception,), gc_after_trial=False)
             return study
-        except Exception as exc:
+        except (Exception, DatabaseLost) as exc:
             if not database_lost(exc):
                 raise
             # one deadline for the whole outage, however many passes it takes (a database
-            # that reads but cannot write fails every pass at once), reset by a finished trial
+            # that reads but cannot write fails every pass at once); a write that gets
+            # through (a finished trial, the interrupted one failed) ends the outage
             first = lost_since is None
             lost_since = time.monotonic() if first else lost_since
             wait_for_database(study, exc, deadline=outage_deadline(lost_since), on_note=on_note if first else None)
-            number = fail_interrupted_trial(study, current.pop("trial", None), exc)
-            if number is None:
+            outcome = fail_interrupted_trial(study, current.pop("trial", None), exc)
+            if outcome is None:
                 continue
+            lost_since = None
+            number, requeued = outcome
             if on_note is not None:
-                on_note(f"trial {number:>4} failed: the database connection was lost mid-trial; re-queued")
+                on_note(f"trial {number:>4} failed: the database connection was lost mid-trial; "
+                        + ("re-queued" if requeued else "not re-queued (tried 3 times)"))
             failures += 1
             if failures >= max_consecutive_failures:
                 raise FailingTrials(f"{failures} trials in a row failed; the last: the database connection "

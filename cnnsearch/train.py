@@ -25,7 +25,7 @@ from torch import nn
 from .data import ImageData, augment
 from .hparams import OPTIMIZERS, TrainConfig
 from .interrupt import check as check_interrupt
-from .quiet import TrainingSlot
+from .quiet import TrainingSlot, device_key
 
 __all__ = ["EpochStats", "TrainConfig", "TrainResult", "TrainStatus", "evaluate", "resolve_device", "train"]
 
@@ -56,6 +56,7 @@ class TrainResult:
     batch_size: int = 0  # what was actually used (halved after an OOM retry)
     train_seconds: float = 0.0
     images_per_s: float = 0.0  # training images per second, evaluation excluded
+    paused_s: float = 0.0  # stood aside while a local worker timed a network: in no epoch
     detail: str = ""
 
     @property
@@ -109,11 +110,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss, accuracy
 
 
-def _evaluate_fitting(model, x, y, batch_size, autocast) -> tuple[float, float, int]:
-    """``evaluate``, and the batch size that fitted (the trainer keeps it for later epochs)."""
+def _evaluate_fitting(model, x, y, batch_size, autocast, between=None) -> tuple[float, float, int]:
+    """``evaluate``, and the batch size that fitted (the trainer keeps it for later epochs);
+    ``between`` runs before each batch (the trainer's pause for a local timing)."""
     while True:
         try:
-            return (*_evaluate(model, x, y, batch_size, autocast), batch_size)
+            return (*_evaluate(model, x, y, batch_size, autocast, between), batch_size)
         except Exception as exc:
             if not _is_oom(exc) or batch_size <= 1:
                 raise
@@ -122,13 +124,15 @@ def _evaluate_fitting(model, x, y, batch_size, autocast) -> tuple[float, float, 
             batch_size //= 2
 
 
-def _evaluate(model, x, y, batch_size, autocast) -> tuple[float, float]:
+def _evaluate(model, x, y, batch_size, autocast, between=None) -> tuple[float, float]:
     was_training = model.training
     model.eval()
     try:
         loss = torch.zeros((), device=x.device)
         correct = torch.zeros((), device=x.device, dtype=torch.int64)
         for i in range(0, len(x), batch_size):
+            if between is not None:
+                between()
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = model(xb)
@@ -196,7 +200,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
     eval_batch = cfg.eval_batch_size  # halved for good once it runs out of memory
     # steps pause while a local worker times a network (quiet.py); on a GPU the queued
     # kernels finish first
-    slot = TrainingSlot(drain=torch.cuda.synchronize if cuda else None).open()
+    slot = TrainingSlot(device_key(device), drain=torch.cuda.synchronize if cuda else None).open()
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -229,7 +233,8 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
             if not math.isfinite(train_loss):
                 result.status, result.detail = TrainStatus.DIVERGED, f"non-finite training loss in epoch {epoch}"
                 break
-            val_loss, val_acc, eval_batch = _evaluate_fitting(model, x_val, data.y_val, eval_batch, cuda)
+            val_loss, val_acc, eval_batch = _evaluate_fitting(model, x_val, data.y_val, eval_batch, cuda,
+                                                              slot.between_steps)
             stats = EpochStats(epoch, train_loss, val_loss, val_acc,
                                time.perf_counter() - t0 - (slot.paused_s - paused), epoch_train,
                                epoch * steps_per_epoch)
@@ -241,6 +246,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
                 break
     finally:
         slot.close()
+        result.paused_s = slot.paused_s
         if bar is not None:
             bar.close()
     result.train_seconds = train_time

@@ -33,9 +33,11 @@ class Outage:
     """Makes the storage's statements fail as a lost database's do, from the start of trial
     ``at`` on, for ``seconds`` (None: for good); ``writes_only``: reads still work."""
 
-    def __init__(self, storage, *, at: int, seconds: float | None, writes_only: bool = False):
-        self.at, self.seconds, self.writes_only = at, seconds, writes_only
+    def __init__(self, storage, *, at: int | tuple[int, ...], seconds: float | None, writes_only: bool = False):
+        self.at = at if isinstance(at, tuple) else (at,)
+        self.seconds, self.writes_only = seconds, writes_only
         self.until = None
+        self.hit: set[int] = set()  # the trials it has started in
         sqlalchemy.event.listen(storage.engine, "before_cursor_execute", self._statement)
 
     def start(self):
@@ -62,8 +64,9 @@ def _in_process(tmp_path, monkeypatch, *, trials, retry_s, **outage):
         numbers.append(trial.number)
         return inner(trial)
 
-    def training(*args, **kwargs):  # the database goes away while trial `at` trains
-        if numbers[-1] == cut.at and cut.until is None:
+    def training(*args, **kwargs):  # the database goes away while a trial in `at` trains
+        if numbers[-1] in cut.at and numbers[-1] not in cut.hit:
+            cut.hit.add(numbers[-1])
             cut.start()
         return train(*args, **kwargs)
 
@@ -246,3 +249,34 @@ def test_a_database_that_stays_away_stops_the_worker_in_one_line(tmp_path):
     # and re-queues it (RetryHeartbeatStaleTrialCallback) and nothing is lost
     assert trials[1].state.name == "RUNNING"
     optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+def test_each_outage_gets_its_own_wait(tmp_path, monkeypatch):
+    """Two blips a few trials apart: the second is waited for afresh, not judged against
+    the first one's deadline (which has long passed)."""
+    study, cut, notes, run = _in_process(tmp_path, monkeypatch, trials=4, retry_s=2.5, at=(1, 3), seconds=1.2)
+    run()
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    assert states.count("FAIL") == 2 and states.count("COMPLETE") == 4, states
+    assert len([n for n in notes if n.startswith("the database stopped answering")]) == 2
+
+
+def test_a_lost_write_while_the_database_still_answers_is_retried_not_blamed(tmp_path, monkeypatch):
+    """A write that fails once (a dropped connection, a lock past its timeout) while the
+    database answers again at once: the trial is failed with that reason and re-queued, not
+    recorded as the candidate's error."""
+    study, _, notes, run = _in_process(tmp_path, monkeypatch, trials=2, retry_s=30, at=99, seconds=0)
+    real, failed = objective_module.set_user_attrs, []
+
+    def flaky(trial, attrs):
+        if trial.number == 1 and "weights" in attrs and not failed:
+            failed.append(1)
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        return real(trial, attrs)
+
+    monkeypatch.setattr(objective_module, "set_user_attrs", flaky)
+    run()
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[1].user_attrs["fail_reason"].startswith("the database connection was lost mid-trial")
+    assert trials[2].params == trials[1].params  # the same candidate, run again

@@ -1,6 +1,7 @@
 """No latency is taken while a local sibling trains (quiet.py): trainers pause between steps
 while a timer holds the machine, and the timer waits for their current step only."""
 
+import os
 import threading
 import time
 
@@ -13,8 +14,15 @@ from cnnsearch.train import TrainConfig, train
 from tests.test_training_exact import linear_net, tiny_data
 
 
-def _trainer(steps: list[float], stop: threading.Event, slot_box: list):
-    with TrainingSlot() as slot:
+def wait_until(predicate, timeout=30.0):
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+def _trainer(steps: list[float], stop: threading.Event, slot_box: list, key: str = "cpu"):
+    with TrainingSlot(key) as slot:
         slot_box.append(slot)
         while not stop.is_set():
             slot.between_steps()
@@ -29,7 +37,7 @@ def test_trainers_pause_while_a_network_is_timed_and_go_on_after(tmp_path, monke
     for t in threads:
         t.start()
     try:
-        time.sleep(0.1)
+        wait_until(lambda: all(len(s) >= 3 for s in steps))  # both training
         with quiet_machine():
             start = time.monotonic()
             time.sleep(0.3)  # the timing
@@ -74,41 +82,44 @@ def test_training_and_latency_take_part(tmp_path, monkeypatch):
     real = TrainingSlot.between_steps
     monkeypatch.setattr(TrainingSlot, "between_steps", lambda self: calls.append(1) or real(self))
     result = train(linear_net(), tiny_data(), TrainConfig(epochs=2, batch_size=16, device="cpu"))
-    assert len(calls) == 2 * 4  # every step: 64 images, batch 16, 2 epochs
+    assert len(calls) == 2 * (4 + 1)  # every step (64 images, batch 16) and evaluation batch, 2 epochs
 
     entered = []
     real_quiet = quiet.quiet_machine
 
-    def spying():
-        entered.append(1)
-        return real_quiet()
+    def spying(key):
+        entered.append(key)
+        return real_quiet(key)
 
     monkeypatch.setattr("cnnsearch.latency.quiet_machine", spying)
     measure(linear_net(), (1, 4, 4), time_cap_s=0.2)
-    assert entered == [1]
+    assert entered == ["cpu"]
     assert result.status == "ok"
     torch.set_num_threads(1)
 
 
 def test_a_pause_is_not_counted_as_training_time(tmp_path, monkeypatch):
     monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path))
-    out = {}
+    out, epochs_done = {}, []
 
     def training():
         t0 = time.monotonic()
-        out["result"] = train(linear_net(), tiny_data(), TrainConfig(epochs=400, batch_size=16, device="cpu"))
+        out["result"] = train(linear_net(), tiny_data(), TrainConfig(epochs=400, batch_size=16, device="cpu"),
+                              on_epoch=lambda stats: epochs_done.append(stats.epoch) and False)
         out["wall"] = time.monotonic() - t0
 
     t = threading.Thread(target=training)
     t.start()
-    time.sleep(0.05)
+    wait_until(lambda: len(epochs_done) >= 2)  # mid-training, past any set-up
     with quiet_machine():
         time.sleep(0.5)
     t.join(60)
     result = out["result"]
-    assert result.status == "ok" and out["wall"] > 0.5
+    assert result.status == "ok" and len(epochs_done) < 400 or result.paused_s >= 0.45
+    assert result.paused_s >= 0.45
     epochs = sum(e.seconds for e in result.epochs)
-    assert epochs < out["wall"] - 0.4  # the half second stood aside is in no epoch
+    assert epochs < out["wall"] - 0.45  # the half second stood aside is in no epoch
+    assert result.train_seconds <= epochs
 
 
 def test_workers_auto_is_two_per_gpu_else_one_per_four_cores(monkeypatch, capsys):
@@ -125,3 +136,62 @@ def test_workers_auto_is_two_per_gpu_else_one_per_four_cores(monkeypatch, capsys
     assert runner.auto_workers() == 6
     assert main(["search", "x.toml", "--workers", "many"]) == 2
     assert capsys.readouterr().err == "error: --workers: expected a number or auto, got 'many'\n"
+
+
+def test_a_timing_inside_the_own_training_does_not_wait_for_itself(tmp_path, monkeypatch):
+    """on_epoch calling measure(): the process's own trainer stands aside first."""
+    monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path))
+    timed = []
+
+    def on_epoch(stats):
+        timed.append(measure(linear_net(), (1, 4, 4), time_cap_s=0.1).median_ms)
+        return False
+
+    done = []
+    t = threading.Thread(target=lambda: done.append(train(linear_net(), tiny_data(),
+                                                          TrainConfig(epochs=2, batch_size=16, device="cpu"),
+                                                          on_epoch=on_epoch)))
+    t.start()
+    t.join(20)
+    assert not t.is_alive() and done[0].status == "ok" and len(timed) == 2
+
+
+def test_no_wait_is_unbounded(tmp_path, monkeypatch):
+    """A stopped or foreign lock holder delays both sides by WAIT_S, never forever."""
+    import fcntl
+
+    monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(quiet, "WAIT_S", 0.3)
+    gate, held = quiet._files("cpu")
+    fcntl.flock(gate, fcntl.LOCK_EX)  # someone holds the gate and never lets go
+    try:
+        t0 = time.monotonic()
+        with TrainingSlot() as slot:
+            slot.between_steps()
+        assert 0.25 < time.monotonic() - t0 < 3
+        t0 = time.monotonic()
+        with quiet_machine():
+            pass
+        assert 0.25 < time.monotonic() - t0 < 3
+    finally:
+        os.close(gate)
+        os.close(held)
+    assert oct(os.stat(tmp_path / "cnnsearch-gate-cpu.lock").st_mode & 0o777) == "0o666"
+
+
+def test_a_timing_pauses_only_the_trainers_of_its_device(tmp_path, monkeypatch):
+    monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path))
+    steps, stop, slots = [], threading.Event(), []
+    t = threading.Thread(target=_trainer, args=(steps, stop, slots, "cuda-GPU-1234"))
+    t.start()
+    try:
+        wait_until(lambda: len(steps) >= 3)
+        with quiet_machine("cpu"):
+            start = time.monotonic()
+            time.sleep(0.2)
+            end = time.monotonic()
+    finally:
+        stop.set()
+        t.join(5)
+    assert any(start <= s <= end for s in steps) and slots[0].pauses == 0
+    assert quiet.device_key("cpu") == "cpu"
