@@ -195,3 +195,15 @@ def test_a_timing_pauses_only_the_trainers_of_its_device(tmp_path, monkeypatch):
         t.join(5)
     assert any(start <= s <= end for s in steps) and slots[0].pauses == 0
     assert quiet.device_key("cpu") == "cpu"
+
+
+def test_workers_share_the_gpus_a_scheduler_lists(monkeypatch):
+    from cnnsearch import runner
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert [runner._worker_env(i, 4)["CUDA_VISIBLE_DEVICES"] for i in range(4)] == ["2", "3", "2", "3"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(runner.torch.cuda, "device_count", lambda: 2)
+    assert [runner._worker_env(i, 3)["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["0", "1", "0"]
+    monkeypatch.setattr(runner.torch.cuda, "device_count", lambda: 0)
+    assert "CUDA_VISIBLE_DEVICES" not in runner._worker_env(0, 2)
