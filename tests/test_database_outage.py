@@ -223,7 +223,8 @@ def test_a_database_that_comes_back_costs_only_the_trial_it_interrupted(tmp_path
     states = [t.state.name for t in trials]
     assert states == ["COMPLETE", "FAIL", "COMPLETE"], states  # trial 1's candidate re-queued as trial 2
     assert trials[1].user_attrs["fail_reason"].startswith("the database connection was lost mid-trial")
-    assert trials[2].params == trials[1].params
+    # the same candidate, as far as it was sampled before the cut (the rest is sampled on retry)
+    assert trials[1].params.items() <= trials[2].params.items()
     assert trials[0].user_attrs["status"] == "ok" and "weights" in trials[0].user_attrs  # nothing completed lost
     optuna.delete_study(study_name=name, storage=PG_URL)
 
