@@ -18,7 +18,15 @@ from optuna.trial import TrialState
 
 from .errors import CnnSearchError, FailingTrials
 from .interrupt import check as check_interrupt
-from .storage import count_trials, database_error, database_lost, set_finished_trial_user_attrs, will_retry
+from .storage import (
+    MAX_RETRY,
+    count_trials,
+    database_error,
+    database_lost,
+    first_line,
+    set_finished_trial_user_attrs,
+    will_retry,
+)
 from .trials import FINISHED
 
 
@@ -105,7 +113,7 @@ def recover_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
     stale heartbeat (Optuna's ``fail_stale_trials``, which runs the storage's retry callback)."""
     again: list[bool] = []
     local = recover_dead_local_trials(study, requeued=again)
-    recovered = [(n, f"its worker on this host died; {_requeued(ok)}") for n, ok in zip(local, again)]
+    recovered = [(n, f"its worker on this host died; {requeued_text(ok)}") for n, ok in zip(local, again)]
     getter = getattr(study._storage, "get_heartbeat_stale_trial_callback", None)  # RDB storages only
     callback = getter() if getter is not None else None
     seen = getattr(callback, "seen", None)  # storage.RetryStaleTrial notes what it retries
@@ -114,7 +122,7 @@ def recover_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     stale = seen[start:] if seen is not None else []
-    return recovered + [(n, f"its worker stopped sending heartbeats; {_requeued(ok)}") for n, ok in stale]
+    return recovered + [(n, f"its worker stopped sending heartbeats; {requeued_text(ok)}") for n, ok in stale]
 
 
 def _retry(study: optuna.Study, trial_id: int) -> bool:
@@ -126,11 +134,8 @@ def _retry(study: optuna.Study, trial_id: int) -> bool:
     return will_retry(frozen, MAX_RETRY)
 
 
-def _requeued(requeued: bool) -> str:
+def requeued_text(requeued: bool) -> str:
     return "re-queued" if requeued else f"not re-queued (tried {MAX_RETRY + 1} times)"
-
-
-MAX_RETRY = 2  # a trial whose worker died is run again at most this many times
 
 
 # How long a worker waits for a database that stopped answering (a PostgreSQL restart, a
@@ -145,9 +150,7 @@ def outage_deadline(since: float) -> float:
 
 def _first_line(exc: BaseException) -> str:
     """The database's own words where ``exc`` holds them (not Optuna's wrapper's)."""
-    exc = database_error(exc) or exc
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return first_line(database_error(exc) or exc)
 
 
 def wait_for_database(study: optuna.Study, exc: BaseException, *, deadline: float,

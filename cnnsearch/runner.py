@@ -108,9 +108,7 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
         done = finished_count(existing)
         budget = until if until is not None else done + trials if trials else recipe.trials
         if done >= budget and not count_trials(existing, (optuna.trial.TrialState.WAITING,)):
-            print(f"study {recipe.name!r} already has {done} finished trials (budget {budget}); "
-                  f"--trials N runs N more")
-            return 0
+            return _budget_met(recipe, done, budget)
     # then the data, before anything is created: a recipe whose data cannot load leaves no
     # study behind (nor a database file), and data that now loads differently is refused. A
     # launcher of K workers loads it only for a study that has no data description yet.
@@ -130,9 +128,7 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     if until is None:
         until = done + trials if trials else recipe.trials
     if done >= until and not owed:  # another worker finished the budget meanwhile
-        print(f"study {recipe.name!r} already has {done} finished trials (budget {until}); "
-              f"--trials N runs N more")
-        return 0
+        return _budget_met(recipe, done, until)
     to_go = max(until - done, 0) + owed
     if workers > 1:
         print(f"study {recipe.name!r}: {workers} workers, {to_go} trials to go ({recipe.storage})")
@@ -182,6 +178,11 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     if not quiet:  # a worker among many leaves it to whoever launched them
         _retime_front(study, recipe)
         _summary(study)
+    return 0
+
+
+def _budget_met(recipe: Recipe, done: int, budget: int) -> int:
+    print(f"study {recipe.name!r} already has {done} finished trials (budget {budget}); --trials N runs N more")
     return 0
 
 

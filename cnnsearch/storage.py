@@ -23,6 +23,16 @@ from optuna.trial import TrialState
 
 from .errors import RecipeError
 
+# A trial whose worker died (or whose database went away) is run again at most this many times.
+MAX_RETRY = 2
+
+
+def first_line(exc: BaseException, *, limit: int = 200) -> str:
+    """An error's message as one short line (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 # Seconds between heartbeats; a trial silent for 3 intervals is stale. Tests shorten it.
 HEARTBEAT_S = int(os.environ.get("CNNSEARCH_HEARTBEAT_S", "10"))
 
@@ -88,12 +98,11 @@ def open_storage(url: str, *, heartbeat_s: int | None = None) -> RDBStorage:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = _Storage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
                                  grace_period=3 * heartbeat,
-                                 heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=2))
+                                 heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=MAX_RETRY))
     except (ImportError, ModuleNotFoundError) as exc:
         raise RecipeError(f"storage: {url.split(':')[0]} needs a driver that is not installed ({exc})") from None
     except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: unreachable server
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise RecipeError(f"storage: cannot open {url}: {first}") from None
+        raise RecipeError(f"storage: cannot open {url}: {first_line(exc, limit=160)}") from None
     if path is not None:
         # WAL + synchronous=NORMAL: a crashed or killed worker loses nothing committed (only a
         # power cut can drop the last commits), and each commit skips an fsync: about half the

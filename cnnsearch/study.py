@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .errors import CnnSearchError, FailingTrials, RecipeError
 from .interrupt import check as check_interrupt
 from .recipe import SAMPLERS, Recipe, changed_meaning
-from .recovery import fail_interrupted_trial, outage_deadline, wait_for_database
+from .recovery import fail_interrupted_trial, outage_deadline, requeued_text, wait_for_database
 from .storage import DatabaseLost, count_trials, database_lost
 from .trials import FINISHED, REJECTED, is_feasible
 
@@ -63,7 +63,7 @@ def check_existing(storage, recipe: Recipe) -> optuna.Study | None:
     existing = _existing(storage, recipe.name)
     if existing is None:
         return None
-    empty = "data" not in existing.user_attrs and not existing.get_trials(deepcopy=False)
+    empty = _left_empty(existing)
     if existing.directions != _directions(recipe):
         raise RecipeError(f"objectives: study {recipe.name!r} already exists with "
                           f"{existing.metric_names or len(existing.directions)} objectives; use another name or "
@@ -71,6 +71,11 @@ def check_existing(storage, recipe: Recipe) -> optuna.Study | None:
     if not empty:
         check_recipe(existing, recipe)
     return existing
+
+
+def _left_empty(study: optuna.Study) -> bool:
+    """No trial and no data description: what a run that failed before its data loaded left."""
+    return "data" not in study.user_attrs and not study.get_trials(deepcopy=False)
 
 
 def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
@@ -83,7 +88,7 @@ def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
     version that computes fingerprints otherwise never splits its trials into strangers."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=, metric names
     existing = check_existing(storage, recipe)
-    empty = existing is not None and "data" not in existing.user_attrs and not existing.get_trials(deepcopy=False)
+    empty = existing is not None and _left_empty(existing)
     study = optuna.create_study(study_name=recipe.name, storage=storage, sampler=optuna.samplers.RandomSampler(),
                                 directions=recipe.directions, load_if_exists=True)
     trials = study.get_trials(deepcopy=False)
@@ -268,7 +273,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
             number, requeued = outcome
             if on_note is not None:
                 on_note(f"trial {number:>4} failed: the database connection was lost mid-trial; "
-                        + ("re-queued" if requeued else "not re-queued (tried 3 times)"))
+                        + requeued_text(requeued))
             failures += 1
             if failures >= max_consecutive_failures:
                 raise FailingTrials(f"{failures} trials in a row failed; the last: the database connection "

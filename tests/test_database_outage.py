@@ -194,24 +194,37 @@ def _running_with_owner(name, number):
                for t in _trials(name))
 
 
+def _worker_in_trial_1(tmp_path, *, prefix, trials, retry_s, lines=None):
+    """A worker behind a fresh relay, once trial 0 is done and trial 1 trains: (relay, study
+    name, process). ``lines`` (a list) collects its stdout as it comes."""
+    relay = Relay()
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    proc = _start(_recipe(tmp_path, relay, name, trials=trials), retry_s=retry_s)
+    if lines is not None:  # proc.reader ends with the output
+        proc.reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        proc.reader.start()
+    try:
+        wait_for(lambda: _running_with_owner(name, 1), timeout=240)
+    except BaseException:
+        proc.kill()
+        relay.cut()
+        raise
+    return relay, name, proc
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_database_that_comes_back_costs_only_the_trial_it_interrupted(tmp_path):
-    relay = Relay()
-    name = f"outage-{uuid.uuid4().hex[:8]}"
-    proc = _start(_recipe(tmp_path, relay, name, trials=2), retry_s=60)
     lines = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
-    reader.start()
+    relay, name, proc = _worker_in_trial_1(tmp_path, prefix="outage", trials=2, retry_s=60, lines=lines)
     try:
-        wait_for(lambda: _running_with_owner(name, 1), timeout=240)  # trial 0 done, trial 1 training
         relay.cut()
         # down until the worker has noticed (at its next write, at the latest when the trial ends)
         wait_for(lambda: any("the database stopped answering" in line for line in lines), timeout=240)
         time.sleep(1.5)  # a retry or two against the closed port
         relay.restore()
         proc.wait(timeout=300)
-        reader.join(timeout=10)
+        proc.reader.join(timeout=10)
         out, err = "".join(lines), proc.stderr.read()
     finally:
         proc.kill()
@@ -232,11 +245,8 @@ def test_a_database_that_comes_back_costs_only_the_trial_it_interrupted(tmp_path
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_database_that_stays_away_stops_the_worker_in_one_line(tmp_path):
-    relay = Relay()
-    name = f"gone-{uuid.uuid4().hex[:8]}"
-    proc = _start(_recipe(tmp_path, relay, name, trials=3), retry_s=3)
+    relay, name, proc = _worker_in_trial_1(tmp_path, prefix="gone", trials=3, retry_s=3)
     try:
-        wait_for(lambda: _running_with_owner(name, 1), timeout=240)
         relay.cut()
         out, err = proc.communicate(timeout=300)
     finally:
