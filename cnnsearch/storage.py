@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import warnings
@@ -69,6 +70,27 @@ def _check_sqlite_file(path: Path) -> None:
         raise RecipeError(f"storage: cannot read {path} ({exc.strerror})") from None
     if head and head != SQLITE_MAGIC:
         raise RecipeError(f"storage: {path} is not an SQLite database file")
+
+
+class _NoFallbackOnLostConnection(logging.Filter):
+    """Optuna's RDB storage catches every OperationalError of one query, logs it as "Caught
+    an error from sqlalchemy ... Falling back to a slower alternative" (meant for a query with
+    too many variables) and tries again. When the error is a lost connection, the retry fails
+    too and the worker reports the outage in its own one line: the logged SQL would only bury it."""
+
+    _LOST = ("server closed the connection", "connection failed", "connection refused",
+             "could not connect", "terminating connection", "connection is closed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("Caught an error from sqlalchemy"):
+            return True
+        return not any(lost in message.lower() for lost in self._LOST)
+
+
+_RDB_LOGGER = "optuna.storages._rdb.storage"
+if not any(isinstance(f, _NoFallbackOnLostConnection) for f in logging.getLogger(_RDB_LOGGER).filters):
+    logging.getLogger(_RDB_LOGGER).addFilter(_NoFallbackOnLostConnection())
 
 
 def open_storage(url: str, *, heartbeat_s: int | None = None) -> RDBStorage:
