@@ -1,9 +1,11 @@
 """Datasets as whole tensors: ``digits`` (embedded), procedural ``shapes``, torchvision
 datasets by name, and a user's photos as ``folder:PATH`` (ImageFolder layout).
 
-Every loader returns an ``ImageData``: normalised float32 train, validation and test
-tensors, split deterministically by seed (stratified, disjoint; a torchvision set's
-official test split is its test split). The search selects on validation and never reads
+Every loader returns an ``ImageData``: train, validation and test tensors, split
+deterministically by seed (stratified, disjoint; a torchvision set's official test split
+is its test split). ``digits`` and ``shapes`` hold them as float32, normalised with the
+train split's statistics; photo folders and torchvision sets hold raw uint8 pixels, a
+quarter of the memory, and ``ImageData.prepare`` normalises each batch on its device. The search selects on validation and never reads
 the test split: only ``finalize`` does. Small classification sets fit in memory, so the trainer
 indexes tensors directly (on the GPU when it trains there) instead of going through a
 DataLoader and a collate per batch.
@@ -11,6 +13,7 @@ DataLoader and a collate per batch.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +31,9 @@ DEFAULT_CACHE = Path(os.environ.get("CNNSEARCH_DATA", Path.home() / ".cache" / "
 @dataclass(frozen=True)
 class ImageData:
     name: str
-    x_train: torch.Tensor  # (N, C, H, W) float32, normalised with the train split's statistics
+    # (N, C, H, W): float32 normalised with the train split's statistics, or uint8 raw pixels
+    # (folders, torchvision sets) that prepare() normalises batch by batch
+    x_train: torch.Tensor
     y_train: torch.Tensor  # (N,) int64
     x_val: torch.Tensor
     y_val: torch.Tensor
@@ -51,6 +56,24 @@ class ImageData:
                 if getattr(self, k) is not None}
         return replace(self, **move)
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of this data's images as a network takes it: float32, normalised with the
+        train split's statistics, on ``x``'s device. Float data is stored normalised and comes
+        back as it is (the same tensor); uint8 pixels become ``(x / 255 - mean) / std``, the
+        same float32 operations, so the same numbers, as normalising the whole set up front."""
+        if x.dtype != torch.uint8:
+            return x
+        scale, mean, std = _statistics_on(self.mean, self.std, x.device)
+        return (x.float() / scale - mean) / std
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """Images per class in each split held: {"train": {class: n}, "val": {...}, "test":
+        {...}}, every class in class order (0 where a split has none); no "test" key when the
+        test split was dropped (the search drops it)."""
+        splits = {"train": self.y_train, "val": self.y_val, "test": self.y_test}
+        return {split: dict(zip(self.classes, torch.bincount(y.cpu(), minlength=self.num_classes).tolist()))
+                for split, y in splits.items() if y is not None}
+
     def description(self) -> dict:
         """What an exported network needs to take raw images: plain JSON data."""
         return {"name": self.name, "input_size": list(self.input_shape), "classes": list(self.classes),
@@ -61,8 +84,9 @@ def split_and_normalise(name: str, x: torch.Tensor, y: torch.Tensor, classes, *,
                         test_fraction: float, seed: int,
                         test: tuple[torch.Tensor, torch.Tensor] | None = None) -> ImageData:
     """Stratified, seeded, disjoint train / validation / test split (``test`` given: that
-    is the test split, and ``test_fraction`` is unused); normalise all three with the
-    train split's statistics."""
+    is the test split, and ``test_fraction`` is unused). Float images (in [0, 1]) are
+    normalised with the train split's statistics; uint8 images stay uint8 (``prepare``
+    normalises them per batch), their statistics taken in [0, 1] units alike."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction: {val_fraction} is not in (0, 1)")
     if test is None and not (0.0 < test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
@@ -84,16 +108,59 @@ def split_and_normalise(name: str, x: torch.Tensor, y: torch.Tensor, classes, *,
     if len(train_idx) == 0 or len(val_idx) == 0 or (test is None and len(test_idx) == 0):
         raise DataError(f"{name}: {len(y)} images are too few to split with val_fraction {val_fraction}"
                         f" and test_fraction {test_fraction}")
-    x = x.float()
-    mean = x[train_idx].mean(dim=(0, 2, 3))
-    std = x[train_idx].std(dim=(0, 2, 3)).clamp_min(1e-6)
+    raw = x.dtype == torch.uint8
+    x = x if raw else x.float()
+    mean, std = pixel_statistics(x[train_idx]) if raw else (x[train_idx].mean(dim=(0, 2, 3)),
+                                                           x[train_idx].std(dim=(0, 2, 3)))
+    std = std.clamp_min(1e-6)
 
     def norm(images: torch.Tensor) -> torch.Tensor:
+        if raw:
+            return images.contiguous()
         return ((images.float() - mean[:, None, None]) / std[:, None, None]).contiguous()
 
     x_test, y_test = (x[test_idx], y[test_idx]) if test is None else test
+    if raw and x_test.dtype != torch.uint8:
+        raise DataError(f"{name}: the test split is {x_test.dtype}, the rest uint8")
     return ImageData(name, norm(x[train_idx]), y[train_idx], norm(x[val_idx]), y[val_idx],
                      norm(x_test), y_test, tuple(classes), tuple(mean.tolist()), tuple(std.tolist()))
+
+
+_WHOLE = 1 << 28  # pixels up to which statistics are taken over one float copy (1 GiB)
+_CHUNK = 1 << 24  # pixels per chunk above that
+
+
+def pixel_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) std of uint8 images (N, C, H, W) in [0, 1] units, as
+    float32. Up to 2^28 pixels, over one float32 copy: the numbers the float data of earlier
+    versions gave, so a stored data description still matches. Above, exact integer sums
+    over chunks: a large photo folder never needs a float copy of itself."""
+    if x.numel() <= _WHOLE:
+        f = x.float() / 255.0
+        return f.mean(dim=(0, 2, 3)), f.std(dim=(0, 2, 3))
+    c = x.shape[1]
+    sums = torch.zeros(c, dtype=torch.int64)
+    squares = torch.zeros(c, dtype=torch.int64)
+    step = max(1, _CHUNK // max(1, x[0].numel()))
+    for i in range(0, len(x), step):
+        chunk = x[i:i + step].to(torch.int64)
+        sums += chunk.sum(dim=(0, 2, 3))
+        squares += chunk.square().sum(dim=(0, 2, 3))
+    n = x.numel() // c  # Python integers: the sums and the variance's numerator stay exact
+    mean = [s / (n * 255) for s in sums.tolist()]
+    var = [(q * n - s * s) / (n * max(1, n - 1) * 255 ** 2) for s, q in zip(sums.tolist(), squares.tolist())]
+    return torch.tensor(mean), torch.tensor(var).sqrt()
+
+
+@functools.lru_cache(maxsize=32)
+def _statistics_on(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+    """(255, mean, std) as float32 tensors on ``device``, shaped to broadcast over a batch:
+    made once per device, not per batch. 255 is a tensor too: a CUDA division by a Python
+    number multiplies by its reciprocal, which can differ from the division in the last bit."""
+    def on(values) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1).to(device)
+
+    return torch.tensor(255.0, device=device), on(mean), on(std)
 
 
 def digits(*, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> ImageData:
@@ -155,7 +222,7 @@ def shapes(*, n: int = 4000, size: int = 32, classes: int = 6, channels: int = 3
 
 
 def _stack(dataset, limit: int | None):
-    """PIL/tensor dataset -> (x uint8/float tensor (N, C, H, W), y) without a DataLoader."""
+    """PIL/tensor dataset -> (x (N, C, H, W) uint8 pixels, y) without a DataLoader."""
     data = getattr(dataset, "data", None)
     targets = getattr(dataset, "targets", None)
     if targets is None:
@@ -168,7 +235,9 @@ def _stack(dataset, limit: int | None):
     y = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
     if limit:
         x, y = x[:limit], y[:limit]
-    return x.float() / 255.0, y
+    if x.dtype != torch.uint8:
+        raise DataError(f"{type(dataset).__name__}: pixels are {x.dtype}, not uint8")
+    return x, y
 
 
 def torchvision_dataset(name: str, *, root: str | Path = DEFAULT_CACHE, download: bool = True,
@@ -195,9 +264,10 @@ def torchvision_dataset(name: str, *, root: str | Path = DEFAULT_CACHE, download
 
 def image_folder(path: str | Path, *, size: int | None = None, val_fraction: float = 0.2,
                  test_fraction: float = 0.2, seed: int = 0, channels: int = 3) -> ImageData:
-    """A user's photos in ImageFolder layout (one sub-folder per class), resized to
-    ``size`` x ``size`` (default: the median short side, capped to 64)."""
-    from PIL import Image
+    """A user's photos in ImageFolder layout (one sub-folder per class): each resized on its
+    short side to ``size`` (bilinear, aspect kept) and centre-cropped to ``size`` x ``size``,
+    as torchvision's Resize(size) + CenterCrop(size) do (default size: the median short
+    side, clamped to [8, 64]). Held as uint8 pixels."""
     from torchvision.datasets import ImageFolder
 
     path = Path(path)
@@ -214,17 +284,29 @@ def image_folder(path: str | Path, *, size: int | None = None, val_fraction: flo
         sides = [_read_image(path, file, read=lambda im: min(im.size)) for file, _ in probe]
         size = int(min(64, max(8, np.median(sides))))
     mode = "RGB" if channels == 3 else "L"
-    xs, ys = [], []
-    for file, label in folder.samples:
-        im = _read_image(path, file, read=lambda im: im.convert(mode).resize((size, size), Image.BILINEAR))
-        arr = np.asarray(im, dtype=np.float32)  # pragma: no mutate (float64 gives the same float32 tensor after normalising)
-        arr = arr / 255.0
-        xs.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-        ys.append(label)
-    x = torch.from_numpy(np.stack(xs))
-    y = torch.tensor(ys, dtype=torch.int64)
-    return split_and_normalise(f"folder:{path.name}", x, y, folder.classes,
+    # filled in place, no second copy; (N, H, W, C) as PIL gives each image, seen as (N, C, H, W):
+    # the layout earlier versions' statistics were reduced over, so they come out the same
+    x = np.empty((len(folder.samples), size, size, channels), np.uint8)
+    for i, (file, _) in enumerate(folder.samples):
+        arr = np.asarray(_read_image(path, file, read=lambda im: resize_and_crop(im.convert(mode), size)))
+        x[i] = arr.reshape(size, size, channels)
+    y = torch.tensor([label for _, label in folder.samples], dtype=torch.int64)
+    return split_and_normalise(f"folder:{path.name}", torch.from_numpy(x).permute(0, 3, 1, 2), y, folder.classes,
                                val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+def resize_and_crop(image, size: int):
+    """``image`` (PIL) with its short side resized to ``size`` (bilinear), then its centre
+    ``size`` x ``size``: torchvision's Resize(size) then CenterCrop(size) on a PIL image."""
+    from PIL import Image
+
+    w, h = image.size
+    short, long = min(w, h), max(w, h)
+    new_long = int(size * long / short)  # torchvision's rounding: truncated
+    new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+    image = image.resize((new_w, new_h), Image.BILINEAR)
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
 
 
 def spread(items: list, *, most: int) -> list:

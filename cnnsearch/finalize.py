@@ -69,7 +69,8 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
             if result.status != TrainStatus.OK:
                 raise CnnSearchError(f"trial {trial.number}, seed {seed}: training ended {result.status} "
                                      f"({result.detail}); nothing was recorded")
-            _, test_acc = evaluate(model, data.x_test, data.y_test, autocast=device.type == "cuda")
+            _, test_acc = evaluate(model, data.x_test, data.y_test, autocast=device.type == "cuda",
+                                   prepare=data.prepare)
             tests.append(test_acc)
             vals.append(result.accuracy)
             if best is None or result.accuracy > vals[best]:  # chosen on validation: test is only scored

@@ -2,7 +2,8 @@
 
 The trainer receives a built model and an ``ImageData`` and owns nothing else. The whole
 dataset sits on the training device and batches are index slices, so there is no
-DataLoader, no collate and no host-device copy per batch. Convolutions run channels_last
+DataLoader, no collate and no host-device copy per batch; uint8 data (photo folders,
+torchvision sets) stays uint8 there and ``ImageData.prepare`` normalises each batch. Convolutions run channels_last
 (faster on CUDA and on CPUs); on CUDA it adds bf16 autocast and cudnn.benchmark. A non-finite loss ends training as ``diverged``; an
 out-of-memory error in training frees memory and starts again from the same initial
 weights at half the batch (once), then ends as ``oom``; one in evaluation only halves the
@@ -100,22 +101,25 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
-             autocast: bool = False) -> tuple[float, float]:
+             autocast: bool = False, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+             ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) over x, y in eval mode; one host sync at the end.
+    ``prepare`` makes each batch what the network takes (``ImageData.prepare``: uint8
+    pixels normalised on the device); without it the batches go in as they are.
 
     Out of memory halves the batch and starts over, down to one image: evaluation has no
     state, so the batch size changes nothing but memory (a network that trains at its
     batch must not be called out of memory by a larger evaluation batch)."""
-    loss, accuracy, _ = _evaluate_fitting(model, x, y, batch_size, autocast)
+    loss, accuracy, _ = _evaluate_fitting(model, x, y, batch_size, autocast, prepare=prepare)
     return loss, accuracy
 
 
-def _evaluate_fitting(model, x, y, batch_size, autocast, between=None) -> tuple[float, float, int]:
+def _evaluate_fitting(model, x, y, batch_size, autocast, between=None, prepare=None) -> tuple[float, float, int]:
     """``evaluate``, and the batch size that fitted (the trainer keeps it for later epochs);
     ``between`` runs before each batch (the trainer's pause for a local timing)."""
     while True:
         try:
-            return (*_evaluate(model, x, y, batch_size, autocast, between), batch_size)
+            return (*_evaluate(model, x, y, batch_size, autocast, between, prepare), batch_size)
         except Exception as exc:
             if not _is_oom(exc) or batch_size <= 1:
                 raise
@@ -124,7 +128,7 @@ def _evaluate_fitting(model, x, y, batch_size, autocast, between=None) -> tuple[
             batch_size //= 2
 
 
-def _evaluate(model, x, y, batch_size, autocast, between=None) -> tuple[float, float]:
+def _evaluate(model, x, y, batch_size, autocast, between=None, prepare=None) -> tuple[float, float]:
     was_training = model.training
     model.eval()
     try:
@@ -134,6 +138,8 @@ def _evaluate(model, x, y, batch_size, autocast, between=None) -> tuple[float, f
             if between is not None:
                 between()
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            if prepare is not None:
+                xb = prepare(xb)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = model(xb)
             loss += F.cross_entropy(out.float(), yb, reduction="sum")
@@ -212,7 +218,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
                 check_interrupt()  # a Ctrl-C whose KeyboardInterrupt something swallowed
                 slot.between_steps()
                 idx = order[step * batch:(step + 1) * batch]
-                xb, yb = x_train[idx], data.y_train[idx]
+                xb, yb = data.prepare(x_train[idx]), data.y_train[idx]  # normalised, then augmented
                 if cfg.augment:
                     xb = augment(xb, gen)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
@@ -234,7 +240,7 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
                 result.status, result.detail = TrainStatus.DIVERGED, f"non-finite training loss in epoch {epoch}"
                 break
             val_loss, val_acc, eval_batch = _evaluate_fitting(model, x_val, data.y_val, eval_batch, cuda,
-                                                              slot.between_steps)
+                                                              slot.between_steps, data.prepare)
             stats = EpochStats(epoch, train_loss, val_loss, val_acc,
                                time.perf_counter() - t0 - (slot.paused_s - paused), epoch_train,
                                epoch * steps_per_epoch)

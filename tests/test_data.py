@@ -67,7 +67,8 @@ def test_image_folder_from_pngs(tmp_path):
     chosen = load_data(f"folder:{tmp_path}")  # size chosen from the photos: median short side
     assert chosen.input_shape == (3, 24, 24)
     # red cats, blue dogs survive the resize and normalisation
-    red_minus_blue = (data.x_train[:, 0] - data.x_train[:, 2]).mean(dim=(1, 2))
+    x = data.prepare(data.x_train)
+    red_minus_blue = (x[:, 0] - x[:, 2]).mean(dim=(1, 2))
     assert ((red_minus_blue > 0) == (data.y_train == 0)).all()
 
 
@@ -100,8 +101,9 @@ def test_torchvision_mnist_from_files_the_test_writes(tmp_path):
     assert data.input_shape == (1, 28, 28) and data.num_classes == 10
     assert len(data.x_train) + len(data.x_val) == 50
     assert len(data.x_test) == 10  # the official t10k split, normalised with the train statistics
-    assert torch.equal(data.x_test[:, 0].mean(dim=2).argmax(dim=1), data.y_test)
-    lit_rows = data.x_train[:, 0].mean(dim=2).argmax(dim=1)
+    assert data.x_train.dtype == data.x_test.dtype == torch.uint8  # raw pixels: prepare() normalises
+    assert torch.equal(data.prepare(data.x_test)[:, 0].mean(dim=2).argmax(dim=1), data.y_test)
+    lit_rows = data.prepare(data.x_train)[:, 0].mean(dim=2).argmax(dim=1)
     assert torch.equal(lit_rows, data.y_train)
 
 

@@ -16,10 +16,13 @@ from tests.broken_images import broken_images
 
 
 def raw_pixels(data):
-    """All images of all three splits, back in the raw [0, 1] pixel scale, with labels."""
-    mean = torch.tensor(data.mean)[:, None, None]
-    std = torch.tensor(data.std)[:, None, None]
-    x = torch.cat([data.x_train, data.x_val, data.x_test]) * std + mean
+    """All images of all three splits, back in the raw [0, 1] pixel scale, with labels: uint8
+    pixels (folders, torchvision sets) / 255, or float ones un-normalised."""
+    x = torch.cat([data.x_train, data.x_val, data.x_test])
+    if x.dtype == torch.uint8:
+        x = x.float() / 255
+    else:
+        x = x * torch.tensor(data.std)[:, None, None] + torch.tensor(data.mean)[:, None, None]
     return x, torch.cat([data.y_train, data.y_val, data.y_test])
 
 
