@@ -29,7 +29,7 @@ from .recipe import Recipe
 from .report import pick_trial, trial_spec
 from .storage import require_rdb_for_finished_trials, set_finished_trial_user_attrs
 from .study import check_data, check_recipe
-from .train import TrainStatus, evaluate, resolve_device, train
+from .train import TrainStatus, evaluate_metrics, resolve_device, train
 
 DEFAULT_SEEDS = 3
 EPOCHS_FACTOR = 3  # default final training: this many times the search's epochs
@@ -57,7 +57,7 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
     # (a study made before fixed values left the parameters has the recipe's batch size in
     # them too: the recipe's value is what trained, and wins here as it did there)
     hp = recipe.load_space().sample_train(optuna.trial.FixedTrial(dict(trial.params)), fixed=recipe.fixed_train)
-    tests, vals, best = [], [], None
+    tests, balanced, vals, best = [], [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):
             t0 = time.perf_counter()
@@ -69,9 +69,10 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
             if result.status != TrainStatus.OK:
                 raise CnnSearchError(f"trial {trial.number}, seed {seed}: training ended {result.status} "
                                      f"({result.detail}); nothing was recorded")
-            _, test_acc = evaluate(model, data.x_test, data.y_test, autocast=device.type == "cuda",
-                                   prepare=data.prepare)
+            _, test_acc, test_balanced = evaluate_metrics(model, data.x_test, data.y_test,
+                                                          autocast=device.type == "cuda", prepare=data.prepare)
             tests.append(test_acc)
+            balanced.append(test_balanced)
             vals.append(result.accuracy)
             if best is None or result.accuracy > vals[best]:  # chosen on validation: test is only scored
                 best = seed
@@ -89,6 +90,8 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
         "test_accuracies": tests,
         "test_accuracy_mean": statistics.fmean(tests),
         "test_accuracy_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+        "test_balanced_accuracies": balanced,  # mean recall per class: what accuracy hides on imbalanced data
+        "test_balanced_accuracy_mean": statistics.fmean(balanced),
         "val_accuracies": vals,
         "best_seed": best,
         "weights": weights,

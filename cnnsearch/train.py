@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,8 @@ from .hparams import OPTIMIZERS, TrainConfig
 from .interrupt import check as check_interrupt
 from .quiet import TrainingSlot, device_key
 
-__all__ = ["EpochStats", "TrainConfig", "TrainResult", "TrainStatus", "evaluate", "resolve_device", "train"]
+__all__ = ["EpochStats", "Evaluation", "TrainConfig", "TrainResult", "TrainStatus", "evaluate", "evaluate_metrics",
+           "resolve_device", "train"]
 
 
 class TrainStatus(StrEnum):
@@ -47,6 +49,7 @@ class EpochStats:
     seconds: float  # wall time of this epoch's training and evaluation
     train_seconds: float = 0.0  # the training part alone (what images_per_s divides by)
     steps: int = 0  # optimizer steps so far (epochs x steps per epoch): progress across batch sizes
+    val_balanced_accuracy: float = 0.0  # mean recall over the classes present in validation
 
 
 @dataclass
@@ -65,8 +68,19 @@ class TrainResult:
         """Validation accuracy after the last completed epoch (0 when none completed)."""
         return self.epochs[-1].val_accuracy if self.epochs else 0.0
 
+    @property
+    def balanced_accuracy(self) -> float:
+        """Validation balanced accuracy after the last completed epoch (0 when none completed)."""
+        return self.epochs[-1].val_balanced_accuracy if self.epochs else 0.0
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "accuracy": self.accuracy}
+        return {**asdict(self), "accuracy": self.accuracy, "balanced_accuracy": self.balanced_accuracy}
+
+
+class Evaluation(NamedTuple):
+    loss: float  # mean cross-entropy
+    accuracy: float
+    balanced_accuracy: float  # mean recall over the classes present in the labels (scikit-learn's)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -103,20 +117,29 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
              autocast: bool = False, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
              ) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over x, y in eval mode; one host sync at the end.
+    """(mean cross-entropy, accuracy) over x, y in eval mode: ``evaluate_metrics``'s first two."""
+    loss, accuracy, _ = evaluate_metrics(model, x, y, batch_size, autocast, prepare)
+    return loss, accuracy
+
+
+@torch.no_grad()
+def evaluate_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
+                     autocast: bool = False, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None
+                     ) -> Evaluation:
+    """Loss, accuracy and balanced accuracy over x, y in eval mode; one host sync at the end.
     ``prepare`` makes each batch what the network takes (``ImageData.prepare``: uint8
     pixels normalised on the device); without it the batches go in as they are.
 
     Out of memory halves the batch and starts over, down to one image: evaluation has no
     state, so the batch size changes nothing but memory (a network that trains at its
     batch must not be called out of memory by a larger evaluation batch)."""
-    loss, accuracy, _ = _evaluate_fitting(model, x, y, batch_size, autocast, prepare=prepare)
-    return loss, accuracy
+    return Evaluation(*_evaluate_fitting(model, x, y, batch_size, autocast, prepare=prepare)[:3])
 
 
-def _evaluate_fitting(model, x, y, batch_size, autocast, between=None, prepare=None) -> tuple[float, float, int]:
-    """``evaluate``, and the batch size that fitted (the trainer keeps it for later epochs);
-    ``between`` runs before each batch (the trainer's pause for a local timing)."""
+def _evaluate_fitting(model, x, y, batch_size, autocast, between=None, prepare=None
+                      ) -> tuple[float, float, float, int]:
+    """``evaluate_metrics``, and the batch size that fitted (the trainer keeps it for later
+    epochs); ``between`` runs before each batch (the trainer's pause for a local timing)."""
     while True:
         try:
             return (*_evaluate(model, x, y, batch_size, autocast, between, prepare), batch_size)
@@ -128,12 +151,14 @@ def _evaluate_fitting(model, x, y, batch_size, autocast, between=None, prepare=N
             batch_size //= 2
 
 
-def _evaluate(model, x, y, batch_size, autocast, between=None, prepare=None) -> tuple[float, float]:
+def _evaluate(model, x, y, batch_size, autocast, between=None, prepare=None) -> tuple[float, float, float]:
     was_training = model.training
     model.eval()
     try:
         loss = torch.zeros((), device=x.device)
-        correct = torch.zeros((), device=x.device, dtype=torch.int64)
+        # per class: [images, correctly classified], counted on the device. A comparison with
+        # the class numbers, not bincount: CUDA's bincount reads its input's range to the host
+        hits = None
         for i in range(0, len(x), batch_size):
             if between is not None:
                 between()
@@ -143,10 +168,18 @@ def _evaluate(model, x, y, batch_size, autocast, between=None, prepare=None) -> 
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = model(xb)
             loss += F.cross_entropy(out.float(), yb, reduction="sum")
-            correct += (out.argmax(1) == yb).sum()
+            if hits is None:
+                classes = torch.arange(out.shape[1], device=x.device)
+                hits = torch.zeros(2, out.shape[1], device=x.device, dtype=torch.int64)
+            member = yb[:, None] == classes  # (batch, classes)
+            hits[0] += member.sum(0)
+            hits[1] += (member & (out.argmax(1) == yb)[:, None]).sum(0)
     finally:
         model.train(was_training)
-    return loss.item() / len(x), correct.item() / len(x)
+    total = loss.item() / len(x)
+    counts, correct = hits.tolist() if hits is not None else ([], [])
+    recalls = [c / n for n, c in zip(counts, correct) if n]
+    return total, sum(correct) / len(x), sum(recalls) / len(recalls) if recalls else 0.0
 
 
 def train(model: nn.Module, data: ImageData, config: TrainConfig | None = None, *,
@@ -239,11 +272,11 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
             if not math.isfinite(train_loss):
                 result.status, result.detail = TrainStatus.DIVERGED, f"non-finite training loss in epoch {epoch}"
                 break
-            val_loss, val_acc, eval_batch = _evaluate_fitting(model, x_val, data.y_val, eval_batch, cuda,
-                                                              slot.between_steps, data.prepare)
+            val_loss, val_acc, val_balanced, eval_batch = _evaluate_fitting(
+                model, x_val, data.y_val, eval_batch, cuda, slot.between_steps, data.prepare)
             stats = EpochStats(epoch, train_loss, val_loss, val_acc,
                                time.perf_counter() - t0 - (slot.paused_s - paused), epoch_train,
-                               epoch * steps_per_epoch)
+                               epoch * steps_per_epoch, val_balanced)
             result.epochs.append(stats)
             if bar is not None:
                 bar.set_postfix(acc=f"{val_acc:.3f}", loss=f"{train_loss:.3f}")  # pragma: no mutate (display only)

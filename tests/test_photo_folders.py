@@ -1,17 +1,21 @@
 """Photo folders as the issue asks: aspect kept (short side resized, centre cropped, as
 torchvision's Resize + CenterCrop), uint8 pixels in memory that ``prepare`` normalises per
-batch to exactly the float data earlier versions held, class counts, and one error line for
-a corrupt file."""
+batch to exactly the float data earlier versions held, class counts, balanced accuracy
+(checked against scikit-learn, recorded by finalize), and one error line for a corrupt file."""
 
+import copy
+import warnings
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
-from cnnsearch import DataError
+from cnnsearch import ArchSpec, DataError, build
 from cnnsearch.data import load_data, pixel_statistics, resize_and_crop
+from cnnsearch.train import TrainConfig, evaluate, evaluate_metrics, train
 
 SIZES = ((30, 50), (64, 20), (40, 40))  # (width, height): tall, wide, square
 
@@ -94,6 +98,27 @@ def test_prepare_gives_the_float_data_earlier_versions_held_in_a_quarter_of_the_
     assert floats.prepare(floats.x_val) is floats.x_val  # float data is already normalised
 
 
+def test_uint8_photos_train_to_the_same_numbers_as_their_float_copies(tmp_path):
+    _folder(tmp_path)
+    data = load_data(f"folder:{tmp_path}", size=8)
+    floats = replace(data, x_train=data.prepare(data.x_train), x_val=data.prepare(data.x_val),
+                     x_test=data.prepare(data.x_test))
+    spec = ArchSpec.from_dict({"input": [3, 8, 8], "num_classes": 2, "head": {"pool": "avg"},
+                               "blocks": [{"out_channels": 4, "kernel_size": 3, "padding": 1, "norm": "batch"}]})
+    torch.manual_seed(0)
+    start = build(spec)
+    runs = []
+    for d in (data, floats):
+        model = copy.deepcopy(start)
+        result = train(model, d, TrainConfig(epochs=2, batch_size=8, device="cpu", augment=True, lr=0.05))
+        test = evaluate_metrics(model, d.x_test, d.y_test, prepare=d.prepare)
+        runs.append((result.epochs, model.state_dict(), test))
+    (epochs_u8, weights_u8, test_u8), (epochs_f, weights_f, test_f) = runs
+    strip = [(e.train_loss, e.val_loss, e.val_accuracy, e.val_balanced_accuracy) for e in epochs_u8]
+    assert strip == [(e.train_loss, e.val_loss, e.val_accuracy, e.val_balanced_accuracy) for e in epochs_f]
+    assert all(torch.equal(weights_u8[k], weights_f[k]) for k in weights_u8) and test_u8 == test_f
+
+
 def test_class_counts_per_split(tmp_path):
     _folder(tmp_path)
     data = load_data(f"folder:{tmp_path}", size=8, val_fraction=0.2, test_fraction=0.2)
@@ -102,6 +127,53 @@ def test_class_counts_per_split(tmp_path):
     assert counts == {"train": {"many": 18, "few": 1}, "val": {"many": 6, "few": 1}, "test": {"many": 6, "few": 1}}
     assert list(counts["train"]) == ["few", "many"] == list(data.classes)  # class order (sorted folders)
     assert replace(data, x_test=None, y_test=None).class_counts() == {"train": counts["train"], "val": counts["val"]}
+
+
+class Scripted(nn.Module):
+    """Predicts ``predictions[i]`` for the image whose first pixel is i."""
+
+    def __init__(self, predictions, classes):
+        super().__init__()
+        self.logits = nn.functional.one_hot(torch.as_tensor(predictions), classes).float()
+
+    def forward(self, x):
+        return self.logits[x[:, 0, 0, 0].long()]
+
+
+@pytest.mark.parametrize("batch_size", [4, 1024])  # counts gathered over several batches, and one
+def test_balanced_accuracy_is_scikit_learns(batch_size):
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1, 3], [20, 2, 5])  # class 2 absent from the labels, class 0 ten times class 1
+    predictions = np.where(rng.random(len(labels)) < 0.6, labels, rng.integers(0, 4, len(labels)))
+    predictions[:3] = 2  # predicted though absent: sklearn leaves it out (and warns)
+    x = torch.arange(len(labels), dtype=torch.float32)[:, None, None, None]
+    loss, accuracy, balanced = evaluate_metrics(Scripted(predictions, 4), x, torch.as_tensor(labels),
+                                                batch_size=batch_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "y_pred contains classes not in y_true"
+        expected = balanced_accuracy_score(labels, predictions)
+    assert balanced == pytest.approx(expected, rel=1e-12) and balanced != pytest.approx(accuracy)
+    assert accuracy == accuracy_score(labels, predictions)
+    assert evaluate(Scripted(predictions, 4), x, torch.as_tensor(labels), batch_size=batch_size) == (loss, accuracy)
+
+
+def test_training_reports_validation_balanced_accuracy(tmp_path):
+    from sklearn.metrics import balanced_accuracy_score
+
+    _folder(tmp_path, counts=(("many", 40), ("few", 4)))
+    data = load_data(f"folder:{tmp_path}", size=8, val_fraction=0.25)
+    spec = ArchSpec.from_dict({"input": [3, 8, 8], "num_classes": 2, "head": {"pool": "avg"}, "blocks": []})
+    torch.manual_seed(0)
+    model = build(spec)
+    result = train(model, data, TrainConfig(epochs=2, batch_size=8, device="cpu", lr=0.1))
+    model.eval()
+    with torch.no_grad():
+        predicted = model(data.prepare(data.x_val)).argmax(1)
+    assert result.balanced_accuracy == result.epochs[-1].val_balanced_accuracy
+    assert result.balanced_accuracy == pytest.approx(balanced_accuracy_score(data.y_val, predicted), rel=1e-12)
+    assert result.to_dict()["balanced_accuracy"] == result.balanced_accuracy
 
 
 def test_large_sets_take_their_statistics_in_exact_integer_chunks(monkeypatch):
@@ -116,3 +188,23 @@ def test_large_sets_take_their_statistics_in_exact_integer_chunks(monkeypatch):
     for got, want in zip(chunked, (exact.mean(dim=(0, 2, 3)), exact.std(dim=(0, 2, 3)))):
         assert got.dtype == torch.float32 and torch.allclose(got.double(), want, rtol=1e-7, atol=0)
     assert all(torch.allclose(a, b, rtol=1e-6) for a, b in zip(whole, chunked))
+
+
+def test_finalize_scores_a_photo_folder_and_records_test_balanced_accuracy(tmp_path):
+    import statistics
+
+    from cnnsearch.finalize import finalize
+    from cnnsearch.recipe import load_recipe
+    from tests.study_helpers import load, run_recipe, write_recipe
+
+    (tmp_path / "photos").mkdir()
+    _folder(tmp_path / "photos")
+    path = write_recipe(tmp_path, trials=1, epochs=1, extra="[data]\nsize = 8\n")
+    path.write_text(path.read_text().replace('dataset = "digits"', f'dataset = "folder:{tmp_path / "photos"}"'))
+    recipe = load_recipe(path)
+    study = run_recipe(recipe, until=1)
+    _, final = finalize(study, recipe, which="0", epochs=1, seeds=2)
+    balanced = final["test_balanced_accuracies"]
+    assert len(balanced) == 2 and all(0.0 <= b <= 1.0 for b in balanced)
+    assert final["test_balanced_accuracy_mean"] == statistics.fmean(balanced)
+    assert load(path).trials[0].user_attrs["final"] == final  # stored on the trial
