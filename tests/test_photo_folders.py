@@ -1,8 +1,10 @@
 """Photo folders as the issue asks: aspect kept (short side resized, centre cropped, as
 torchvision's Resize + CenterCrop), uint8 pixels in memory that ``prepare`` normalises per
 batch to exactly the float data earlier versions held, class counts, balanced accuracy
-(checked against scikit-learn, recorded by finalize), and one error line for a corrupt file."""
+(checked against scikit-learn), one error line for a corrupt file, and an export whose usage
+crops as training did."""
 
+import ast
 import copy
 import warnings
 from dataclasses import replace
@@ -15,6 +17,7 @@ from torch import nn
 
 from cnnsearch import ArchSpec, DataError, build
 from cnnsearch.data import load_data, pixel_statistics, resize_and_crop
+from cnnsearch.export import save_weights, to_source
 from cnnsearch.train import TrainConfig, evaluate, evaluate_metrics, train
 
 SIZES = ((30, 50), (64, 20), (40, 40))  # (width, height): tall, wide, square
@@ -188,6 +191,38 @@ def test_large_sets_take_their_statistics_in_exact_integer_chunks(monkeypatch):
     for got, want in zip(chunked, (exact.mean(dim=(0, 2, 3)), exact.std(dim=(0, 2, 3)))):
         assert got.dtype == torch.float32 and torch.allclose(got.double(), want, rtol=1e-7, atol=0)
     assert all(torch.allclose(a, b, rtol=1e-6) for a, b in zip(whole, chunked))
+
+
+def test_exported_usage_resizes_and_crops_a_folders_photo(tmp_path, monkeypatch, capsys):
+    from torchvision.transforms.functional import to_tensor
+
+    (tmp_path / "photos").mkdir()
+    _folder(tmp_path / "photos")
+    data = load_data(f"folder:{tmp_path / 'photos'}", size=8)
+    spec = ArchSpec.from_dict({"input": [3, 8, 8], "num_classes": 2, "head": {"pool": "avg"},
+                               "blocks": [{"out_channels": 4, "kernel_size": 3, "padding": 1}]})
+    torch.manual_seed(0)
+    built = build(spec).eval()
+    source = to_source(spec, data=data.description())
+    doc = ast.get_docstring(ast.parse(source))
+    assert "    image = to_tensor(CenterCrop(8)(Resize(8)(image)))" in doc
+    monkeypatch.chdir(tmp_path)
+    save_weights(built, "weights.safetensors")
+    photo = tmp_path / "photos" / "many" / "1.jpg"  # 64 x 20: a wide one
+    Image.open(photo).save("image.png")
+    lines = doc.splitlines()
+    snippet = "\n".join(line[4:] for line in lines[lines.index(next(x for x in lines if x.startswith("    "))):])
+    namespace = {}
+    exec(compile(source, "exported.py", "exec"), namespace)  # our own generated file
+    exec(compile(snippet, "snippet", "exec"), namespace)
+    pixels = torch.from_numpy(np.array(resize_and_crop(Image.open("image.png").convert("RGB"), 8))).permute(2, 0, 1)
+    assert torch.equal(namespace["image"], to_tensor(resize_and_crop(Image.open("image.png").convert("RGB"), 8)))
+    with torch.no_grad():  # the export's input, normalised inside, is what training's prepare() gave
+        expected = built(data.prepare(pixels[None].contiguous()))
+    assert torch.allclose(namespace["model"](namespace["image"][None]), expected, atol=1e-5)
+    assert capsys.readouterr().out == data.classes[expected.argmax(1).item()] + "\n"
+    squared = to_source(spec, data={**data.description(), "name": "shapes8"})
+    assert "CenterCrop" not in squared and ".resize((8, 8), Image.BILINEAR)" in squared
 
 
 def test_finalize_scores_a_photo_folder_and_records_test_balanced_accuracy(tmp_path):
