@@ -5,10 +5,10 @@ Every loader returns an ``ImageData``: train, validation and test tensors, split
 deterministically by seed (stratified, disjoint; a torchvision set's official test split
 is its test split). ``digits`` and ``shapes`` hold them as float32, normalised with the
 train split's statistics; photo folders and torchvision sets hold raw uint8 pixels, a
-quarter of the memory, and ``ImageData.prepare`` normalises each batch on its device. The search selects on validation and never reads
-the test split: only ``finalize`` does. Small classification sets fit in memory, so the trainer
-indexes tensors directly (on the GPU when it trains there) instead of going through a
-DataLoader and a collate per batch.
+quarter of the memory, and ``ImageData.prepare`` normalises each batch on its device. The
+search selects on validation and never reads the test split: only ``finalize`` does. Small
+classification sets fit in memory, so the trainer indexes tensors directly (on the GPU when
+it trains there) instead of going through a DataLoader and a collate per batch.
 """
 
 from __future__ import annotations

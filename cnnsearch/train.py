@@ -3,8 +3,9 @@
 The trainer receives a built model and an ``ImageData`` and owns nothing else. The whole
 dataset sits on the training device and batches are index slices, so there is no
 DataLoader, no collate and no host-device copy per batch; uint8 data (photo folders,
-torchvision sets) stays uint8 there and ``ImageData.prepare`` normalises each batch. Convolutions run channels_last
-(faster on CUDA and on CPUs); on CUDA it adds bf16 autocast and cudnn.benchmark. A non-finite loss ends training as ``diverged``; an
+torchvision sets) stays uint8 there and ``ImageData.prepare`` normalises each batch.
+Convolutions run channels_last (faster on CUDA and on CPUs); on CUDA it adds bf16 autocast
+and cudnn.benchmark. A non-finite loss ends training as ``diverged``; an
 out-of-memory error in training frees memory and starts again from the same initial
 weights at half the batch (once), then ends as ``oom``; one in evaluation only halves the
 evaluation batch, which changes no result. Neither raises.
