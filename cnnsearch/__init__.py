@@ -3,11 +3,11 @@
 from .build import build
 from .errors import CnnSearchError, DataError, RecipeError, ShapeError, SpaceError, SpecError
 from .export import to_source
+from .results import open_study, trials_frame
 from .shapes import ShapeTable, check
 from .space import load_space
 from .spec import ArchSpec, BlockSpec, HeadSpec
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 __all__ = [
     "ArchSpec",
@@ -23,5 +23,7 @@ __all__ = [
     "build",
     "check",
     "load_space",
+    "open_study",
     "to_source",
+    "trials_frame",
 ]

@@ -21,7 +21,13 @@ from .spec import ArchSpec
 from .trials import is_feasible, pareto_mask, status_of
 
 COLUMNS = ["trial", "state", "status", "feasible", "pareto", "accuracy", "test_mean", "test_std", "latency_ms",
-           "params", "flops", "train_seconds", "epochs", "summary", "reason"]
+           "params", "flops", "train_seconds", "epochs", "summary", "reason",
+           # after the columns the report and status show: everything else a trial records
+           "balanced_accuracy", "test_balanced_mean", "latency_remeasured_ms", "latency_iqr_ms", "baseline",
+           "worker", "device", "started", "seconds", "curve"]
+FLOAT_COLUMNS = ("accuracy", "test_mean", "test_std", "latency_ms", "params", "flops", "train_seconds",
+                 "balanced_accuracy", "test_balanced_mean", "latency_remeasured_ms", "latency_iqr_ms", "seconds")
+PARAM_PREFIX = "params_"  # one column per sampled parameter, named as Optuna's trials_dataframe names them
 
 
 def pareto_numbers(df: pd.DataFrame, objectives: list[str], directions: list[str]) -> set[int]:
@@ -32,33 +38,52 @@ def pareto_numbers(df: pd.DataFrame, objectives: list[str], directions: list[str
     return {int(n) for n, keep in zip(pool["trial"], mask) if keep}
 
 
+def _row(t: optuna.trial.FrozenTrial) -> dict:
+    a = t.user_attrs
+    final = a.get("final", {})
+    seconds = ((t.datetime_complete - t.datetime_start).total_seconds()
+               if t.datetime_complete and t.datetime_start else math.nan)
+    return {
+        "trial": t.number,
+        "state": t.state.name,
+        "status": status_of(t),
+        "feasible": is_feasible(t),
+        "accuracy": a.get("accuracy", math.nan),  # the search's validation accuracy
+        # finalize's held-out test accuracy over seeds (NaN: not finalized)
+        "test_mean": final.get("test_accuracy_mean", math.nan),
+        "test_std": final.get("test_accuracy_std", math.nan),
+        "latency_ms": a.get("latency_ms", math.nan),
+        "params": a.get("params", math.nan),
+        "flops": a.get("flops", math.nan),
+        "train_seconds": a.get("train_seconds", math.nan),
+        "epochs": a.get("epochs", 0),
+        "summary": a.get("summary", ""),
+        "reason": a.get("infeasible_reason") or a.get("fail_reason") or "",
+        "balanced_accuracy": a.get("balanced_accuracy", math.nan),  # mean per-class recall (validation)
+        "test_balanced_mean": final.get("test_balanced_accuracy_mean", math.nan),
+        # the front re-timed side by side at the end of a search (NaN: not on the front then)
+        "latency_remeasured_ms": a.get("latency_remeasured_ms", math.nan),
+        "latency_iqr_ms": a.get("latency_iqr_ms", math.nan),
+        "baseline": a.get("baseline", ""),  # the name of a known network run as a trial
+        "worker": a.get("worker", ""),
+        "device": a.get("device", ""),
+        "started": t.datetime_start,
+        "seconds": seconds,  # wall time of the whole trial (train_seconds: its training)
+        "curve": list(a.get("curve", [])),  # validation accuracy after each epoch
+        **{PARAM_PREFIX + k: v for k, v in t.params.items()},
+    }
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: state, status, objectives and sizes, a compact summary, Pareto flag."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        a = t.user_attrs
-        rows.append({
-            "trial": t.number,
-            "state": t.state.name,
-            "status": status_of(t),
-            "feasible": is_feasible(t),
-            "accuracy": a.get("accuracy", math.nan),  # the search's validation accuracy
-            # finalize's held-out test accuracy over seeds (NaN: not finalized)
-            "test_mean": a.get("final", {}).get("test_accuracy_mean", math.nan),
-            "test_std": a.get("final", {}).get("test_accuracy_std", math.nan),
-            "latency_ms": a.get("latency_ms", math.nan),
-            "params": a.get("params", math.nan),
-            "flops": a.get("flops", math.nan),
-            "train_seconds": a.get("train_seconds", math.nan),
-            "epochs": a.get("epochs", 0),
-            "summary": a.get("summary", ""),
-            "reason": a.get("infeasible_reason") or a.get("fail_reason") or "",
-        })
-    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "pareto"])
-    if df.empty:  # typed columns, so that filters and sorts work on a study with no trial yet
-        df = df.astype({"trial": int, "feasible": bool, "epochs": int,
-                        **{c: float for c in ("accuracy", "test_mean", "test_std", "latency_ms", "params",
-                                              "flops", "train_seconds")}})
+    """One row per trial: state, status, objectives and sizes, finalized test figures,
+    latencies (first and re-timed), epochs and seconds, worker and device, baseline name,
+    the validation curve, a compact summary, the Pareto flag, and one ``params_<name>``
+    column per sampled parameter (architecture and training)."""
+    rows = [_row(t) for t in study.get_trials(deepcopy=False)]
+    params = sorted({k for row in rows for k in row if k.startswith(PARAM_PREFIX)})
+    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "pareto"] + params)
+    # typed columns, so that filters and sorts work on a study with no trial yet
+    df = df.astype({"trial": int, "feasible": bool, "epochs": int, **{c: float for c in FLOAT_COLUMNS}})
     objectives = study.metric_names or list(Recipe.objectives)
     directions = [d.name.lower() for d in study.directions]
     front = pareto_numbers(df, objectives, directions) if len(df) else set()

@@ -5,10 +5,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "cnnsearch"
 # the reading side and the command line: the writing side must never need them
-READING = {"report", "report_page", "plots", "finalize", "cli", "cli_format", "runner", "__main__"}
+READING = {"report", "results", "report_page", "plots", "finalize", "cli", "cli_args", "cli_show", "cli_format", "runner", "__main__"}
 WRITING = {"objective", "study", "storage", "train", "latency", "data", "build", "shapes", "blocks", "stages", "spec",
            "space", "recipe", "hparams", "trials", "ops", "errors", "interrupt", "export", "early_stopping",
-           "recovery", "quiet"}
+           "recovery", "quiet", "version"}
 
 
 def imports_of(path: Path) -> set[str]:

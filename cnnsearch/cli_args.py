@@ -1,0 +1,46 @@
+"""Argument types of the ``cnnsearch`` command line: each bad value is one UsageError line
+(exit 2), never argparse's usage dump or a traceback."""
+
+from __future__ import annotations
+
+import argparse
+
+from .errors import CnnSearchError
+
+
+class UsageError(CnnSearchError):
+    """Bad command-line arguments."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, like every other bad input
+        raise UsageError(message)
+
+
+def workers_count(text: str) -> int:
+    if text == "auto":
+        from .runner import auto_workers
+
+        return auto_workers()
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"--workers: expected a number or auto, got {text!r}") from None
+
+
+def input_shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--input: expected C,H,W such as 3,32,32, got {text!r}") from None
+    if min(c, h, w) < 1:
+        raise UsageError(f"--input: sizes must be positive, got {text!r}")
+    return c, h, w
+
+
+def checked_seed(value: int, *, bits: int) -> int:
+    """``--seed`` within what the seeded generator takes (numpy's 32 bits, torch's 64), so
+    that a negative or huge seed is one error line, not the generator's traceback."""
+    if not 0 <= value < 2**bits:
+        raise UsageError(f"--seed: {value} is not in [0, 2**{bits})")
+    return value
