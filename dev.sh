@@ -21,6 +21,20 @@ venv() {
   fi
 }
 
+# The report test opens the HTML report in a real headless browser: Debian's chromium.
+# Installed when missing and this is root on Debian (as CI is); otherwise one line that
+# says the command, and stop (the suite never skips that test in silence).
+browser() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "dev.sh: installing Debian's chromium for the report test (apt-get)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null && return 0
+  fi
+  echo "error: the report test needs Debian's chromium; run: sudo apt-get install -y chromium" >&2
+  exit 2
+}
+
 case "${1:-}" in
   demo)
     venv
@@ -30,6 +44,7 @@ case "${1:-}" in
   test)
     venv
     shift
+    browser
     exec .venv/bin/python -m pytest "$@"
     ;;
   mutate)

@@ -10,99 +10,15 @@ import json
 import math
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 
-from .cli_format import format_table, human, table_json
-from .errors import CnnSearchError, FailingTrials, RecipeError, ShapeError
+from .cli_args import Parser, UsageError, checked_seed, workers_count
+from .cli_format import human
+from .cli_show import cmd_show
+from .errors import CnnSearchError, FailingTrials, RecipeError
 from .interrupt import ctrl_c_stops
 from .shapes import check
 from .spec import ArchSpec
-
-
-class UsageError(CnnSearchError):
-    """Bad command-line arguments."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 2, like every other bad input
-        raise UsageError(message)
-
-
-def _workers(text: str) -> int:
-    if text == "auto":
-        from .runner import auto_workers
-
-        return auto_workers()
-    try:
-        return int(text)
-    except ValueError:
-        raise UsageError(f"--workers: expected a number or auto, got {text!r}") from None
-
-
-def _triple(text: str) -> tuple[int, int, int]:
-    try:
-        c, h, w = (int(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(f"--input: expected C,H,W such as 3,32,32, got {text!r}") from None
-    if min(c, h, w) < 1:
-        raise UsageError(f"--input: sizes must be positive, got {text!r}")
-    return c, h, w
-
-
-def _seed(value: int, *, bits: int) -> int:
-    """``--seed`` within what the seeded generator takes (numpy's 32 bits, torch's 64), so
-    that a negative or huge seed is one error line, not the generator's traceback."""
-    if not 0 <= value < 2**bits:
-        raise UsageError(f"--seed: {value} is not in [0, 2**{bits})")
-    return value
-
-
-def cmd_show(args) -> int:
-    target = Path(args.target)
-    if target.suffix == ".json":
-        table = check(ArchSpec.from_json(target))
-        print(json.dumps(table_json(table), indent=2) if args.json else format_table(table))
-        return 0
-    if target.suffix != ".toml":
-        raise UsageError(f"{target}: expected a spec (.json) or a space (.toml)")
-    import optuna
-
-    from .space import load_space
-
-    space = load_space(target)
-    shape = _triple(args.input)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=_seed(args.seed, bits=32)))
-    samples, reasons = [], Counter()
-    for _ in range(args.sample):
-        trial = study.ask()
-        spec = space.sample(trial, input=shape, num_classes=args.classes)
-        study.tell(trial, 0.0)
-        try:
-            table = check(spec)
-        except ShapeError as exc:
-            reasons[str(exc).split(":")[0]] += 1
-            samples.append({"summary": spec.summary, "valid": False, "error": str(exc)})
-            continue
-        samples.append({**table_json(table), "valid": True})
-    valid = sum(s["valid"] for s in samples)
-    if args.json:
-        print(json.dumps({"space": str(target), "input": list(shape), "classes": args.classes,
-                          "sampled": len(samples), "valid": valid,
-                          "invalid_by_layer": dict(reasons), "samples": samples}, indent=2))
-        return 0
-    print(f"{target}: {len(samples)} samples at input {args.input}, {args.classes} classes "
-          f"(seed {args.seed}): {valid} valid, {len(samples) - valid} invalid")
-    for i, s in enumerate(samples):
-        if s["valid"]:
-            print(f"  {i:3d}  {s['summary']:<40} {s['spatial_chain']:<16} "
-                  f"params {s['params']:>10,}  FLOPs {human(s['flops']):>7}")
-        else:
-            print(f"  {i:3d}  {s['summary']:<40} invalid: {s['error']}")
-    for where, n in reasons.most_common():
-        print(f"invalid at {where}: {n}")
-    return 0
 
 
 def _outputs(*paths) -> None:
@@ -131,7 +47,7 @@ def cmd_export(args) -> int:
         spec = ArchSpec.from_json(args.spec)
         _outputs(args.output, args.weights)
         out = export_files(spec, args.output, class_name=args.class_name, weights=args.weights,
-                           seed=_seed(args.seed, bits=64))
+                           seed=checked_seed(args.seed, bits=64))
         what = f"{spec.summary} ({check(spec).params:,} params)"
     else:
         from .report import export_trial
@@ -153,6 +69,13 @@ def cmd_search(args) -> int:
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         raise UsageError(f"--timeout: {args.timeout} is not a positive number of seconds")
     recipe = resolve_recipe(args.recipe, args.storage, args.study)
+    if args.baseline:
+        from dataclasses import replace
+
+        from .baselines import load_baseline
+
+        extra = tuple(load_baseline(p, base=Path.cwd(), where=f"--baseline {p}") for p in args.baseline)
+        recipe = replace(recipe, baselines=recipe.baselines + extra)
     return search(args.recipe, recipe, trials=args.trials, timeout=args.timeout, workers=args.workers,
                   until=args.until, worker_index=args.worker_index, quiet=args.quiet,
                   worker_id=args.worker_id)
@@ -174,6 +97,11 @@ def cmd_status(args) -> int:
 
     recipe, study = _study_of(args)
     df = trials_frame(study)
+    if args.csv:
+        if args.json:
+            raise UsageError("--csv and --json: give one")
+        df.to_csv(sys.stdout, index=False)
+        return 0
     board = leaderboard(df)
     counts = df["status"].value_counts().to_dict()
     if args.json:
@@ -181,7 +109,7 @@ def cmd_status(args) -> int:
             "study": recipe.name, "storage": recipe.storage, "objectives": study.metric_names,
             "trials": len(df), "counts": counts,
             "pareto": [int(n) for n in df.loc[df["pareto"], "trial"]],
-            "leaderboard": json.loads(board.to_json(orient="records")),
+            "leaderboard": json.loads(board.to_json(orient="records", date_format="iso")),
         }, indent=2))
         return 0
     if df.empty:
@@ -197,7 +125,8 @@ def cmd_status(args) -> int:
     for row in board.head(args.top).itertuples():
         test = f"{row.test_mean:.4f}+-{row.test_std:.4f}" if row.test_mean == row.test_mean else "-"
         print(f"{row.rank:>4} {row.trial:>5} {row.accuracy:>8.4f} {test:>16} {row.latency_ms:>7.3f} ms "
-              f"{int(row.params):>10,} {human(row.flops):>7}  {'  *   ' if row.pareto else '      '}  {row.summary}")
+              f"{int(row.params):>10,} {human(row.flops):>7}  {'  *   ' if row.pareto else '      '}  {row.summary}"
+              + (f"  [baseline {row.baseline}]" if row.baseline else ""))
     print("val acc: the search's brief training, on the validation split that chose the front; "
           "test: `cnnsearch finalize` (longer training, several seeds, the held-out test split)")
     return 0
@@ -293,9 +222,10 @@ def cmd_report(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="cnnsearch", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = sub.add_parser("show", help="shape table of a spec (.json) or samples of a space (.toml)")
+    parser = Parser(prog="cnnsearch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p = sub.add_parser("show", help="shape table of a spec (.json), samples of a space (.toml), or a dataset's "
+                                    "classes (digits, shapes, folder:PATH, CIFAR10, ...)")
     p.add_argument("target")
     p.add_argument("--sample", type=int, default=10, help="samples to draw from a space")
     p.add_argument("--seed", type=int, default=0)
@@ -308,7 +238,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", nargs="?", help="study recipe (.toml)")
     p.add_argument("--trials", type=int, help="run this many more trials (default: up to the recipe's budget)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--workers", type=_workers, default=1,
+    p.add_argument("--workers", type=workers_count, default=1,
                    help="worker processes on this machine, or auto (runner.auto_workers: two per GPU, "
                         "else one per 4 cores)")
     p.add_argument("--storage", help="Optuna storage URL (overrides the recipe's)")
@@ -319,6 +249,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-id", help="this worker's name, unique across machines (seeds its sampler; "
                                        "search/worker.sh sets it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, one line per trial")
+    p.add_argument("--baseline", action="append", metavar="SPEC.json",
+                   help="a known network to run as a trial of the study (once per study; repeatable); "
+                        "its input and classes come from the data")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("status", help="leaderboard and Pareto set of a study")
@@ -327,6 +260,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--study")
     p.add_argument("--top", type=int, default=20, help="rows of the leaderboard to print")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", action="store_true", help="every trial as CSV (cnnsearch.trials_frame's columns)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("report", help="offline HTML report: Pareto plot, history, importances, tables")

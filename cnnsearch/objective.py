@@ -28,7 +28,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from . import __version__
+from .baselines import of_trial
 from .build import build
 from .data import ImageData, load_data
 from .early_stopping import Peer, known_objectives, rung_epochs, should_stop
@@ -42,6 +42,7 @@ from .space import SearchSpace
 from .storage import DatabaseLost, database_lost, set_user_attrs
 from .train import TrainStatus, resolve_device, train
 from .trials import CONSTRAINT, FINISHED, Status
+from .version import __version__
 
 
 def versions() -> dict[str, str]:
@@ -175,11 +176,13 @@ class Objective:
         record.update(status=status, infeasible_reason=reason)
         record.flush()
         trial.set_constraint(CONSTRAINT, max(float(amount), 1e-9))
-        return self._values(accuracy=0.0, **metrics)  # never trained (or failed to): worst accuracy
+        return self._values(accuracy=0.0, balanced_accuracy=0.0, **metrics)  # never trained (or failed to)
 
     def _run(self, trial: optuna.Trial, record: _Record) -> list[float]:
         r = self.recipe
-        spec = self.space.sample(trial, input=self.data.input_shape, num_classes=self.data.num_classes)
+        baseline = of_trial(trial)  # a known network enqueued by name: its spec, not a sampled one
+        spec = (baseline.spec_for(self.data.input_shape, self.data.num_classes) if baseline is not None
+                else self.space.sample(trial, input=self.data.input_shape, num_classes=self.data.num_classes))
         hp = self.space.sample_train(trial, fixed=r.fixed_train)
         clock = record.clock
         clock.lap("sample")  # (each suggestion is a storage write, too)
@@ -254,7 +257,8 @@ class Objective:
         for name, seconds in split.items():
             clock.seconds[name] += seconds
         clock.seconds["train_setup"] -= min(sum(split.values()), trained)
-        record.update(curve=curve, accuracy=result.accuracy, train_seconds=result.train_seconds,
+        record.update(curve=curve, accuracy=result.accuracy, balanced_accuracy=result.balanced_accuracy,
+                      train_seconds=result.train_seconds,
                       train_images=round(result.images_per_s * result.train_seconds),
                       epochs=len(result.epochs), device=result.device,
                       steps_per_epoch=result.epochs[-1].steps // len(result.epochs) if result.epochs else 0)
@@ -271,7 +275,7 @@ class Objective:
         record.update(status=Status.OK, weights=weights, phases=clock.rounded())  # storage: all but this write
         record.flush()
         trial.set_constraint(CONSTRAINT, 0.0)
-        return self._values(accuracy=result.accuracy, **metrics)
+        return self._values(accuracy=result.accuracy, balanced_accuracy=result.balanced_accuracy, **metrics)
 
     def _peers(self, trial: optuna.Trial, known: tuple[str, ...]) -> list[Peer]:
         """Finished trials of the same recipe fingerprint, as early-stopping peers."""

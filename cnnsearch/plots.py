@@ -30,10 +30,18 @@ def pareto_figure(frames: dict[str, pd.DataFrame], *, x: str = "latency_ms") -> 
     for i, (name, df) in enumerate(frames.items()):
         colour = PALETTE[i % len(PALETTE)]
         ok = df[df["feasible"]]
+        known = ok["baseline"].fillna("").astype(bool) if "baseline" in ok else pd.Series(False, index=ok.index)
+        sampled, baselines = ok[~known], ok[known]
         fig.add_trace(go.Scatter(
-            x=ok[x], y=ok["accuracy"], mode="markers", name=f"{name}: trained",
+            x=sampled[x], y=sampled["accuracy"], mode="markers", name=f"{name}: trained",
             marker={"color": colour, "size": 9, "line": {"width": 1, "color": "white"}},
-            customdata=_custom(ok), hovertemplate=_HOVER, meta={"role": "trained", "study": name}))
+            customdata=_custom(sampled), hovertemplate=_HOVER, meta={"role": "trained", "study": name}))
+        if len(baselines):  # known networks run as trials: a star with the network's name
+            fig.add_trace(go.Scatter(
+                x=baselines[x], y=baselines["accuracy"], mode="markers+text", name=f"{name}: baselines",
+                text=list(baselines["baseline"]), textposition="top center",
+                marker={"color": colour, "size": 15, "symbol": "star", "line": {"width": 1, "color": "black"}},
+                customdata=_custom(baselines), hovertemplate=_HOVER, meta={"role": "baseline", "study": name}))
         # the front of these two axes (the study's own front may have more objectives)
         front = ok[ok["trial"].isin(pareto_numbers(ok, ["accuracy", x], ["maximize", "minimize"]))]
         front = front.sort_values(x)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .baselines import Baseline, parse_baselines
 from .data import TORCHVISION, loader_defaults, loader_options
 from .errors import RecipeError, SpaceError, not_utf8
 from .hparams import TrainConfig
@@ -24,7 +25,10 @@ from .latency import ONNX_HINT, RUNTIMES
 from .space import SearchSpace, parse_space
 from .storage import load_existing_study
 
-OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "params": "minimize", "flops": "minimize"}
+# balanced_accuracy: the mean of the per-class recalls on the validation split (scikit-learn's
+# balanced_accuracy_score), for folders whose classes are far from equal in size
+OBJECTIVES = {"accuracy": "maximize", "balanced_accuracy": "maximize", "latency_ms": "minimize",
+              "params": "minimize", "flops": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 
 
@@ -82,6 +86,7 @@ class Recipe:
     latency: LatencySection = field(default_factory=LatencySection)
     limits: Limits = field(default_factory=Limits)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    baselines: tuple[Baseline, ...] = ()  # known networks run as trials; not part of the meaning
 
     @property
     def directions(self) -> list[str]:
@@ -225,7 +230,7 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
     """Validate recipe data; ``base`` resolves relative paths (the recipe's folder)."""
     top = ("name", "space", "dataset", "data", "objectives", "trials", "seed", "sampler",
            "max_consecutive_failures", "storage",
-           "artifacts", "train", "latency", "limits", "early_stopping", "space_toml")
+           "artifacts", "train", "latency", "limits", "early_stopping", "baselines", "space_toml")
     for key in data:
         if key not in top:
             raise RecipeError(f"{key}: unknown key (allowed: {', '.join(top[:-1])})")
@@ -316,7 +321,7 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
         sampler=sampler, storage=storage,
         max_consecutive_failures=_check(data.get("max_consecutive_failures", Recipe.max_consecutive_failures),
                                         "max_consecutive_failures", int, low=1), artifacts=artifacts, train=train, latency=latency,
-        limits=limits, early_stopping=early,
+        limits=limits, early_stopping=early, baselines=parse_baselines(data.get("baselines", []), base),
     )
     recipe.load_space()  # a bad space is a bad recipe: say so before any trial
     return recipe

@@ -26,10 +26,10 @@ th { background: #f6f6f6; } td.text, th.text { text-align: left; font-family: mo
 """
 
 BOARD_COLUMNS = ["rank", "trial", "val_accuracy", "test_final", "latency_ms", "params", "flops", "train_seconds",
-                 "pareto", "summary"]
+                 "pareto", "summary", "baseline"]
 
 
-def _table(df: pd.DataFrame, text_columns: tuple[str, ...] = ("summary",)) -> str:
+def _table(df: pd.DataFrame, text_columns: tuple[str, ...] = ("summary", "baseline")) -> str:
     head = "".join(f'<th class="{"text" if c in text_columns else ""}">{html.escape(c)}</th>' for c in df.columns)
     rows = []
     for record in df.itertuples(index=False):

@@ -13,6 +13,7 @@ import time
 import optuna
 import torch
 
+from .baselines import enqueue_baselines
 from .data import load_data
 from .objective import Objective
 from .recipe import Recipe, check_runnable
@@ -30,9 +31,22 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
     text += f" acc {acc:.4f}" if acc is not None else " acc    -  "
     text += f"  {lat:8.3f} ms" if lat is not None else "         - ms"
     text += f"  {params:>10,} params" if params is not None else "           - params"
-    text += f"  {a.get('summary', '')}"
+    text += f"  {a.get('summary', '')}" + (f"  [baseline {a['baseline']}]" if "baseline" in a else "")
     why = a.get("infeasible_reason") or a.get("fail_reason")
     return text + (f"  ({why})" if why else "")
+
+
+def data_line(data) -> str:
+    """'digits: 1x8x8, 10 classes, 1,078 train / 359 val images, 104-112 per class in train'."""
+    counts = data.class_counts()
+    c, h, w = data.input_shape
+    train = counts["train"].values()
+    text = (f"{data.name}: {c}x{h}x{w}, {data.num_classes} classes, "
+            + " / ".join(f"{sum(v.values()):,} {split}" for split, v in counts.items())
+            + f" images, {min(train):,}-{max(train):,} per class in train")
+    if min(train) and max(train) >= 2 * min(train):
+        text += " (imbalanced: objective balanced_accuracy weighs every class alike)"
+    return text
 
 
 def auto_workers() -> int:
@@ -105,6 +119,7 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     if existing is not None:
         for number, why in recover_dead_trials(existing):
             print(f"{prefix}trial {number:>4} failed: {why}", flush=True)
+        _enqueue(existing, recipe, prefix)  # owed like a re-queued trial: run even on a met budget
         done = finished_count(existing)
         budget = until if until is not None else done + trials if trials else recipe.trials
         if done >= budget and not count_trials(existing, (optuna.trial.TrialState.WAITING,)):
@@ -123,6 +138,7 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     study = open_study(recipe, storage, worker=worker)
     if description is not None:
         record_data(study, description)
+    _enqueue(study, recipe, prefix)
     done = finished_count(study)
     owed = count_trials(study, (optuna.trial.TrialState.WAITING,))
     if until is None:
@@ -147,6 +163,7 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     if not quiet:
         print(f"study {recipe.name!r}: {to_go} trials to go on {recipe.dataset} "
               f"({recipe.storage})", flush=True)
+        print(data_line(objective.data), flush=True)
     if not quiet and sys.stderr.isatty():  # a person watching: a live bar
         from tqdm.auto import tqdm
 
@@ -179,6 +196,12 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
         _retime_front(study, recipe)
         _summary(study)
     return 0
+
+
+def _enqueue(study: optuna.Study, recipe: Recipe, prefix: str) -> None:
+    added = enqueue_baselines(study, recipe.baselines, url=recipe.storage)
+    if added:
+        print(f"{prefix}baselines to run first: {', '.join(added)}", flush=True)
 
 
 def _budget_met(recipe: Recipe, done: int, budget: int) -> int:

@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import sqlite3
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -299,3 +302,36 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
 def will_retry(trial: optuna.trial.FrozenTrial, max_retry: int | None) -> bool:
     """Whether RetryHeartbeatStaleTrialCallback(max_retry) re-queues ``trial`` (its rule)."""
     return max_retry is None or len(trial.system_attrs.get("retry_history", [])) + 1 <= max_retry
+
+
+@contextmanager
+def study_lock(url: str, name: str):
+    """One holder at a time per study, across processes and machines: a file lock beside a
+    SQLite database (its workers share a file system), a session advisory lock on
+    PostgreSQL. Other databases get none (MySQL: a second worker may duplicate the work done
+    under it)."""
+    path = _sqlite_path(url)
+    if path is not None:
+        with open(f"{path}.{name}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if not url.startswith("postgresql"):
+        yield
+        return
+    key = int.from_bytes(hashlib.sha256(f"cnnsearch:{name}".encode()).digest()[:8], "big", signed=True)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
+    finally:
+        engine.dispose()

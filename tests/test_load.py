@@ -1,4 +1,4 @@
-"""Four workers on one study, SQLite and PostgreSQL, 40 short trials each; one is killed
+"""Four workers on one study, SQLite and PostgreSQL, 24 short trials each; one is killed
 with kill -9 mid-trial: the others finish, every trial is recorded once, the dead worker's
 trial is retried, and nothing is left RUNNING."""
 
@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from tests.conftest import ROOT
 from tests.study_helpers import PG_URL, load, wait_for, write_recipe
 
-WORKERS, TRIALS = 4, 40
+WORKERS, TRIALS = 4, 24
 
 
 def _four_workers_one_killed(tmp_path, storage_url, name):

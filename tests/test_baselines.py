@@ -1,0 +1,145 @@
+"""Baselines: known networks run as trials of a study, once, labelled everywhere."""
+
+import threading
+import uuid
+
+import optuna
+import pytest
+
+import cnnsearch
+from cnnsearch.baselines import enqueue_baselines, load_baseline
+from cnnsearch.cli import main
+from cnnsearch.errors import RecipeError
+from cnnsearch.plots import pareto_figure
+from cnnsearch.recipe import load_recipe
+from cnnsearch.storage import open_storage
+from tests.conftest import ROOT, run_cli
+from tests.study_helpers import PG_URL, new_study, write_recipe
+
+SHIPPED = ROOT / "baselines"
+# the tutorial's Net (fits 8x8 digits) and its CNN (two 5x5 convs: cannot fit 8x8)
+RECIPE_BASELINES = f"""
+[[baselines]]
+spec = "{SHIPPED / 'tutorial_net.json'}"
+name = "tutorial Net"
+[[baselines]]
+spec = "{SHIPPED / 'tutorial_cnn.json'}"
+"""
+
+
+def _baselines(study):
+    return {t.user_attrs["baseline"]: t for t in study.get_trials(deepcopy=False) if "baseline" in t.user_attrs}
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("baselines")
+    recipe = write_recipe(folder, trials=4, epochs=1, extra=RECIPE_BASELINES)
+    first = run_cli("search", str(recipe), "--baseline", str(SHIPPED / "tutorial_simple.json"))
+    assert first.returncode == 0, first.stderr
+    return recipe, first.stdout
+
+
+def test_baselines_run_first_as_trials_trained_like_any_other(searched):
+    recipe, out = searched
+    assert "baselines to run first: tutorial Net, tutorial_cnn, tutorial_simple" in out
+    study = cnnsearch.open_study(recipe)
+    runs = _baselines(study)
+    assert sorted(runs) == ["tutorial Net", "tutorial_cnn", "tutorial_simple"]
+    assert sorted(t.number for t in runs.values()) == [0, 1, 2]  # enqueued: they run before sampled trials
+    net = runs["tutorial Net"]
+    spec = load_baseline(str(SHIPPED / "tutorial_net.json"), base=ROOT, where="x").spec_for((1, 8, 8), 10)
+    assert net.user_attrs["arch"] == spec.to_dict()  # the file's network, with the data's input and classes
+    assert net.user_attrs["status"] == "ok" and net.user_attrs["params"] == cnnsearch.check(spec).params
+    assert "weights" in net.user_attrs and net.values[0] == net.user_attrs["accuracy"] > 0.5
+    assert net.params  # its training settings were drawn like any trial's (lr)
+    # infeasible: reported as such, with the shape error, never trained
+    cnn = runs["tutorial_cnn"]
+    assert cnn.user_attrs["status"] == "shape" and "kernel 5 is larger" in cnn.user_attrs["infeasible_reason"]
+    assert "[baseline tutorial_cnn]" in out and "[baseline tutorial Net]" in out
+    # labelled in the frame, status, and the Pareto plot (a star with its name)
+    df = cnnsearch.trials_frame(study)
+    assert df.loc[net.number, "baseline"] == "tutorial Net" and df.loc[3, "baseline"] == ""
+    status = run_cli("status", str(recipe))
+    assert "[baseline tutorial Net]" in status.stdout
+    fig = pareto_figure({"tiny": df})
+    stars = [t for t in fig.data if t.meta["role"] == "baseline"]
+    assert len(stars) == 1 and stars[0].marker.symbol == "star"
+    assert sorted(stars[0].text) == ["tutorial Net", "tutorial_simple"]  # the infeasible one is not on it
+    trained = next(t for t in fig.data if t.meta["role"] == "trained")
+    assert net.number not in [c[0] for c in trained.customdata]
+
+
+def test_a_resumed_run_does_not_run_a_baseline_again(searched):
+    recipe, _ = searched
+    again = run_cli("search", str(recipe), "--trials", "1", "--baseline", str(SHIPPED / "tutorial_simple.json"))
+    assert again.returncode == 0, again.stderr
+    assert "baselines to run first" not in again.stdout
+    study = cnnsearch.open_study(recipe)
+    assert len(study.trials) == 5
+    assert sorted(t.user_attrs.get("baseline", "") for t in study.trials).count("tutorial_simple") == 1
+
+
+def test_finalize_and_export_take_a_baseline_like_any_trial(searched, tmp_path):
+    recipe, _ = searched
+    number = _baselines(cnnsearch.open_study(recipe))["tutorial Net"].number
+    fin = run_cli("finalize", str(recipe), "--trial", str(number), "--epochs", "1", "--seeds", "1")
+    assert fin.returncode == 0, fin.stderr
+    out = tmp_path / "net.py"
+    exp = run_cli("export", str(recipe), "--trial", str(number), "-o", str(out))
+    assert exp.returncode == 0, exp.stderr
+    assert f"trial {number} " in exp.stdout and out.exists()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_workers_racing_enqueue_each_baseline_once(tmp_path, backend):
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    top = f'storage = "{PG_URL}"' if backend == "postgresql" else ""
+    recipe = load_recipe(write_recipe(tmp_path, name=name, trials=4, epochs=1, top=top, extra=RECIPE_BASELINES))
+    new_study(recipe)
+    barrier, added = threading.Barrier(6), []
+
+    def worker():  # each as a worker process would: its own storage, the same study
+        study = optuna.load_study(study_name=name, storage=open_storage(recipe.storage))
+        barrier.wait()
+        added.extend(enqueue_baselines(study, recipe.baselines, url=recipe.storage))
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(added) == ["tutorial Net", "tutorial_cnn"]
+    study = optuna.load_study(study_name=name, storage=recipe.storage)
+    assert sorted(_baselines(study)) == ["tutorial Net", "tutorial_cnn"] and len(study.trials) == 2
+    if backend == "postgresql":
+        optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+def test_two_workers_run_each_baseline_once(tmp_path):
+    recipe = write_recipe(tmp_path, trials=4, epochs=1, extra=RECIPE_BASELINES)
+    result = run_cli("search", str(recipe), "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    names = [t.user_attrs.get("baseline") for t in cnnsearch.open_study(recipe).trials]
+    assert names.count("tutorial Net") == 1 and names.count("tutorial_cnn") == 1
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('spec = "missing.json"', "baselines[0]: cannot read"),
+    ('spec = "bad.json"', "baselines[0]: bad.json"),
+    ('spec = "net.json"\nsize = 3', "baselines[0]: expected spec"),
+    ('spec = "wrong.json"', "baselines[0]: blocks[0]"),
+])
+def test_a_bad_baseline_is_one_error_line_before_anything_is_created(tmp_path, capsys, entry, message):
+    (tmp_path / "bad.json").write_text("{")
+    (tmp_path / "net.json").write_text((SHIPPED / "tutorial_net.json").read_text())
+    (tmp_path / "wrong.json").write_text('{"blocks": [{"out_channels": 4}]}')
+    recipe = write_recipe(tmp_path, extra=f"[[baselines]]\n{entry}\n")
+    assert main(["search", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err.replace(str(tmp_path) + "/", ""), err
+    assert not (tmp_path / "tiny.db").exists()
+    with pytest.raises(RecipeError):
+        load_recipe(recipe)
+    assert main(["search", str(write_recipe(tmp_path)), "--baseline", str(tmp_path / "bad.json")]) == 2
+    assert "error: --baseline" in capsys.readouterr().err and not (tmp_path / "tiny.db").exists()
