@@ -62,8 +62,9 @@ def load_baseline(source: str | dict, *, base: Path, name: str | None = None, wh
         raise RecipeError(f"{where}: expected the path of a spec (.json), got {source!r}")
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: a spec is a JSON object, got {type(data).__name__}")
-    if not isinstance(name, str) or not name or len(name) > 100:
-        raise RecipeError(f"{where}.name: {name!r} must be a non-empty name of at most 100 characters")
+    if (not isinstance(name, str) or not name.strip() or len(name) > 100
+            or not all(c.isalnum() or c in " -_.+()" for c in name)):  # shown in tables, logs and HTML
+        raise RecipeError(f"{where}.name: {name!r} must be 1-100 letters, digits, spaces or -_.+()")
     spec = {k: v for k, v in data.items() if k not in _PLACEHOLDER}
     try:
         ArchSpec.from_dict({**spec, **_PLACEHOLDER})

@@ -129,6 +129,7 @@ def test_two_workers_run_each_baseline_once(tmp_path):
     ('spec = "bad.json"', "baselines[0]: bad.json"),
     ('spec = "net.json"\nsize = 3', "baselines[0]: expected spec"),
     ('spec = "wrong.json"', "baselines[0]: blocks[0]"),
+    ('spec = "net.json"\nname = "<b>x</b>"', "baselines[0].name: '<b>x</b>' must be"),
 ])
 def test_a_bad_baseline_is_one_error_line_before_anything_is_created(tmp_path, capsys, entry, message):
     (tmp_path / "bad.json").write_text("{")

@@ -36,7 +36,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SECTIONS = {"train": TrainSection, "latency": LatencySection, "limits": Limits, "early_stopping": EarlyStopping}
 TOP_KEYS = ("name", "space", "dataset", "data", "objectives", "trials", "seed", "sampler",
-            "max_consecutive_failures", "storage", "artifacts", "train", "latency", "limits", "early_stopping")
+            "max_consecutive_failures", "storage", "artifacts", "train", "latency", "limits", "early_stopping",
+            "baselines")
 
 
 def make(tmp_path, **data) -> Recipe:
