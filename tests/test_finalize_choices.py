@@ -1,0 +1,83 @@
+"""finalize's choices with seeds that differ on purpose: a scripted trainer and evaluator
+give each seed a validation and a test accuracy whose orders disagree, so a rule that
+picks by test accuracy, or reports the population standard deviation, cannot pass."""
+
+import statistics
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cnnsearch import finalize as finalize_module
+from cnnsearch.cli import main
+from cnnsearch.finalize import finalize
+from cnnsearch.recipe import load_recipe
+from cnnsearch.report import download_weights
+from cnnsearch.results import open_study
+from cnnsearch.train import EpochStats, Evaluation, TrainResult, TrainStatus
+from tests.study_helpers import write_recipe
+
+# per seed: validation accuracy (what chooses) and test accuracy (only scored); the orders
+# disagree: seed 2 is best on validation, seed 0 on test
+VAL = [0.80, 0.70, 0.90, 0.85]
+TEST = [0.95, 0.60, 0.75, 0.65]
+BALANCED = [0.90, 0.55, 0.70, 0.60]
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("final")
+    path = write_recipe(folder, trials=1, epochs=1)
+    assert main(["search", str(path), "--quiet"]) == 0
+    return load_recipe(path)
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    seeds = []
+
+    def train(model, data, cfg, progress=False):
+        seeds.append(cfg.seed)
+        with torch.no_grad():  # the weights say which seed trained them
+            for p in model.parameters():
+                p.fill_(float(cfg.seed))
+        stats = EpochStats(1, 0.1, 0.2, VAL[cfg.seed], 0.01)
+        return TrainResult(TrainStatus.OK, epochs=[stats], device="cpu", batch_size=cfg.batch_size)
+
+    def evaluate_metrics(model, x, y, **kwargs):
+        seed = int(next(model.parameters()).flatten()[0].item())
+        return Evaluation(0.3, TEST[seed], BALANCED[seed])
+
+    monkeypatch.setattr(finalize_module, "train", train)
+    monkeypatch.setattr(finalize_module, "evaluate_metrics", evaluate_metrics)
+    return seeds
+
+
+def test_the_kept_seed_is_the_best_on_validation_not_on_test(recipe, scripted, tmp_path):
+    study = open_study(recipe.storage, recipe.name)
+    number, final = finalize(study, recipe, which="0", seeds=4, epochs=1)
+    assert scripted == [0, 1, 2, 3]
+    assert final["best_seed"] == 2 != max(range(4), key=TEST.__getitem__)
+    # the kept weights are seed 2's: the one validation chose
+    download_weights(final["weights"], recipe.artifacts, tmp_path / "w.safetensors", what="weights")
+    assert all(float(t.flatten()[0]) == 2.0 for t in load_file(tmp_path / "w.safetensors").values())
+    assert final["val_accuracies"] == VAL and final["test_accuracies"] == TEST
+    assert final["test_balanced_accuracies"] == BALANCED
+    assert final["test_balanced_accuracy_mean"] == statistics.fmean(BALANCED)
+
+
+def test_the_spread_is_the_sample_standard_deviation_and_recorded_as_reported(recipe, scripted):
+    study = open_study(recipe.storage, recipe.name)
+    number, final = finalize(study, recipe, which="0", seeds=4, epochs=1)
+    assert final["test_accuracy_mean"] == statistics.fmean(TEST)
+    assert final["test_accuracy_std"] == pytest.approx(statistics.stdev(TEST), abs=1e-12)
+    assert abs(final["test_accuracy_std"] - statistics.pstdev(TEST)) > 0.01  # the two rules differ here
+    stored = open_study(recipe.storage, recipe.name).trials[number].user_attrs["final"]
+    assert stored == final  # exactly what it reports
+
+
+def test_a_tie_on_validation_keeps_the_first_seed(recipe, scripted, monkeypatch):
+    monkeypatch.setattr(f"{__name__}.VAL", [0.8, 0.8, 0.7, 0.6])
+    study = open_study(recipe.storage, recipe.name)
+    _, final = finalize(study, recipe, which="0", seeds=4, epochs=1)
+    assert final["best_seed"] == 0
