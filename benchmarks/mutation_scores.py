@@ -17,7 +17,7 @@ module's score in minutes; --draw prints the names for `mutmut run`, --sample sc
     mutmut run $(python benchmarks/mutation_scores.py --draw 30)
     python benchmarks/mutation_scores.py --sample 30
 
-The README's figures: the 30 of each module drawn with seed 15, listed in
+The figures in docs/development.md: the 30 of each module drawn with seed 15, listed in
 benchmarks/mutation_sample.txt (`mutmut run $(cat benchmarks/mutation_sample.txt)`, then
 `--names benchmarks/mutation_sample.txt`). A source change renumbers a module's mutants:
 draw again after one.

@@ -60,8 +60,8 @@ class EarlyStopping:
     """See early_stopping.py: dominance on the known objectives and accuracy, at rungs."""
 
     # the defaults were picked by replaying early stopping on random-search studies
-    # (benchmarks/search_quality.py, "es_replay"): see the README for what they save
-    enabled: bool = False  # off unless asked for: it missed its target (README, "Search quality")
+    # (benchmarks/search_quality.py, "es_replay"): see docs/benchmarks.md for what they save
+    enabled: bool = False  # off unless asked for: it missed its target (docs/benchmarks.md, "Search quality")
     margin: float = 0.0  # accuracy points a dominating earlier trial must lead by (0: at least as accurate)
     rungs: tuple[float, ...] = (1 / 6, 1 / 3, 2 / 3)  # compare after these fractions of the epochs
     keep: float = 1 / 3  # never stop a trial in this top fraction of its peers (MO-ASHA's 1/eta, eta = 3)

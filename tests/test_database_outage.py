@@ -31,23 +31,30 @@ from tests.study_helpers import PG_URL, wait_for, write_recipe
 
 class Outage:
     """Makes the storage's statements fail as a lost database's do, from the start of trial
-    ``at`` on, for ``seconds`` (None: for good); ``writes_only``: reads still work."""
+    ``at``'s training on, for ``seconds`` after the first statement it fails (None: for
+    good): however long the training takes on a busy machine, the trial's next write meets
+    the outage. ``writes_only``: reads still work."""
 
     def __init__(self, storage, *, at: int | tuple[int, ...], seconds: float | None, writes_only: bool = False):
         self.at = at if isinstance(at, tuple) else (at,)
         self.seconds, self.writes_only = seconds, writes_only
-        self.until = None
+        self.armed, self.until = False, None
         self.hit: set[int] = set()  # the trials it has started in
         sqlalchemy.event.listen(storage.engine, "before_cursor_execute", self._statement)
 
     def start(self):
-        self.started = time.monotonic()
-        self.until = self.started + (self.seconds if self.seconds is not None else 10**9)
+        self.armed, self.until = True, None
 
     def _statement(self, conn, cursor, statement, parameters, context, executemany):
-        if self.until is not None and time.monotonic() < self.until:
-            if not (self.writes_only and statement.lstrip().upper().startswith("SELECT")):
-                raise sqlalchemy.exc.OperationalError(statement, parameters, Exception("disk I/O error"))
+        if not self.armed or (self.writes_only and statement.lstrip().upper().startswith("SELECT")):
+            return
+        now = time.monotonic()
+        if self.until is None:  # the first statement of the outage: its clock starts here
+            self.started = now
+            self.until = now + (self.seconds if self.seconds is not None else 10**9)
+        if now < self.until:
+            raise sqlalchemy.exc.OperationalError(statement, parameters, Exception("disk I/O error"))
+        self.armed = False
 
 
 def _in_process(tmp_path, monkeypatch, *, trials, retry_s, **outage):
@@ -94,7 +101,7 @@ def test_a_database_that_stays_away_stops_the_worker_after_the_wait(tmp_path, mo
                                          writes_only=writes_only)
     with pytest.raises(FailingTrials, match=r"the study's database has not answered for 2 s \(.*disk I/O error"):
         run()
-    assert 2.5 <= time.monotonic() - cut.started < 20  # the trial's training, then about the wait: never forever
+    assert 2.5 <= time.monotonic() - cut.started < 20  # about the wait from the first failed statement: never forever
     assert len([n for n in notes if n.startswith("the database stopped answering")]) == 1
 
 
