@@ -86,7 +86,25 @@ def parse_baselines(entries: Any, base: Path) -> tuple[Baseline, ...]:
     names = [b.name for b in found]
     if len(set(names)) != len(names):
         raise RecipeError(f"baselines: names must differ, got {names}")
+    keys = [b.key for b in found]
+    for i, key in enumerate(keys):
+        if key in keys[:i]:
+            raise RecipeError(f"baselines[{i}]: the same network as baselines[{keys.index(key)}] "
+                              f"({found[keys.index(key)].name!r}): it runs once per study")
     return tuple(found)
+
+
+# samplers whose relative search space is the intersection of every trial's parameters: a
+# baseline (training parameters only) would shrink it to those, and the architecture would
+# then be drawn at random for the rest of the study. TPE (grouped) and random sampling are not.
+INTERSECTION_SAMPLERS = ("nsga2", "gp")
+
+
+def check_sampler(sampler: str, baselines: tuple[Baseline, ...]) -> None:
+    if baselines and sampler in INTERSECTION_SAMPLERS:
+        raise RecipeError(f"baselines: sampler {sampler!r} searches only the parameters every trial has, and a "
+                          "baseline has no architecture parameters: use sampler \"tpe\" (the default) or "
+                          "\"random\" with baselines")
 
 
 def of_trial(trial: optuna.Trial | optuna.trial.FrozenTrial) -> Baseline | None:
@@ -97,21 +115,24 @@ def of_trial(trial: optuna.Trial | optuna.trial.FrozenTrial) -> Baseline | None:
     return Baseline(str(attrs["baseline"]), attrs["baseline_spec"])
 
 
+def missing_baselines(study: optuna.Study, baselines: tuple[Baseline, ...]) -> list[Baseline]:
+    """The baselines the study has not run, is not running and does not owe (a re-queued
+    copy of a dead worker's baseline is owed). A FAILed one is missing: run again."""
+    have = {t.user_attrs.get("baseline_key") for t in study.get_trials(deepcopy=False)
+            if t.state != TrialState.FAIL}
+    return [b for b in baselines if b.key not in have]
+
+
 def enqueue_baselines(study: optuna.Study, baselines: tuple[Baseline, ...], *, url: str) -> list[str]:
-    """Enqueue each baseline the study has not run, is not running and does not owe (a
-    FAILed one is enqueued again); returns the names enqueued. Study-wide lock: see above."""
+    """Enqueue each of ``missing_baselines``; returns the names enqueued. Study-wide lock:
+    see above."""
     from .storage import study_lock
 
     if not baselines:
         return []
     with study_lock(url, study.study_name):
-        have = {t.user_attrs.get("baseline_key") for t in study.get_trials(deepcopy=False)
-                if t.state != TrialState.FAIL}
         added = []
-        for b in baselines:
-            if b.key not in have:
-                study.enqueue_trial({}, user_attrs={"baseline": b.name, "baseline_spec": b.spec,
-                                                    "baseline_key": b.key})
-                have.add(b.key)
-                added.append(b.name)
+        for b in missing_baselines(study, baselines):
+            study.enqueue_trial({}, user_attrs={"baseline": b.name, "baseline_spec": b.spec, "baseline_key": b.key})
+            added.append(b.name)
     return added

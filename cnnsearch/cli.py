@@ -72,10 +72,11 @@ def cmd_search(args) -> int:
     if args.baseline:
         from dataclasses import replace
 
-        from .baselines import load_baseline
+        from .baselines import check_sampler, load_baseline
 
         extra = tuple(load_baseline(p, base=Path.cwd(), where=f"--baseline {p}") for p in args.baseline)
         recipe = replace(recipe, baselines=recipe.baselines + extra)
+        check_sampler(recipe.sampler, recipe.baselines)
     return search(args.recipe, recipe, trials=args.trials, timeout=args.timeout, workers=args.workers,
                   until=args.until, worker_index=args.worker_index, quiet=args.quiet,
                   worker_id=args.worker_id)
@@ -93,7 +94,7 @@ def _study_of(args):
 
 
 def cmd_status(args) -> int:
-    from .report import leaderboard, trials_frame
+    from .report import leaderboard, quality_metric, trials_frame
 
     recipe, study = _study_of(args)
     df = trials_frame(study)
@@ -102,7 +103,8 @@ def cmd_status(args) -> int:
             raise UsageError("--csv and --json: give one")
         df.to_csv(sys.stdout, index=False)
         return 0
-    board = leaderboard(df)
+    by = quality_metric(study.metric_names)
+    board = leaderboard(df, by=by)
     counts = df["status"].value_counts().to_dict()
     if args.json:
         print(json.dumps({
@@ -120,14 +122,17 @@ def cmd_status(args) -> int:
     if board.empty:
         print("no feasible trial has finished training yet")
         return 0
-    print(f"{'rank':>4} {'trial':>5} {'val acc':>8} {'test (finalized)':>16} {'latency':>10} {'params':>10} "
-          f"{'FLOPs':>7}  pareto  architecture")
+    balanced = by == "balanced_accuracy"  # the study's score: mean per-class recall, validation and test alike
+    print(f"{'rank':>4} {'trial':>5} {'val bal' if balanced else 'val acc':>8} {'test (finalized)':>16} "
+          f"{'latency':>10} {'params':>10} {'FLOPs':>7}  pareto  architecture")
     for row in board.head(args.top).itertuples():
-        test = f"{row.test_mean:.4f}+-{row.test_std:.4f}" if row.test_mean == row.test_mean else "-"
-        print(f"{row.rank:>4} {row.trial:>5} {row.accuracy:>8.4f} {test:>16} {row.latency_ms:>7.3f} ms "
+        test = ("-" if row.test_mean != row.test_mean else f"{row.test_balanced_mean:.4f}" if balanced
+                else f"{row.test_mean:.4f}+-{row.test_std:.4f}")
+        print(f"{row.rank:>4} {row.trial:>5} {getattr(row, by):>8.4f} {test:>16} {row.latency_ms:>7.3f} ms "
               f"{int(row.params):>10,} {human(row.flops):>7}  {'  *   ' if row.pareto else '      '}  {row.summary}"
               + (f"  [baseline {row.baseline}]" if row.baseline else ""))
-    print("val acc: the search's brief training, on the validation split that chose the front; "
+    print(("val bal: balanced accuracy (mean per-class recall) after " if balanced else "val acc: ")
+          + "the search's brief training, on the validation split that chose the front; "
           "test: `cnnsearch finalize` (longer training, several seeds, the held-out test split)")
     return 0
 
@@ -315,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except FailingTrials as exc:  # not bad input: the machine or the code is failing
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `cnnsearch status --csv | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 1
     except KeyboardInterrupt:  # Optuna has already marked the running trial FAIL
         print("error: interrupted", file=sys.stderr)

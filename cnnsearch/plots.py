@@ -22,10 +22,11 @@ def _custom(df: pd.DataFrame) -> list[list]:
             for r in df.itertuples()]
 
 
-def pareto_figure(frames: dict[str, pd.DataFrame], *, x: str = "latency_ms") -> go.Figure:
-    """Accuracy against ``x`` (latency, params or FLOPs: the recipe's objective) for one or
-    more studies: trained trials as points, each study's accuracy-vs-``x`` front as a step
-    line, early-stopped and infeasible trials apart."""
+def pareto_figure(frames: dict[str, pd.DataFrame], *, x: str = "latency_ms", y: str = "accuracy") -> go.Figure:
+    """``y`` (accuracy, or balanced_accuracy: ``report.quality_metric``) against ``x``
+    (latency, params or FLOPs: the recipe's objective) for one or more studies: trained
+    trials as points, each study's ``y``-vs-``x`` front as a step line, early-stopped and
+    infeasible trials apart, baselines as labelled stars."""
     fig = go.Figure()
     for i, (name, df) in enumerate(frames.items()):
         colour = PALETTE[i % len(PALETTE)]
@@ -33,26 +34,26 @@ def pareto_figure(frames: dict[str, pd.DataFrame], *, x: str = "latency_ms") -> 
         known = ok["baseline"].fillna("").astype(bool) if "baseline" in ok else pd.Series(False, index=ok.index)
         sampled, baselines = ok[~known], ok[known]
         fig.add_trace(go.Scatter(
-            x=sampled[x], y=sampled["accuracy"], mode="markers", name=f"{name}: trained",
+            x=sampled[x], y=sampled[y], mode="markers", name=f"{name}: trained",
             marker={"color": colour, "size": 9, "line": {"width": 1, "color": "white"}},
             customdata=_custom(sampled), hovertemplate=_HOVER, meta={"role": "trained", "study": name}))
         if len(baselines):  # known networks run as trials: a star with the network's name
             fig.add_trace(go.Scatter(
-                x=baselines[x], y=baselines["accuracy"], mode="markers+text", name=f"{name}: baselines",
+                x=baselines[x], y=baselines[y], mode="markers+text", name=f"{name}: baselines",
                 text=list(baselines["baseline"]), textposition="top center",
                 marker={"color": colour, "size": 15, "symbol": "star", "line": {"width": 1, "color": "black"}},
                 customdata=_custom(baselines), hovertemplate=_HOVER, meta={"role": "baseline", "study": name}))
         # the front of these two axes (the study's own front may have more objectives)
-        front = ok[ok["trial"].isin(pareto_numbers(ok, ["accuracy", x], ["maximize", "minimize"]))]
+        front = ok[ok["trial"].isin(pareto_numbers(ok, [y, x], ["maximize", "minimize"]))]
         front = front.sort_values(x)
         fig.add_trace(go.Scatter(
-            x=front[x], y=front["accuracy"], mode="lines", line_shape="hv",
+            x=front[x], y=front[y], mode="lines", line_shape="hv",
             name=f"{name}: Pareto front", line={"color": colour, "width": 2},
             hoverinfo="skip", meta={"role": "front", "study": name}))
         stopped = df[(df["status"] == Status.EARLY_STOPPED) & df[x].notna()]
         if len(stopped):
             fig.add_trace(go.Scatter(
-                x=stopped[x], y=stopped["accuracy"], mode="markers",
+                x=stopped[x], y=stopped[y], mode="markers",
                 name=f"{name}: stopped early", visible="legendonly",
                 marker={"color": colour, "size": 7, "symbol": "circle-open"},
                 customdata=_custom(stopped), hovertemplate=_HOVER, meta={"role": "pruned", "study": name}))
@@ -64,8 +65,8 @@ def pareto_figure(frames: dict[str, pd.DataFrame], *, x: str = "latency_ms") -> 
                 customdata=[[*c[:4], row.reason, c[5]] for c, row in zip(_custom(bad), bad.itertuples())],
                 hovertemplate=_HOVER, meta={"role": "infeasible", "study": name}))
     title = AXIS_TITLES[x]
-    fig.update_layout(title=f"Accuracy vs {title.split(' (')[0]} (Pareto front as a step line)",
-                      xaxis_title=title, yaxis_title="validation accuracy",
+    fig.update_layout(title=f"{y.replace('_', ' ').capitalize()} vs {title.split(' (')[0]} (Pareto front as a step line)",
+                      xaxis_title=title, yaxis_title=f"validation {y.replace('_', ' ')}",
                       template="plotly_white", legend={"orientation": "h", "y": -0.2}, height=520)
     if x != "latency_ms":
         fig.update_xaxes(type="log")  # sizes span orders of magnitude

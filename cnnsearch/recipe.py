@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .baselines import Baseline, parse_baselines
+from .baselines import Baseline, check_sampler, parse_baselines
 from .data import TORCHVISION, loader_defaults, loader_options
 from .errors import RecipeError, SpaceError, not_utf8
 from .hparams import TrainConfig
@@ -323,6 +323,7 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
                                         "max_consecutive_failures", int, low=1), artifacts=artifacts, train=train, latency=latency,
         limits=limits, early_stopping=early, baselines=parse_baselines(data.get("baselines", []), base),
     )
+    check_sampler(recipe.sampler, recipe.baselines)
     recipe.load_space()  # a bad space is a bad recipe: say so before any trial
     return recipe
 

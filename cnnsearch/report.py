@@ -82,8 +82,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     rows = [_row(t) for t in study.get_trials(deepcopy=False)]
     params = sorted({k for row in rows for k in row if k.startswith(PARAM_PREFIX)})
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "pareto"] + params)
-    # typed columns, so that filters and sorts work on a study with no trial yet
-    df = df.astype({"trial": int, "feasible": bool, "epochs": int, **{c: float for c in FLOAT_COLUMNS}})
+    if df.empty:  # typed columns, so that filters and sorts work on a study with no trial yet
+        df = df.astype({"trial": int, "feasible": bool, "epochs": int, **{c: float for c in FLOAT_COLUMNS}})
     objectives = study.metric_names or list(Recipe.objectives)
     directions = [d.name.lower() for d in study.directions]
     front = pareto_numbers(df, objectives, directions) if len(df) else set()
@@ -93,6 +93,14 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 # the Pareto plot's x-axis title for each objective that is not accuracy (known_objectives)
 AXIS_TITLES = {"latency_ms": "latency (ms, median)", "params": "parameters", "flops": "FLOPs (batch 1)"}
+
+
+def quality_metric(objectives: list[str] | None) -> str:
+    """The validation score that ranks a study's trials (leaderboard, ``--trial best``, the
+    plots' y axis): ``balanced_accuracy`` for a study that optimises it instead of accuracy
+    (imbalanced classes), else ``accuracy``."""
+    objectives = objectives or ()
+    return "balanced_accuracy" if "balanced_accuracy" in objectives and "accuracy" not in objectives else "accuracy"
 
 
 def pareto_axis(objectives: list[str] | None) -> str:
@@ -113,13 +121,16 @@ def trained_study(study: optuna.Study) -> optuna.Study:
         optuna.logging.set_verbosity(verbosity)
     if study.metric_names:
         copy.set_metric_names(study.metric_names)
-    copy.add_trials([t for t in study.get_trials(deepcopy=False) if is_feasible(t)])
+    # baselines left out too: they have training parameters only, and importances are
+    # computed over the parameters every trial has
+    copy.add_trials([t for t in study.get_trials(deepcopy=False) if is_feasible(t) and "baseline" not in t.user_attrs])
     return copy
 
 
-def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
-    """Feasible trials, Pareto set first, then by accuracy (desc) and latency (asc)."""
-    board = df[df["feasible"]].sort_values(["pareto", "accuracy", "latency_ms"],
+def leaderboard(df: pd.DataFrame, *, by: str = "accuracy") -> pd.DataFrame:
+    """Feasible trials, Pareto set first, then by ``by`` (accuracy or balanced_accuracy,
+    desc) and latency (asc)."""
+    board = df[df["feasible"]].sort_values(["pareto", by, "latency_ms"],
                                            ascending=[False, False, True])
     board = board.reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
@@ -127,8 +138,9 @@ def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def pick_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
-    """``best``: highest accuracy on the front; ``fastest``: lowest latency on the front
-    within one accuracy point of the best; or a trial number."""
+    """``best``: highest accuracy on the front (balanced accuracy in a study that optimises
+    it: ``quality_metric``); ``fastest``: lowest latency on the front within one point of
+    the best; or a trial number."""
     if which not in ("best", "fastest"):
         try:
             number = int(which)
@@ -145,11 +157,12 @@ def pick_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
     front = df[df["pareto"]]
     if front.empty:
         raise RecipeError(f"study {study.study_name!r} has no finished feasible trial yet")
-    best_acc = front["accuracy"].max()
+    by = quality_metric(study.metric_names)
+    best_acc = front[by].max()
     if which == "best":
-        row = front.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]
+        row = front.sort_values([by, "latency_ms"], ascending=[False, True]).iloc[0]
     else:
-        row = front[front["accuracy"] >= best_acc - 0.01].sort_values("latency_ms").iloc[0]
+        row = front[front[by] >= best_acc - 0.01].sort_values("latency_ms").iloc[0]
     return study.get_trials(deepcopy=False)[int(row["trial"])]
 
 

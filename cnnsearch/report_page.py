@@ -13,7 +13,7 @@ import pandas as pd
 
 from .cli_format import human
 from .plots import history_figure, importance_figure, pareto_figure
-from .report import leaderboard, pareto_axis, trial_spec, trials_frame
+from .report import leaderboard, pareto_axis, quality_metric, trial_spec, trials_frame
 from .shapes import check
 
 STYLE = """
@@ -25,7 +25,7 @@ th { background: #f6f6f6; } td.text, th.text { text-align: left; font-family: mo
 .muted { color: #777; }
 """
 
-BOARD_COLUMNS = ["rank", "trial", "val_accuracy", "test_final", "latency_ms", "params", "flops", "train_seconds",
+BOARD_COLUMNS = ["rank", "trial", "val_accuracy", "val_balanced_accuracy", "test_final", "latency_ms", "params", "flops", "train_seconds",
                  "pareto", "summary", "baseline"]
 
 
@@ -36,7 +36,7 @@ def _table(df: pd.DataFrame, text_columns: tuple[str, ...] = ("summary", "baseli
         cells = []
         for column, value in zip(df.columns, record):
             if isinstance(value, float):
-                value = f"{value:.4f}" if column in ("val_accuracy",) else f"{value:.3f}"
+                value = f"{value:.4f}" if column in ("val_accuracy", "val_balanced_accuracy") else f"{value:.3f}"
             elif isinstance(value, bool):
                 value = "*" if value else ""
             elif isinstance(value, int) and column in ("params", "flops"):
@@ -81,7 +81,8 @@ def write_report(studies: list[optuna.Study], out: str | Path, *, max_shape_tabl
         df.to_csv(csv, index=False)
         written.append(csv)
     x = pareto_axis(studies[0].metric_names)  # the first study's objectives set the axes
-    figures = [("pareto", pareto_figure(frames, x=x)), ("history", history_figure(frames))]
+    y = quality_metric(studies[0].metric_names)
+    figures = [("pareto", pareto_figure(frames, x=x, y=y)), ("history", history_figure(frames))]
     for i, study in enumerate(studies):
         fig = importance_figure(study)
         if fig is not None:
@@ -94,10 +95,10 @@ def write_report(studies: list[optuna.Study], out: str | Path, *, max_shape_tabl
     for label, study in zip(labels, studies):
         df = frames[label]
         counts = ", ".join(f"{n} {html.escape(str(s))}" for s, n in sorted(df["status"].value_counts().items()))
-        board = leaderboard(df)
+        board = leaderboard(df, by=quality_metric(study.metric_names))
         # the search's validation accuracy (what chose the front) and, for finalized trials,
         # finalize's held-out test accuracy: labelled apart, never mixed
-        board = board.rename(columns={"accuracy": "val_accuracy"})
+        board = board.rename(columns={"accuracy": "val_accuracy", "balanced_accuracy": "val_balanced_accuracy"})
         board["test_final"] = [f"{m:.4f} +- {s:.4f}" if m == m else "" for m, s in
                                zip(board["test_mean"], board["test_std"])]
         board = board[[c for c in BOARD_COLUMNS if c in board.columns]].head(25)

@@ -13,22 +13,25 @@ import time
 import optuna
 import torch
 
-from .baselines import enqueue_baselines
+from .baselines import enqueue_baselines, missing_baselines
 from .data import load_data
 from .objective import Objective
 from .recipe import Recipe, check_runnable
 from .recovery import process_owner, recover_dead_trials
+from .report import quality_metric
 from .storage import count_trials, open_storage, storage_exists
 from .study import INFEASIBLE_CHECK_AFTER, check_existing, finished_count, open_study, record_data, run_worker
 from .trials import FINISHED, status_of
 
 
-def trial_line(trial: optuna.trial.FrozenTrial) -> str:
+def trial_line(trial: optuna.trial.FrozenTrial, *, by: str = "accuracy") -> str:
+    """One finished trial; ``by`` the study's score (``report.quality_metric``)."""
     a = trial.user_attrs
-    acc, lat = a.get("accuracy"), a.get("latency_ms")
+    acc, lat = a.get(by), a.get("latency_ms")
     params = a.get("params")
+    name = "acc" if by == "accuracy" else "bal"
     text = f"trial {trial.number:>4} {status_of(trial):<13}"
-    text += f" acc {acc:.4f}" if acc is not None else " acc    -  "
+    text += f" {name} {acc:.4f}" if acc is not None else f" {name}    -  "
     text += f"  {lat:8.3f} ms" if lat is not None else "         - ms"
     text += f"  {params:>10,} params" if params is not None else "           - params"
     text += f"  {a.get('summary', '')}" + (f"  [baseline {a['baseline']}]" if "baseline" in a else "")
@@ -119,10 +122,12 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     if existing is not None:
         for number, why in recover_dead_trials(existing):
             print(f"{prefix}trial {number:>4} failed: {why}", flush=True)
-        _enqueue(existing, recipe, prefix)  # owed like a re-queued trial: run even on a met budget
         done = finished_count(existing)
         budget = until if until is not None else done + trials if trials else recipe.trials
-        if done >= budget and not count_trials(existing, (optuna.trial.TrialState.WAITING,)):
+        # a baseline not yet run is owed like a re-queued trial (enqueued once the data is checked)
+        owed = count_trials(existing, (optuna.trial.TrialState.WAITING,)) + len(
+            missing_baselines(existing, recipe.baselines))
+        if done >= budget and not owed:
             return _budget_met(recipe, done, budget)
     # then the data, before anything is created: a recipe whose data cannot load leaves no
     # study behind (nor a database file), and data that now loads differently is refused. A
@@ -145,7 +150,7 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
         until = done + trials if trials else recipe.trials
     if done >= until and not owed:  # another worker finished the budget meanwhile
         return _budget_met(recipe, done, until)
-    to_go = max(until - done, 0) + owed
+    to_go = max(until - done, owed)  # an owed trial (re-queued, a baseline) is one of the budget's
     if workers > 1:
         print(f"study {recipe.name!r}: {workers} workers, {to_go} trials to go ({recipe.storage})")
         code = launch_workers(recipe_path, recipe, workers=min(workers, to_go), until=until,
@@ -173,7 +178,7 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     started = time.monotonic()
 
     def on_trial(study, trial):
-        line = prefix + trial_line(trial)
+        line = prefix + trial_line(trial, by=quality_metric(recipe.objectives))
         if bar is None:  # progress of the whole study (every worker's trials), not this worker's
             now_done = count_trials(study, FINISHED)
             elapsed = time.monotonic() - started
@@ -271,11 +276,13 @@ def _summary(study: optuna.Study) -> None:
     from .report import trials_frame
 
     df = trials_frame(study)
+    by = quality_metric(study.metric_names)
     counts = df["status"].value_counts().to_dict()
     front = df[df["pareto"]].sort_values("latency_ms")
     print(f"{len(df)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for _, row in front.iterrows():
-        print(f"  pareto: trial {row.trial:>4}  acc {row.accuracy:.4f}  {row.latency_ms:.3f} ms  "
+        print(f"  pareto: trial {row.trial:>4}  {'acc' if by == 'accuracy' else 'bal'} {row[by]:.4f}  "
+              f"{row.latency_ms:.3f} ms  "
               f"{int(row.params):,} params  {row.summary}")
     if front.empty:
         print("no feasible trial has finished training yet")

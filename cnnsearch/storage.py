@@ -82,7 +82,9 @@ class _NoFallbackOnLostConnection(logging.Filter):
     too and the worker reports the outage in its own one line: the logged SQL would only bury it."""
 
     _LOST = ("server closed the connection", "connection failed", "connection refused",
-             "could not connect", "terminating connection", "connection is closed")
+             "could not connect", "terminating connection", "connection is closed", "database is locked",
+             "ssl syscall error", "could not receive data", "no connection to the server",
+             "the database system is shutting down", "the database system is starting up")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -12,6 +12,7 @@ from cnnsearch.cli import main
 from cnnsearch.errors import RecipeError
 from cnnsearch.plots import pareto_figure
 from cnnsearch.recipe import load_recipe
+from cnnsearch.report import trained_study
 from cnnsearch.storage import open_storage
 from tests.conftest import ROOT, run_cli
 from tests.study_helpers import PG_URL, new_study, write_recipe
@@ -68,6 +69,9 @@ def test_baselines_run_first_as_trials_trained_like_any_other(searched):
     assert sorted(stars[0].text) == ["tutorial Net", "tutorial_simple"]  # the infeasible one is not on it
     trained = next(t for t in fig.data if t.meta["role"] == "trained")
     assert net.number not in [c[0] for c in trained.customdata]
+    # importances explain the parameters every trial has: baselines (training parameters only) left out
+    kept = [t.values for t in trained_study(study).trials]
+    assert kept and kept == [t.values for t in study.trials if "baseline" not in t.user_attrs and t.values[0] > 0]
 
 
 def test_a_resumed_run_does_not_run_a_baseline_again(searched):
@@ -144,3 +148,35 @@ def test_a_bad_baseline_is_one_error_line_before_anything_is_created(tmp_path, c
         load_recipe(recipe)
     assert main(["search", str(write_recipe(tmp_path)), "--baseline", str(tmp_path / "bad.json")]) == 2
     assert "error: --baseline" in capsys.readouterr().err and not (tmp_path / "tiny.db").exists()
+
+
+def test_samplers_that_search_the_common_parameters_refuse_baselines(tmp_path, capsys):
+    # NSGA-II and GP search the intersection of every trial's parameters: one baseline (no
+    # architecture parameters) would leave them the training parameters alone
+    for sampler in ("nsga2", "gp"):
+        recipe = write_recipe(tmp_path, top=f'sampler = "{sampler}"', extra=RECIPE_BASELINES)
+        with pytest.raises(RecipeError, match=f"baselines: sampler '{sampler}' searches only"):
+            load_recipe(recipe)
+        plain = write_recipe(tmp_path, top=f'sampler = "{sampler}"')
+        assert main(["search", str(plain), "--baseline", str(SHIPPED / "tutorial_net.json")]) == 2
+        assert "baselines: sampler" in capsys.readouterr().err and not (tmp_path / "tiny.db").exists()
+
+
+def test_one_network_twice_under_two_names_is_refused(tmp_path):
+    twice = RECIPE_BASELINES + f'[[baselines]]\nspec = "{SHIPPED / "tutorial_net.json"}"\nname = "again"\n'
+    with pytest.raises(RecipeError, match=r"baselines\[2\]: the same network as baselines\[0\] \('tutorial Net'\)"):
+        load_recipe(write_recipe(tmp_path, extra=twice))
+
+
+def test_a_run_refused_for_its_data_leaves_no_baseline_queued(tmp_path, capsys):
+    # a study left empty by an older run that failed before its data loaded takes the
+    # corrected recipe; its baselines are queued only once the data has loaded
+    recipe = write_recipe(tmp_path, trials=3, epochs=1, extra=RECIPE_BASELINES + "[data]\nval_fraction = 0.999\n")
+    url = f"sqlite:///{tmp_path / 'tiny.db'}"
+    optuna.create_study(study_name="tiny", storage=url, directions=["maximize", "minimize"])
+    assert main(["search", str(recipe)]) == 2
+    assert "val_fraction" in capsys.readouterr().err
+    assert optuna.load_study(study_name="tiny", storage=url).trials == []  # nothing queued
+    fixed = write_recipe(tmp_path, trials=3, epochs=1, extra=RECIPE_BASELINES)
+    assert main(["search", str(fixed), "--quiet"]) == 0
+    assert sorted(_baselines(optuna.load_study(study_name="tiny", storage=url))) == ["tutorial Net", "tutorial_cnn"]

@@ -9,6 +9,8 @@ import pytest
 import cnnsearch
 from cnnsearch.cli import main
 from cnnsearch.errors import RecipeError
+from cnnsearch.plots import pareto_figure
+from cnnsearch.report import leaderboard, pick_trial, quality_metric
 from cnnsearch.storage import set_finished_trial_user_attrs
 from tests.study_helpers import write_recipe
 
@@ -67,7 +69,7 @@ def test_status_csv_is_the_frame(two_trials, capsys):
     assert main(["status", str(two_trials), "--csv", "--json"]) == 2
 
 
-def test_balanced_accuracy_is_an_objective_and_a_column(tmp_path):
+def test_balanced_accuracy_is_an_objective_and_a_column(tmp_path, capsys):
     recipe = write_recipe(tmp_path, trials=2, epochs=1, top='objectives = ["balanced_accuracy", "latency_ms"]')
     assert main(["search", str(recipe), "--quiet"]) == 0
     study = cnnsearch.open_study(recipe)
@@ -76,3 +78,27 @@ def test_balanced_accuracy_is_an_objective_and_a_column(tmp_path):
     for t in study.trials:
         assert t.values[0] == t.user_attrs["balanced_accuracy"] == df.loc[t.number, "balanced_accuracy"]
     assert df["pareto"].any()
+    # the study's score ranks its trials: --trial best, the leaderboard, status, the plot's y axis
+    front = df[df["pareto"]]
+    assert pick_trial(study, "best").number == front.sort_values(
+        ["balanced_accuracy", "latency_ms"], ascending=[False, True]).iloc[0]["trial"]
+    assert quality_metric(study.metric_names) == "balanced_accuracy" == quality_metric(["balanced_accuracy"])
+    assert quality_metric(["accuracy", "balanced_accuracy"]) == "accuracy" == quality_metric(None)
+    assert list(leaderboard(df, by="balanced_accuracy")["trial"]) == list(
+        df[df.feasible].sort_values(["pareto", "balanced_accuracy", "latency_ms"],
+                                    ascending=[False, False, True])["trial"])
+    assert main(["status", str(recipe)]) == 0
+    assert "val bal" in capsys.readouterr().out
+    fig = pareto_figure({"tiny": df}, y="balanced_accuracy")
+    trained = next(t for t in fig.data if t.meta["role"] == "trained")
+    assert list(trained.y) == list(df[df.feasible]["balanced_accuracy"])
+    assert fig.layout.yaxis.title.text == "validation balanced accuracy"
+
+
+def test_status_csv_into_a_closed_pipe_ends_quietly(two_trials):
+    import subprocess
+    import sys
+
+    result = subprocess.run(f"{sys.executable} -m cnnsearch status {two_trials} --csv | head -c 10",
+                            shell=True, capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith("trial,stat") and "Traceback" not in result.stderr, result.stderr
