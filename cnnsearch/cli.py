@@ -94,7 +94,7 @@ def _study_of(args):
 
 
 def cmd_status(args) -> int:
-    from .report import leaderboard, quality_metric, trials_frame
+    from .report import SCORE_LABELS, leaderboard, quality_metric, trials_frame
 
     recipe, study = _study_of(args)
     df = trials_frame(study)
@@ -123,7 +123,7 @@ def cmd_status(args) -> int:
         print("no feasible trial has finished training yet")
         return 0
     balanced = by == "balanced_accuracy"  # the study's score: mean per-class recall, validation and test alike
-    print(f"{'rank':>4} {'trial':>5} {'val bal' if balanced else 'val acc':>8} {'test (finalized)':>16} "
+    print(f"{'rank':>4} {'trial':>5} {'val ' + SCORE_LABELS[by]:>8} {'test (finalized)':>16} "
           f"{'latency':>10} {'params':>10} {'FLOPs':>7}  pareto  architecture")
     for row in board.head(args.top).itertuples():
         test = ("-" if row.test_mean != row.test_mean else f"{row.test_balanced_mean:.4f}" if balanced

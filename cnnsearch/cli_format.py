@@ -9,6 +9,19 @@ if TYPE_CHECKING:
     from .shapes import ShapeTable
 
 
+# what an imbalanced dataset's note tells the user to do about it
+BALANCED_HINT = "objective balanced_accuracy weighs every class alike"
+
+
+def imbalance(sizes) -> float | None:
+    """The largest class's images over the smallest's when that is 2x or more (and no class
+    is empty), else None: the one rule for `show DATASET` and the search's data line."""
+    sizes = list(sizes)
+    if not sizes or not min(sizes) or max(sizes) < 2 * min(sizes):
+        return None
+    return max(sizes) / min(sizes)
+
+
 def human(n: float) -> str:
     """12498500 -> '12.5M'."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from .cli_args import UsageError, checked_seed, input_shape
-from .cli_format import format_table, human, table_json
+from .cli_format import BALANCED_HINT, format_table, human, imbalance, table_json
 from .errors import ShapeError
 from .shapes import check
 from .spec import ArchSpec
@@ -36,10 +36,9 @@ def class_lines(counts: dict[str, dict[str, int]]) -> list[str]:
     classes = list(counts[splits[0]])
     width = max(len(c) for c in classes)
     lines = [f"  {c:<{width}}  " + "  ".join(f"{s} {counts[s][c]:>6,}" for s in splits) for c in classes]
-    totals = [sum(counts[s][c] for s in splits) for c in classes]
-    if min(totals) and max(totals) >= 2 * min(totals):
-        lines.append(f"  imbalanced: the largest class has {max(totals) / min(totals):.1f}x the images of the "
-                     "smallest (objective balanced_accuracy weighs every class alike)")
+    ratio = imbalance(sum(counts[s][c] for s in splits) for c in classes)
+    if ratio:
+        lines.append(f"  imbalanced: the largest class has {ratio:.1f}x the images of the smallest ({BALANCED_HINT})")
     return lines
 
 

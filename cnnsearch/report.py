@@ -95,6 +95,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 AXIS_TITLES = {"latency_ms": "latency (ms, median)", "params": "parameters", "flops": "FLOPs (batch 1)"}
 
 
+SCORE_LABELS = {"accuracy": "acc", "balanced_accuracy": "bal"}  # a quality_metric in a table's narrow column
+
+
 def quality_metric(objectives: list[str] | None) -> str:
     """The validation score that ranks a study's trials (leaderboard, ``--trial best``, the
     plots' y axis): ``balanced_accuracy`` for a study that optimises it instead of accuracy

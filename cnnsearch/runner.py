@@ -14,11 +14,12 @@ import optuna
 import torch
 
 from .baselines import enqueue_baselines, missing_baselines
+from .cli_format import BALANCED_HINT, imbalance
 from .data import load_data
 from .objective import Objective
 from .recipe import Recipe, check_runnable
 from .recovery import process_owner, recover_dead_trials
-from .report import quality_metric
+from .report import SCORE_LABELS, quality_metric
 from .storage import count_trials, open_storage, storage_exists
 from .study import INFEASIBLE_CHECK_AFTER, check_existing, finished_count, open_study, record_data, run_worker
 from .trials import FINISHED, status_of
@@ -29,7 +30,7 @@ def trial_line(trial: optuna.trial.FrozenTrial, *, by: str = "accuracy") -> str:
     a = trial.user_attrs
     acc, lat = a.get(by), a.get("latency_ms")
     params = a.get("params")
-    name = "acc" if by == "accuracy" else "bal"
+    name = SCORE_LABELS[by]
     text = f"trial {trial.number:>4} {status_of(trial):<13}"
     text += f" {name} {acc:.4f}" if acc is not None else f" {name}    -  "
     text += f"  {lat:8.3f} ms" if lat is not None else "         - ms"
@@ -47,8 +48,8 @@ def data_line(data) -> str:
     text = (f"{data.name}: {c}x{h}x{w}, {data.num_classes} classes, "
             + " / ".join(f"{sum(v.values()):,} {split}" for split, v in counts.items())
             + f" images, {min(train):,}-{max(train):,} per class in train")
-    if min(train) and max(train) >= 2 * min(train):
-        text += " (imbalanced: objective balanced_accuracy weighs every class alike)"
+    if imbalance(train):
+        text += f" (imbalanced: {BALANCED_HINT})"
     return text
 
 
@@ -281,7 +282,7 @@ def _summary(study: optuna.Study) -> None:
     front = df[df["pareto"]].sort_values("latency_ms")
     print(f"{len(df)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for _, row in front.iterrows():
-        print(f"  pareto: trial {row.trial:>4}  {'acc' if by == 'accuracy' else 'bal'} {row[by]:.4f}  "
+        print(f"  pareto: trial {row.trial:>4}  {SCORE_LABELS[by]} {row[by]:.4f}  "
               f"{row.latency_ms:.3f} ms  "
               f"{int(row.params):,} params  {row.summary}")
     if front.empty:

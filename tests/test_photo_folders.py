@@ -243,3 +243,26 @@ def test_finalize_scores_a_photo_folder_and_records_test_balanced_accuracy(tmp_p
     assert len(balanced) == 2 and all(0.0 <= b <= 1.0 for b in balanced)
     assert final["test_balanced_accuracy_mean"] == statistics.fmean(balanced)
     assert load(path).trials[0].user_attrs["final"] == final  # stored on the trial
+
+
+def test_show_and_the_search_line_give_the_class_counts_and_flag_an_imbalance(tmp_path, capsys):
+    import json
+
+    from cnnsearch.cli import main
+    from cnnsearch.runner import data_line
+
+    (tmp_path / "photos").mkdir()
+    _folder(tmp_path / "photos", counts=(("many", 30), ("few", 3)))
+    assert main(["show", f"folder:{tmp_path / 'photos'}", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    counts = shown["class_counts"]
+    assert list(counts) == ["train", "val", "test"] and shown["classes"] == ["few", "many"]
+    assert {c: sum(counts[s][c] for s in counts) for c in shown["classes"]} == {"few": 3, "many": 30}
+    assert main(["show", f"folder:{tmp_path / 'photos'}"]) == 0
+    text = capsys.readouterr().out
+    assert "imbalanced: the largest class has 10.0x the images of the smallest" in text
+    line = data_line(load_data(f"folder:{tmp_path / 'photos'}"))
+    assert f"{counts['train']['few']}-{counts['train']['many']} per class in train (imbalanced:" in line
+    assert "imbalanced" not in data_line(load_data("digits"))  # 104-110 per class
+    assert main(["show", "digits"]) == 0
+    assert "imbalanced" not in capsys.readouterr().out
