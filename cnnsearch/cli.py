@@ -52,7 +52,7 @@ def cmd_export(args) -> int:
     else:
         from .report import export_trial
 
-        recipe, study = _study_of(args)
+        recipe, study = _study_of(args, weights=True)
         _outputs(args.output, args.weights)
         out, what = export_trial(study, which=args.trial, artifacts=recipe.artifacts, output=args.output,
                                  class_name=args.class_name, weights=args.weights)
@@ -69,6 +69,19 @@ def cmd_search(args) -> int:
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         raise UsageError(f"--timeout: {args.timeout} is not a positive number of seconds")
     recipe = resolve_recipe(args.recipe, args.storage, args.study)
+    artifacts = None
+    if args.artifacts is not None:  # a folder relative to the working directory, or s3://bucket/prefix
+        from dataclasses import replace
+
+        from .artifacts import parse_location
+
+        try:
+            artifacts = parse_location(args.artifacts, Path.cwd())
+        except RecipeError as exc:
+            raise UsageError(f"--{exc}") from None
+        if not artifacts:
+            raise UsageError("--artifacts: give a folder or an s3://bucket/prefix URL")
+        recipe = replace(recipe, artifacts=artifacts)
     if args.baseline:
         from dataclasses import replace
 
@@ -79,18 +92,26 @@ def cmd_search(args) -> int:
         check_sampler(recipe.sampler, recipe.baselines)
     return search(args.recipe, recipe, trials=args.trials, timeout=args.timeout, workers=args.workers,
                   until=args.until, worker_index=args.worker_index, quiet=args.quiet,
-                  worker_id=args.worker_id)
+                  worker_id=args.worker_id, artifacts=artifacts)
 
 
-def _study_of(args):
+def _study_of(args, *, weights: bool = False):
+    """The recipe and its existing study; with ``weights``, the recipe's artifacts are where
+    the study keeps its weights (recorded when it was made)."""
+    from dataclasses import replace
+
     import optuna
 
+    from .artifacts import settle
     from .recipe import resolve_recipe
     from .storage import load_existing_study
 
     recipe = resolve_recipe(args.recipe, args.storage, args.study)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return recipe, load_existing_study(recipe.storage, recipe.name)
+    study = load_existing_study(recipe.storage, recipe.name)
+    if weights:
+        recipe = replace(recipe, artifacts=settle(study.user_attrs.get("artifacts"), recipe.artifacts))
+    return recipe, study
 
 
 def cmd_status(args) -> int:
@@ -138,11 +159,13 @@ def cmd_status(args) -> int:
 
 
 def cmd_finalize(args) -> int:
+    from .artifacts import check_writable
     from .finalize import DEFAULT_SEEDS, finalize
     from .recipe import check_runnable
 
-    recipe, study = _study_of(args)
+    recipe, study = _study_of(args, weights=True)
     check_runnable(recipe)
+    check_writable(recipe.artifacts, create="artifacts" not in study.user_attrs or recipe.storage.startswith("sqlite"))
     seeds = args.seeds if args.seeds is not None else DEFAULT_SEEDS
     if not args.json:
         print(f"finalizing trial {args.trial} of {recipe.name!r}: {seeds} seeds, "
@@ -249,6 +272,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (overrides the recipe's)")
     p.add_argument("--study", help="study name: with --storage alone, the recipe stored in that study is "
                                        "used; beside a recipe, that study is made or resumed with the recipe")
+    p.add_argument("--artifacts", metavar="FOLDER|s3://BUCKET/PREFIX",
+                   help="where trained weights go when the study is made (overrides the recipe's; an "
+                        "existing study keeps its own); s3:// takes AWS_ENDPOINT_URL and AWS credentials")
     p.add_argument("--until", type=int, help=argparse.SUPPRESS)  # set by the worker launcher
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--worker-id", help="this worker's name, unique across machines (seeds its sampler; "

@@ -20,9 +20,10 @@ from pathlib import Path
 import optuna
 import torch
 
+from .artifacts import ArtifactsLost, upload
 from .build import build
 from .data import load_data
-from .errors import CnnSearchError
+from .errors import CnnSearchError, FailingTrials
 from .export import save_weights
 from .hparams import TrainConfig
 from .recipe import Recipe
@@ -79,11 +80,11 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
                 save_weights(model, Path(tmp) / "best.safetensors")
             if on_seed is not None:
                 on_seed(seed, test_acc, result.accuracy, time.perf_counter() - t0)
-        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-
-        Path(recipe.artifacts).mkdir(parents=True, exist_ok=True)
-        weights = upload_artifact(artifact_store=FileSystemArtifactStore(recipe.artifacts),
-                                  file_path=str(Path(tmp) / "best.safetensors"), study_or_trial=study)
+        try:
+            weights = upload(recipe.artifacts, Path(tmp) / "best.safetensors", study)
+        except ArtifactsLost as exc:
+            raise FailingTrials(f"artifacts: {recipe.artifacts}: the finalized weights could not be stored "
+                                f"({exc.reason}); nothing was recorded") from None
     final = {
         "epochs": epochs,
         "seeds": seeds,

@@ -28,6 +28,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from .artifacts import upload
 from .baselines import of_trial
 from .build import build
 from .data import ImageData, load_data
@@ -289,12 +290,9 @@ class Objective:
         return peers
 
     def _save_weights(self, trial: optuna.Trial, model: torch.nn.Module) -> str:
-        """Trained weights as an Optuna artifact (safetensors) beside the database."""
-        from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-
-        Path(self.recipe.artifacts).mkdir(parents=True, exist_ok=True)
-        store = FileSystemArtifactStore(self.recipe.artifacts)
+        """Trained weights as an Optuna artifact (safetensors) where the study keeps them (a
+        folder, or an object store); ArtifactsLost when the store refuses them."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"trial_{trial.number}.safetensors"
             save_weights(model, path)
-            return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+            return upload(self.recipe.artifacts, path, trial)

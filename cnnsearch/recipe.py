@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .artifacts import parse_location
 from .baselines import Baseline, check_sampler, parse_baselines
 from .data import TORCHVISION, loader_defaults, loader_options
 from .errors import RecipeError, SpaceError, not_utf8
@@ -81,7 +82,7 @@ class Recipe:
     sampler: str = "tpe"
     max_consecutive_failures: int = 5  # this many FAILed trials in a row stop the search (exit 1)
     storage: str = ""
-    artifacts: str = ""  # directory of trained weights (Optuna FileSystemArtifactStore)
+    artifacts: str = ""  # trained weights: a folder, or s3://bucket/prefix (artifacts.py)
     train: TrainSection = field(default_factory=TrainSection)
     latency: LatencySection = field(default_factory=LatencySection)
     limits: Limits = field(default_factory=Limits)
@@ -259,8 +260,7 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
     # every path in a recipe is relative to the recipe's folder: the space, the storage, the
     # artifacts and a folder: dataset (stored resolved, so the study's copy means the same anywhere)
     storage = absolute_url(_check(data.get("storage", f"sqlite:///{name}.db"), "storage", str), base)
-    artifacts = _check(data.get("artifacts", f"{name}_artifacts"), "artifacts", str)
-    artifacts = str((base / Path(artifacts).expanduser()).resolve()) if artifacts else artifacts
+    artifacts = parse_location(_check(data.get("artifacts", f"{name}_artifacts"), "artifacts", str), base)
     if dataset.startswith("folder:") and dataset != "folder:":
         dataset = f"folder:{(base / Path(dataset[len('folder:'):]).expanduser()).resolve()}"
     options = data.get("data", {})

@@ -178,12 +178,13 @@ def wait_for_database(study: optuna.Study, exc: BaseException, *, deadline: floa
 
 
 def fail_interrupted_trial(study: optuna.Study, trial: optuna.Trial | None,
-                           exc: BaseException) -> tuple[int, bool] | None:
+                           exc: BaseException, *, reason: str | None = None) -> tuple[int, bool] | None:
     """The trial that was running when the database went away, failed with that reason and
     re-queued (its candidate was never judged), as a dead worker's is: (its number, whether
     it was re-queued). None when it had finished anyway, none was running, or the database
     failed again meanwhile (the trial then stays RUNNING, and its stopped heartbeat has the
-    next worker fail and re-queue it)."""
+    next worker fail and re-queue it). ``reason``: another cause than the database's (the
+    artifact store's)."""
     if trial is None:
         return None
     try:
@@ -199,7 +200,8 @@ def fail_interrupted_trial(study: optuna.Study, trial: optuna.Trial | None,
     try:
         requeued = _retry(study, trial._trial_id)
         set_finished_trial_user_attrs(study, frozen, {
-            "status": "error", "fail_reason": f"the database connection was lost mid-trial: {_first_line(exc)}"})
+            "status": "error",
+            "fail_reason": reason or f"the database connection was lost mid-trial: {_first_line(exc)}"})
     except CnnSearchError:
         pass  # a storage that cannot annotate finished trials: the FAIL and the retry stand
     except Exception as again:

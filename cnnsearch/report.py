@@ -174,8 +174,9 @@ def trial_spec(trial: optuna.trial.FrozenTrial) -> ArchSpec:
 
 
 def download_weights(artifact_id: str, artifacts: str, path: str | Path, *, what: str) -> None:
-    from optuna.artifacts import FileSystemArtifactStore, download_artifact
     from optuna.artifacts.exceptions import ArtifactNotFound
+
+    from .artifacts import download, is_url
 
     path = Path(path)
     # Optuna refuses to overwrite: download beside the target, then replace it in one step,
@@ -183,9 +184,10 @@ def download_weights(artifact_id: str, artifacts: str, path: str | Path, *, what
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         part = Path(tmp) / path.name
         try:
-            download_artifact(artifact_store=FileSystemArtifactStore(artifacts), file_path=str(part),
-                              artifact_id=artifact_id)
+            download(artifacts, artifact_id, part)
         except ArtifactNotFound:
+            if is_url(artifacts):
+                raise RecipeError(f"{what} are not in {artifacts}") from None
             raise RecipeError(f"{what} are not in {artifacts} (a study made before recipe paths were relative "
                               "to the recipe kept a relative `artifacts` folder relative to where it ran: move "
                               "that folder there)") from None

@@ -9,10 +9,12 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import optuna
 import torch
 
+from .artifacts import check_writable, settle
 from .baselines import enqueue_baselines, missing_baselines
 from .cli_format import BALANCED_HINT, imbalance
 from .data import load_data
@@ -70,7 +72,7 @@ def _worker_env(index: int, workers: int) -> dict[str, str]:
     env["CNNSEARCH_TRAIN_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
     # round robin over this machine's GPUs, or over those CUDA_VISIBLE_DEVICES already lists
     # (a scheduler's share): K > GPUs shares them
-    listed = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    listed = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
     gpus = listed or [str(i) for i in range(torch.cuda.device_count())]
     if gpus and "CUDA_VISIBLE_DEVICES" in os.environ and not listed:
         gpus = []  # set but empty: no GPU for this job
@@ -83,13 +85,18 @@ def launch_workers(recipe_path: str | None, recipe: Recipe, *, workers: int, unt
                    timeout: float | None) -> int:
     """K worker processes on one study; each prints its finished trials."""
     procs = []
+    envs = [_worker_env(i, workers) for i in range(workers)]
+    gpus = [env.get("CUDA_VISIBLE_DEVICES") for env in envs]
+    if any(gpus):  # which worker got which GPU (the scheduler's ids)
+        print("GPUs: " + ", ".join(f"w{i} -> {g}" for i, g in enumerate(gpus)),
+              flush=True)
     for i in range(workers):
         cmd = [sys.executable, "-m", "cnnsearch", "search", *([recipe_path] if recipe_path else []),
                "--storage", recipe.storage, "--study", recipe.name, "--until", str(until),
-               "--worker-index", str(i), "--quiet"]
+               "--worker-index", str(i), "--quiet", "--artifacts", recipe.artifacts]
         if timeout:
             cmd += ["--timeout", str(timeout)]
-        procs.append(subprocess.Popen(cmd, env=_worker_env(i, workers), stdin=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(cmd, env=envs[i], stdin=subprocess.DEVNULL))
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:  # the workers got the same SIGINT: let them mark their trials
@@ -110,7 +117,7 @@ def worker_identity(index: int, worker_id: str | None, launched: bool) -> str:
 
 def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeout: float | None,
            workers: int, until: int | None, worker_index: int, quiet: bool,
-           worker_id: str | None = None) -> int:
+           worker_id: str | None = None, artifacts: str | None = None) -> int:
     check_runnable(recipe)  # before the study is created or opened
     if os.environ.get("CNNSEARCH_TRAIN_THREADS", "").isdigit():  # set by launch_workers
         torch.set_num_threads(max(1, int(os.environ["CNNSEARCH_TRAIN_THREADS"])))
@@ -120,6 +127,9 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     # budget is judged, so that none stays RUNNING for every later run; a met budget loads nothing
     storage = open_storage(recipe.storage) if storage_exists(recipe.storage) else None
     existing = check_existing(storage, recipe) if storage is not None else None
+    # the study's recorded artifacts location, whatever this machine's recipe computes
+    recipe = replace(recipe, artifacts=settle(existing.user_attrs.get("artifacts") if existing else None,
+                                              recipe.artifacts, given=artifacts))
     if existing is not None:
         for number, why in recover_dead_trials(existing):
             print(f"{prefix}trial {number:>4} failed: {why}", flush=True)
@@ -139,11 +149,20 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
         description = objective.data.description()
     elif existing is None or "data" not in existing.user_attrs:
         description = load_data(recipe.dataset, **recipe.data).description()
+    # before the study is made or a worker trains: a recorded folder missing here (another
+    # machine, no shared disk) is refused, not made (SQLite: the database is on this machine)
+    check_writable(recipe.artifacts, create=existing is None or "artifacts" not in existing.user_attrs
+                   or recipe.storage.startswith("sqlite"))
     storage = storage or open_storage(recipe.storage)
     worker = worker_identity(worker_index, worker_id, launched=until is not None)
     study = open_study(recipe, storage, worker=worker)
     if description is not None:
         record_data(study, description)
+    if study.user_attrs.get("artifacts", recipe.artifacts) != recipe.artifacts:  # another worker made it first
+        recipe = replace(recipe, artifacts=study.user_attrs["artifacts"])
+        check_writable(recipe.artifacts, create=False)
+        if objective is not None:
+            objective.recipe = recipe
     _enqueue(study, recipe, prefix)
     done = finished_count(study)
     owed = count_trials(study, (optuna.trial.TrialState.WAITING,))
@@ -154,8 +173,7 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     to_go = max(until - done, owed)  # an owed trial (re-queued, a baseline) is one of the budget's
     if workers > 1:
         print(f"study {recipe.name!r}: {workers} workers, {to_go} trials to go ({recipe.storage})")
-        code = launch_workers(recipe_path, recipe, workers=min(workers, to_go), until=until,
-                              timeout=timeout)
+        code = launch_workers(recipe_path, recipe, workers=min(workers, to_go), until=until, timeout=timeout)
         if code == 0:
             study = optuna.load_study(study_name=recipe.name, storage=storage)
             _retime_front(study, recipe)

@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .artifacts import ArtifactsLost, wait_for_store
 from .errors import CnnSearchError, FailingTrials, RecipeError
 from .interrupt import check as check_interrupt
 from .recipe import SAMPLERS, Recipe, changed_meaning
@@ -100,6 +101,8 @@ def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
     study.sampler_seed, study.worker_identity = seed, worker
     if study.metric_names != list(recipe.objectives):
         study.set_metric_names(list(recipe.objectives))
+    if (existing is None or empty) and "artifacts" not in study.user_attrs and recipe.artifacts:
+        study.set_user_attr("artifacts", recipe.artifacts)  # where every worker puts its weights (artifacts.py)
     if (empty or "recipe" not in study.user_attrs) and study.user_attrs.get("recipe") != recipe.to_dict():
         study.set_user_attr("recipe", recipe.to_dict())
     if "fingerprint" not in study.user_attrs:
@@ -262,6 +265,17 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
             study.optimize(tracked, n_trials=max(until - done, 0) + owed + 10, timeout=left,
                            callbacks=[after_trial], catch=(Exception,), gc_after_trial=False)
             return study
+        except ArtifactsLost as exc:  # the database answers: fail and re-queue the trial, then wait for the store
+            outcome = fail_interrupted_trial(study, current.pop("trial", None), exc,
+                                             reason=f"the artifact store failed mid-trial: {exc.reason}")
+            if outcome is not None and on_note is not None:
+                on_note(f"trial {outcome[0]:>4} failed: the artifact store refused its weights ({exc.reason}); "
+                        + requeued_text(outcome[1]))
+            failures += 1
+            wait_for_store(exc.location, exc, on_note=on_note)
+            if failures >= max_consecutive_failures:
+                raise FailingTrials(f"{failures} trials in a row failed; the last: the artifact store failed "
+                                    f"mid-trial ({exc.reason})") from None
         except (Exception, DatabaseLost) as exc:
             if not database_lost(exc):
                 raise
