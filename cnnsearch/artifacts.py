@@ -84,7 +84,7 @@ def _make_client(_environment: tuple):
         raise RecipeError("artifacts: an s3:// store needs boto3 (pip install boto3)") from None
     # short connection timeouts and few retries: a store that is down is found in seconds
     config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
-    return boto3.client("s3", config=config)
+    return boto3.session.Session().client("s3", config=config)  # a session of its own: its environment
 
 
 class _Prefixed:
