@@ -207,3 +207,26 @@ def test_workers_share_the_gpus_a_scheduler_lists(monkeypatch):
     assert [runner._worker_env(i, 3)["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["0", "1", "0"]
     monkeypatch.setattr(runner.torch.cuda, "device_count", lambda: 0)
     assert "CUDA_VISIBLE_DEVICES" not in runner._worker_env(0, 2)
+
+
+def test_four_workers_on_the_two_gpus_a_scheduler_lists_in_its_order(monkeypatch, capsys):
+    """CUDA_VISIBLE_DEVICES="3,1" (a Slurm or Kubernetes allocation: any ids, any order):
+    4 workers get 3, 1, 3, 1, each as its only visible GPU, and the launcher says so."""
+    from cnnsearch import runner
+    from cnnsearch.recipe import Recipe
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 1")
+    given = []
+
+    class Worker:
+        def __init__(self, cmd, env, stdin):
+            given.append((cmd[cmd.index("--worker-index") + 1], env["CUDA_VISIBLE_DEVICES"]))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(runner.subprocess, "Popen", Worker)
+    recipe = Recipe(name="x", space="s.toml", space_toml="", storage="sqlite:///x.db", artifacts="/tmp/x")
+    assert runner.launch_workers(None, recipe, workers=4, until=8, timeout=None) == 0
+    assert given == [("0", "3"), ("1", "1"), ("2", "3"), ("3", "1")]
+    assert "GPUs: w0 -> 3, w1 -> 1, w2 -> 3, w3 -> 1\n" in capsys.readouterr().out
