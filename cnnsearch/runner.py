@@ -14,7 +14,7 @@ from dataclasses import replace
 import optuna
 import torch
 
-from .artifacts import check_writable, settle
+from .artifacts import check_writable, is_url, settle
 from .baselines import enqueue_baselines, missing_baselines
 from .cli_format import BALANCED_HINT, imbalance
 from .data import load_data
@@ -22,7 +22,7 @@ from .objective import Objective
 from .recipe import Recipe, check_runnable
 from .recovery import process_owner, recover_dead_trials
 from .report import SCORE_LABELS, quality_metric
-from .storage import count_trials, open_storage, storage_exists
+from .storage import check_url, count_trials, open_storage, storage_exists
 from .study import INFEASIBLE_CHECK_AFTER, check_existing, finished_count, open_study, record_data, run_worker
 from .trials import FINISHED, status_of
 
@@ -93,7 +93,7 @@ def launch_workers(recipe_path: str | None, recipe: Recipe, *, workers: int, unt
     for i in range(workers):
         cmd = [sys.executable, "-m", "cnnsearch", "search", *([recipe_path] if recipe_path else []),
                "--storage", recipe.storage, "--study", recipe.name, "--until", str(until),
-               "--worker-index", str(i), "--quiet", "--artifacts", recipe.artifacts]
+               "--worker-index", str(i), "--quiet", *(["--artifacts", recipe.artifacts] if recipe.artifacts else [])]
         if timeout:
             cmd += ["--timeout", str(timeout)]
         procs.append(subprocess.Popen(cmd, env=envs[i], stdin=subprocess.DEVNULL))
@@ -140,6 +140,14 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
             missing_baselines(existing, recipe.baselines))
         if done >= budget and not owed:
             return _budget_met(recipe, done, budget)
+    # where the weights go, checked before the study is made or a worker trains (a probe
+    # written and removed): at once for an existing study or a bucket; a recorded folder
+    # missing here (another machine, no shared disk) is refused, not made (SQLite excepted:
+    # the database is on this machine's disk)
+    early = existing is not None or is_url(recipe.artifacts)
+    if early:
+        check_writable(recipe.artifacts, create=existing is None or "artifacts" not in existing.user_attrs
+                       or recipe.storage.startswith("sqlite"))
     # then the data, before anything is created: a recipe whose data cannot load leaves no
     # study behind (nor a database file), and data that now loads differently is refused. A
     # launcher of K workers loads it only for a study that has no data description yet.
@@ -149,10 +157,9 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
         description = objective.data.description()
     elif existing is None or "data" not in existing.user_attrs:
         description = load_data(recipe.dataset, **recipe.data).description()
-    # before the study is made or a worker trains: a recorded folder missing here (another
-    # machine, no shared disk) is refused, not made (SQLite: the database is on this machine)
-    check_writable(recipe.artifacts, create=existing is None or "artifacts" not in existing.user_attrs
-                   or recipe.storage.startswith("sqlite"))
+    if not early:  # a new folder is made only once the data has loaded
+        check_url(recipe.storage)  # a SQLite path that cannot be a database: refused before the folder is made
+        check_writable(recipe.artifacts, create=True)
     storage = storage or open_storage(recipe.storage)
     worker = worker_identity(worker_index, worker_id, launched=until is not None)
     study = open_study(recipe, storage, worker=worker)

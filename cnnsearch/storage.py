@@ -57,6 +57,14 @@ def storage_exists(url: str) -> bool:
     return path is None or path.exists()
 
 
+def check_url(url: str) -> None:
+    """What can be said of a storage URL without opening it (a new SQLite file is not made):
+    RecipeError for a SQLite path that cannot be a database."""
+    path = _sqlite_path(url)
+    if path is not None:
+        _check_sqlite_file(path)
+
+
 def _check_sqlite_file(path: Path) -> None:
     """Refuse a path that SQLite would choke on, before SQLite opens it: a folder, or a file
     that is not a database (a README given by mistake is read, never written)."""
