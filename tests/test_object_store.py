@@ -105,16 +105,16 @@ def test_three_workers_in_separate_folders_keep_every_weight_in_the_bucket(s3, t
     accuracy = _accuracy_of_export(here / "net.py", here / "net.safetensors", data)
     n = len(data.y_val)
     assert abs(accuracy - study.trials[number].user_attrs["accuracy"]) <= 1 / n + 1e-12
-    code, out, err = _main(["finalize", "--storage", PG_URL, "--study", name, "--trial", str(number),
+    code, out, err = _main(["finalize", "--storage", PG_URL, "--study", name, "--trial", "best",
                             "--epochs", "1", "--seeds", "2"], env=env, monkeypatch=monkeypatch, capsys=capsys,
                            cwd=here)
     assert code == 0, err
     final = _study(PG_URL, name).trials[number].user_attrs["final"]
     assert f"studies/{name}/{final['weights']}" in s3.keys(bucket)
-    code, out, err = _main(["export", "--storage", PG_URL, "--study", name, "--trial", str(number),
+    code, out, err = _main(["export", "--storage", PG_URL, "--study", name, "--trial", "best",
                             "-o", "final.py", "--weights", "final.safetensors"], env=env, monkeypatch=monkeypatch,
                            capsys=capsys, cwd=here)
-    assert code == 0 and "finalized weights" in out, err
+    assert code == 0 and f"trial {number} " in out and "finalized weights" in out, err
     accuracy = _accuracy_of_export(here / "final.py", here / "final.safetensors", data)
     assert abs(accuracy - final["val_accuracies"][final["best_seed"]]) <= 1 / n + 1e-12
     assert sorted(p.name for p in here.iterdir()) == ["final.py", "final.safetensors", "net.py", "net.safetensors"]
