@@ -221,6 +221,8 @@ def _refused(result, *, what: str, tmp_path, before):
     ("s3://{bucket}/x", "http://127.0.0.1:{dead}", "not writable: cannot reach http://127.0.0.1:"),
     ("s3://missing-bucket-24/x", None, "bucket 'missing-bucket-24' does not exist"),
     ("{tmp}/space.toml", None, "is not a folder"),
+    ("/proc/self", None, "artifacts: cannot write in /proc/"),  # a folder nobody may write in, root neither
+    ("/proc/cnnsearch/x", None, "artifacts: cannot create folder /proc/cnnsearch/x"),
 ])
 def test_a_bad_or_unreachable_store_is_refused_before_anything_is_made(s3, tmp_path, monkeypatch, capsys,  # noqa: F811
                                                                         artifacts, endpoint, what):
