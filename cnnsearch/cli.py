@@ -129,7 +129,9 @@ def cmd_status(args) -> int:
     counts = df["status"].value_counts().to_dict()
     if args.json:
         print(json.dumps({
-            "study": recipe.name, "storage": recipe.storage, "objectives": study.metric_names,
+            "study": recipe.name, "storage": recipe.storage,
+            "artifacts": study.user_attrs.get("artifacts", recipe.artifacts),  # where its weights live
+            "objectives": study.metric_names,
             "trials": len(df), "counts": counts,
             "pareto": [int(n) for n in df.loc[df["pareto"], "trial"]],
             "leaderboard": json.loads(board.to_json(orient="records", date_format="iso")),

@@ -4,6 +4,7 @@ disk, finalize and export from a fourth, the store going away mid-study, and wha
 refused before anything is made."""
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -84,6 +85,9 @@ def test_three_workers_in_separate_folders_keep_every_weight_in_the_bucket(s3, t
         assert p.returncode == 0, out + err[-2000:]
     study = _study(PG_URL, name)
     assert study.user_attrs["artifacts"] == f"s3://{bucket}/studies/{name}"
+    code, out, _ = _main(["status", "--storage", PG_URL, "--study", name, "--json"], env=s3.env(),
+                         monkeypatch=monkeypatch, capsys=capsys, cwd=folders[3])
+    assert code == 0 and json.loads(out)["artifacts"] == f"s3://{bucket}/studies/{name}"
     trained = [t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs.get("status") == "ok"]
     assert trained and len({t.user_attrs["worker"] for t in study.trials}) >= 2
     keys = s3.keys(bucket)
