@@ -39,7 +39,7 @@ from .latency import measure
 from .recipe import Recipe
 from .shapes import check
 from .space import SearchSpace
-from .storage import DatabaseLost, database_lost, set_user_attrs
+from .storage import DatabaseLost, cached_trials, database_lost, set_user_attrs
 from .train import TrainStatus, resolve_device, train
 from .trials import CONSTRAINT, FINISHED, Status
 from .version import __version__
@@ -55,16 +55,7 @@ def _finished_trials(study: optuna.Study) -> list:
     sampler has usually filled already); one storage read where that cache is missing.
     With several workers, a peer that finishes while this trial builds and measures is
     left out: early stopping is then, if anything, more lenient."""
-    try:
-        return study._get_trials(
-            states=FINISHED,
-            deepcopy=False, use_cache=True,  # pragma: no mutate (copies and the cache: speed, the same trials)
-        )
-    except (AttributeError, TypeError):
-        return study.get_trials(
-            states=FINISHED,
-            deepcopy=False,  # pragma: no mutate (copies: speed, the same trials)
-        )
+    return cached_trials(study, FINISHED)
 
 
 class _Clock:
