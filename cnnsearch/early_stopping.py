@@ -26,10 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .objectives import METRICS
 from .storage import non_domination_ranks
 
-# objectives whose value a trial has before it trains; accuracy is the one it does not
-KNOWN_BEFORE_TRAINING = ("latency_ms", "params", "flops")
+# objectives whose value a trial has before it trains (sizes, latency); accuracy is one it does not
+KNOWN_BEFORE_TRAINING = tuple(name for name, m in METRICS.items() if m.known_before_training)
 
 
 @dataclass(frozen=True)

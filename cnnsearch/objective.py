@@ -36,6 +36,7 @@ from .errors import ShapeError
 from .export import save_weights
 from .hparams import TrainConfig
 from .latency import measure
+from .objectives import CHECK, LATENCY, TRAIN, Metric, at_stage
 from .recipe import Recipe
 from .shapes import check
 from .space import SearchSpace
@@ -167,7 +168,7 @@ class Objective:
         record.update(status=status, infeasible_reason=reason)
         record.flush()
         trial.set_constraint(CONSTRAINT, max(float(amount), 1e-9))
-        return self._values(accuracy=0.0, balanced_accuracy=0.0, **metrics)  # never trained (or failed to)
+        return self._values(**{m.name: 0.0 for m in at_stage(TRAIN)}, **metrics)  # never trained (or failed to)
 
     def _run(self, trial: optuna.Trial, record: _Record) -> list[float]:
         r = self.recipe
@@ -184,13 +185,11 @@ class Objective:
         except ShapeError as exc:
             return self._infeasible(trial, record, Status.SHAPE, str(exc), 1.0)
         clock.lap("check")
-        record.update(params=table.params, flops=table.flops)
-        sizes = {"params": table.params, "flops": table.flops}
-        for key, value, limit in (("max_params", table.params, r.limits.max_params),
-                                  ("max_flops", table.flops, r.limits.max_flops)):
-            if limit is not None and value > limit:
-                return self._infeasible(trial, record, Status.LIMIT,
-                                        f"{key[4:]} {value:,} > limits.{key} {limit:,}", value / limit - 1, **sizes)
+        sizes = {m.name: m.read(table) for m in at_stage(CHECK)}  # params, flops, memory_bytes
+        record.update(**sizes)
+        over = self._over_limit(trial, record, at_stage(CHECK), sizes)
+        if over is not None:
+            return over
         seed = r.seed * 1_000_003 + trial.number
         clock.lap("check")  # the limits
         torch.manual_seed(seed)
@@ -204,12 +203,10 @@ class Objective:
         self.timings["latency"] += clock.lap("latency")
         record.update(latency_ms=lat.median_ms, latency_iqr_ms=lat.iqr_ms,
                       latency={k: v for k, v in lat.to_dict().items() if k not in ("median_ms", "iqr_ms")})
-        metrics = {**sizes, "latency_ms": lat.median_ms}
-        if r.limits.max_latency_ms is not None and lat.median_ms > r.limits.max_latency_ms:
-            return self._infeasible(trial, record, Status.LIMIT,
-                                    f"latency {lat.median_ms:.3f} ms > limits.max_latency_ms "
-                                    f"{r.limits.max_latency_ms}", lat.median_ms / r.limits.max_latency_ms - 1,
-                                    **metrics)
+        metrics = {**sizes, **{m.name: m.read(lat) for m in at_stage(LATENCY)}}
+        over = self._over_limit(trial, record, at_stage(LATENCY), metrics)
+        if over is not None:
+            return over
         record.flush()  # what is about to train, visible to `status` while it trains
 
         es = r.early_stopping
@@ -266,7 +263,18 @@ class Objective:
         record.update(status=Status.OK, weights=weights, phases=clock.rounded())  # storage: all but this write
         record.flush()
         trial.set_constraint(CONSTRAINT, 0.0)
-        return self._values(accuracy=result.accuracy, balanced_accuracy=result.balanced_accuracy, **metrics)
+        return self._values(**metrics, **{m.name: m.read(result) for m in at_stage(TRAIN)})
+
+    def _over_limit(self, trial: optuna.Trial, record: _Record, metrics: tuple[Metric, ...],
+                    values: dict[str, float]) -> list[float] | None:
+        """The trial recorded infeasible at the first of ``metrics`` over its recipe cap
+        (its objective values so far, ``values``), or None when none is."""
+        for m in metrics:
+            cap = getattr(self.recipe.limits, m.limit) if m.limit else None
+            if cap is not None and values[m.name] > cap:
+                return self._infeasible(trial, record, Status.LIMIT, m.over_limit(values[m.name], cap),
+                                        values[m.name] / cap - 1, **values)
+        return None
 
     def _peers(self, trial: optuna.Trial, known: tuple[str, ...]) -> list[Peer]:
         """Finished trials of the same recipe fingerprint, as early-stopping peers."""
