@@ -34,7 +34,6 @@ from .data import ImageData, load_data
 from .early_stopping import Peer, known_objectives, rung_epochs, should_stop
 from .errors import ShapeError
 from .export import save_weights
-from .hparams import TrainConfig
 from .latency import measure
 from .objectives import CHECK, LATENCY, TRAIN, Metric, at_stage
 from .recipe import Recipe
@@ -175,7 +174,8 @@ class Objective:
         baseline = of_trial(trial)  # a known network enqueued by name: its spec, not a sampled one
         spec = (baseline.spec_for(self.data.input_shape, self.data.num_classes) if baseline is not None
                 else self.space.sample(trial, input=self.data.input_shape, num_classes=self.data.num_classes))
-        hp = self.space.sample_train(trial, fixed=r.fixed_train)
+        seed = r.seed * 1_000_003 + trial.number
+        cfg = r.train_config(trial, seed=seed, device=str(self.device), space=self.space)
         clock = record.clock
         clock.lap("sample")  # (each suggestion is a storage write, too)
         record.update(arch=spec.to_dict(), summary=spec.summary, versions=versions(), fingerprint=self.fingerprint,
@@ -190,7 +190,6 @@ class Objective:
         over = self._over_limit(trial, record, at_stage(CHECK), sizes)
         if over is not None:
             return over
-        seed = r.seed * 1_000_003 + trial.number
         clock.lap("check")  # the limits
         torch.manual_seed(seed)
         model = build(spec)
@@ -229,9 +228,7 @@ class Objective:
             return e in rungs and should_stop(known_values, stats.val_accuracy, epoch=e, steps=stats.steps, peers=peers,
                                               margin=es.margin, keep=es.keep)
 
-        cfg = TrainConfig.from_params(hp, epochs=r.train.epochs, seed=seed, device=str(self.device),
-                                      augment=r.train.augment)
-        clock.lap("train_setup")  # early stopping's peers, the config
+        clock.lap("train_setup")  # early stopping's peers
         result = train(model, self.data, cfg, on_epoch=on_epoch, progress=self.progress)
         trained = clock.lap("train_setup")
         self.timings["train"] += trained

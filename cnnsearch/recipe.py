@@ -91,6 +91,18 @@ class Recipe:
         """Training hyperparameters the recipe fixes over the space's (``[train] batch_size``)."""
         return {"batch_size": self.train.batch_size} if self.train.batch_size else {}
 
+    def train_config(self, trial, *, seed: int, device: str, epochs: int | None = None,
+                     space: SearchSpace | None = None) -> TrainConfig:
+        """How ``trial`` trains: the one merge of the space's hyperparameters (suggested through
+        ``trial``, or the space's fixed values and TrainConfig's defaults where it is silent),
+        the recipe's fixed ones over them, and the recipe's epochs (or ``epochs``) and
+        augmentation. The search samples through its live trial, ``finalize`` replays a
+        trial's params through ``optuna.trial.FixedTrial``; ``space``: the loaded space, if
+        the caller has it."""
+        hp = (space or self.load_space()).sample_train(trial, fixed=self.fixed_train)
+        return TrainConfig.from_params(hp, epochs=epochs or self.train.epochs, seed=seed, device=device,
+                                       augment=self.train.augment)
+
     def load_space(self) -> SearchSpace:
         try:
             return parse_space(self.space_toml, self.space)
