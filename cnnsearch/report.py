@@ -73,10 +73,19 @@ def _row(t: optuna.trial.FrozenTrial) -> dict:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: state, status, objectives and sizes, finalized test figures,
-    latencies (first and re-timed), epochs and seconds, worker and device, baseline name,
-    the validation curve, a compact summary, the Pareto flag, and one ``params_<name>``
-    column per sampled parameter (architecture and training)."""
+    """A study's trials as a DataFrame: one row per trial, whatever its state.
+
+    Args:
+        study: any study cnnsearch made (``cnnsearch.open_study``).
+
+    Returns:
+        Columns: state, status, feasible, the Pareto flag (feasible and non-dominated on the
+        study's objectives), every registered objective (``objectives.METRICS``), finalized
+        test figures, latencies (first and re-timed), epochs and seconds, worker and device,
+        baseline name, the validation curve, a compact summary, and one ``params_<name>``
+        column per sampled parameter (architecture and training). A study with no trial
+        gives an empty frame with these columns, typed.
+    """
     rows = [_row(t) for t in study.get_trials(deepcopy=False)]
     params = sorted({k for row in rows for k in row if k.startswith(PARAM_PREFIX)})
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "pareto"] + params)

@@ -157,7 +157,19 @@ class SearchSpace:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a space file; SpaceError names the file and the key."""
+    """Read and validate a search-space TOML file (data, never executed).
+
+    Args:
+        path: the space file.
+
+    Returns:
+        The ``SearchSpace``: ``sample(trial, input=, num_classes=)`` gives an ``ArchSpec``,
+        ``sample_train(trial)`` the training hyperparameters.
+
+    Raises:
+        SpaceError: the file is missing, not UTF-8, not TOML, or a key or value is wrong;
+            the message names the file and the key.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
