@@ -125,10 +125,59 @@ def worker_identity(index: int, worker_id: str | None, launched: bool) -> str:
 def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeout: float | None,
            workers: int, until: int | None, worker_index: int, quiet: bool,
            worker_id: str | None = None, artifacts: str | None = None) -> int:
+    """``cnnsearch search``: check, open or create the study, then run this worker (or
+    launch ``workers`` local ones) until the study holds ``until`` finished trials (None: the
+    recipe's budget, or ``trials`` more). Returns the exit code."""
     check_runnable(recipe)  # before the study is created or opened
     if os.environ.get("CNNSEARCH_TRAIN_THREADS", "").isdigit():  # set by launch_workers
         torch.set_num_threads(max(1, int(os.environ["CNNSEARCH_TRAIN_THREADS"])))
     prefix = f"[w{worker_index}] " if quiet else ""
+    ready = _prepare(recipe, trials=trials, until=until, workers=workers, quiet=quiet, prefix=prefix,
+                     artifacts=artifacts)
+    if isinstance(ready, int):
+        return ready
+    recipe, storage, objective, description = ready
+    seat = open_worker(recipe, storage, worker=worker_identity(worker_index, worker_id, launched=until is not None))
+    study = seat.study
+    if description is not None:
+        record_data(study, description)
+    if study.user_attrs.get("artifacts", recipe.artifacts) != recipe.artifacts:  # another worker made it first
+        recipe = replace(recipe, artifacts=study.user_attrs["artifacts"])
+        check_writable(recipe.artifacts, create=False)
+        if objective is not None:
+            objective.recipe = recipe
+    _enqueue(study, recipe, prefix)
+    done = finished_count(study)
+    owed = count_trials(study, (optuna.trial.TrialState.WAITING,))
+    if until is None:
+        until = done + trials if trials else recipe.trials
+    if done >= until and not owed:  # another worker finished the budget meanwhile
+        return _budget_met(recipe, done, until)
+    to_go = max(until - done, owed)  # an owed trial (re-queued, a baseline) is one of the budget's
+    if workers > 1:
+        print(f"study {recipe.name!r}: {workers} workers, {to_go} trials to go ({recipe.storage})")
+        code = launch_workers(recipe_path, recipe, workers=min(workers, to_go), until=until, timeout=timeout)
+        if code == 0:
+            study = optuna.load_study(study_name=recipe.name, storage=storage)
+            _retime_front(study, recipe)
+            _summary(study)
+        return code
+    objective.run_attrs = {"sampler_seed": seat.sampler_seed, "worker": seat.worker,
+                           "owner": process_owner()}
+    objective.fingerprint = study.user_attrs["fingerprint"]  # the study's, fixed when it was made
+    _run_here(study, recipe, objective, done=done, until=until, to_go=to_go, timeout=timeout, quiet=quiet,
+              prefix=prefix)
+    if not quiet:  # a worker among many leaves it to whoever launched them
+        _retime_front(study, recipe)
+        _summary(study)
+    return 0
+
+
+def _prepare(recipe: Recipe, *, trials: int | None, until: int | None, workers: int, quiet: bool, prefix: str,
+             artifacts: str | None) -> int | tuple:
+    """Everything checked before a study is created or joined: an exit code when there is
+    nothing to do, else (recipe with its artifacts settled, the open storage or None,
+    this worker's Objective or None, the data description to record or None)."""
     # an existing study first, read and checked before any data loads: a changed recipe is
     # refused at once, and dead workers' trials are failed and re-queued (owed) before the
     # budget is judged, so that none stays RUNNING for every later run; a met budget loads nothing
@@ -167,37 +216,13 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     if not early:  # a new folder is made only once the data has loaded
         check_url(recipe.storage)  # a SQLite path that cannot be a database: refused before the folder is made
         check_writable(recipe.artifacts, create=True)
-    storage = storage or open_storage(recipe.storage)
-    worker = worker_identity(worker_index, worker_id, launched=until is not None)
-    seat = open_worker(recipe, storage, worker=worker)
-    study = seat.study
-    if description is not None:
-        record_data(study, description)
-    if study.user_attrs.get("artifacts", recipe.artifacts) != recipe.artifacts:  # another worker made it first
-        recipe = replace(recipe, artifacts=study.user_attrs["artifacts"])
-        check_writable(recipe.artifacts, create=False)
-        if objective is not None:
-            objective.recipe = recipe
-    _enqueue(study, recipe, prefix)
-    done = finished_count(study)
-    owed = count_trials(study, (optuna.trial.TrialState.WAITING,))
-    if until is None:
-        until = done + trials if trials else recipe.trials
-    if done >= until and not owed:  # another worker finished the budget meanwhile
-        return _budget_met(recipe, done, until)
-    to_go = max(until - done, owed)  # an owed trial (re-queued, a baseline) is one of the budget's
-    if workers > 1:
-        print(f"study {recipe.name!r}: {workers} workers, {to_go} trials to go ({recipe.storage})")
-        code = launch_workers(recipe_path, recipe, workers=min(workers, to_go), until=until, timeout=timeout)
-        if code == 0:
-            study = optuna.load_study(study_name=recipe.name, storage=storage)
-            _retime_front(study, recipe)
-            _summary(study)
-        return code
+    return recipe, storage or open_storage(recipe.storage), objective, description
 
-    objective.run_attrs = {"sampler_seed": seat.sampler_seed, "worker": seat.worker,
-                           "owner": process_owner()}
-    objective.fingerprint = study.user_attrs["fingerprint"]  # the study's, fixed when it was made
+
+def _run_here(study: optuna.Study, recipe: Recipe, objective: Objective, *, done: int, until: int, to_go: int,
+              timeout: float | None, quiet: bool, prefix: str) -> None:
+    """This process's trials until the study holds ``until``, with progress: a live bar for
+    a person watching, else plain lines with elapsed time and an estimate of the rest."""
     bar = None
     if not quiet:
         print(f"study {recipe.name!r}: {to_go} trials to go on {recipe.dataset} "
@@ -231,10 +256,6 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
     finally:
         if bar is not None:
             bar.close()
-    if not quiet:  # a worker among many leaves it to whoever launched them
-        _retime_front(study, recipe)
-        _summary(study)
-    return 0
 
 
 def _enqueue(study: optuna.Study, recipe: Recipe, prefix: str) -> None:

@@ -227,40 +227,10 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
     (instead of burning the budget on a broken GPU or a bug). A database that stops answering
     mid-run is waited for (``DB_RETRY_S``): the trial it interrupted fails with that reason
     and is re-queued, and the run goes on; ``on_note`` hears of it. If it does not come
-    back, FailingTrials: every finished trial is already stored."""
-    feasible_seen = False
-    failures = 0
-    lost_since: float | None = None  # when the database stopped answering, since the last finished trial
-
-    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal feasible_seen, failures, lost_since
-        check_interrupt()  # a Ctrl-C swallowed during the trial (its status is already stored)
-        lost_since = None  # a trial got through: the database answers
-        if on_trial is not None:
-            on_trial(study, trial)
-        failures = failures + 1 if trial.state == TrialState.FAIL else 0
-        if failures >= max_consecutive_failures:
-            study.stop()
-            raise FailingTrials(f"{failures} trials in a row failed; the last: "
-                                f"{trial.user_attrs.get('fail_reason', 'no reason recorded')}")
-        # every worker's finished trials; running ones do not count, since a dead worker's
-        # trial looks running until the heartbeat fails it and re-queues it (WAITING): a
-        # worker stops only when the budget is finished and no re-queued trial is owed
-        if count_trials(study, FINISHED) >= until and not count_trials(study, (TrialState.WAITING,)):
-            study.stop()
-        feasible_seen = feasible_seen or is_feasible(trial)
-        if feasible_seen:
-            return  # the guard reads every trial: skip it once it cannot fire
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if any(is_feasible(t) for t in done):
-            feasible_seen = True  # pragma: no mutate (a shortcut: without it the guard re-reads the trials and finds the same)
-            return
-        rejected = [t for t in done if t.user_attrs.get("status") in REJECTED]
-        if len(rejected) >= infeasible_after and len(rejected) == len(done):
-            study.stop()
-            raise AllInfeasible(f"all {len(done)} candidates so far were infeasible, none was trained: "
-                                f"{infeasible_summary(done)}; widen [limits] or change the space")
-
+    back, FailingTrials: every finished trial is already stored. An artifact store that
+    fails mid-trial is handled alike (``wait_for_store``)."""
+    watch = _Watch(until=until, infeasible_after=infeasible_after, max_failures=max_consecutive_failures,
+                   on_trial=on_trial, on_note=on_note)
     current: dict[str, optuna.Trial] = {}  # the trial in hand, to fail if the database goes away under it
 
     def tracked(trial: optuna.Trial):
@@ -277,37 +247,92 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
                 return study
             # the callback stops the loop; the bound leaves room for failed (retried) trials
             study.optimize(tracked, n_trials=max(until - done, 0) + owed + 10, timeout=left,
-                           callbacks=[after_trial], catch=(Exception,), gc_after_trial=False)
+                           callbacks=[watch.after_trial], catch=(Exception,), gc_after_trial=False)
             return study
         except ArtifactsLost as exc:  # the database answers: fail and re-queue the trial, then wait for the store
-            outcome = fail_interrupted_trial(study, current.pop("trial", None), exc,
-                                             reason=f"the artifact store failed mid-trial: {exc.reason}")
-            if outcome is not None and on_note is not None:
-                on_note(f"trial {outcome[0]:>4} failed: the artifact store refused its weights ({exc.reason}); "
-                        + requeued_text(outcome[1]))
-            failures += 1
-            wait_for_store(exc.location, exc, on_note=on_note)
-            if failures >= max_consecutive_failures:
-                raise FailingTrials(f"{failures} trials in a row failed; the last: the artifact store failed "
-                                    f"mid-trial ({exc.reason})") from None
+            watch.artifacts_lost(study, current.pop("trial", None), exc)
         except (Exception, DatabaseLost) as exc:
             if not database_lost(exc):
                 raise
-            # one deadline for the whole outage, however many passes it takes (a database
-            # that reads but cannot write fails every pass at once); a write that gets
-            # through (a finished trial, the interrupted one failed) ends the outage
-            first = lost_since is None
-            lost_since = time.monotonic() if first else lost_since
-            wait_for_database(study, exc, deadline=outage_deadline(lost_since), on_note=on_note if first else None)
-            outcome = fail_interrupted_trial(study, current.pop("trial", None), exc)
-            if outcome is None:
-                continue
-            lost_since = None
-            number, requeued = outcome
-            if on_note is not None:
-                on_note(f"trial {number:>4} failed: the database connection was lost mid-trial; "
-                        + requeued_text(requeued))
-            failures += 1
-            if failures >= max_consecutive_failures:
-                raise FailingTrials(f"{failures} trials in a row failed; the last: the database connection "
-                                    f"was lost mid-trial") from None
+            watch.database_lost(study, current, exc)
+
+
+class _Watch:
+    """What one worker's run keeps between its trials (``run_worker``): its failures in a
+    row, whether a feasible trial was seen, and since when the database has been away."""
+
+    def __init__(self, *, until: int, infeasible_after: int, max_failures: int,
+                 on_trial: Callable[[optuna.Study, FrozenTrial], None] | None,
+                 on_note: Callable[[str], None] | None) -> None:
+        self.until, self.infeasible_after, self.max_failures = until, infeasible_after, max_failures
+        self.on_trial, self.on_note = on_trial, on_note
+        self.feasible_seen = False
+        self.failures = 0
+        self.lost_since: float | None = None  # when the database stopped answering, since the last finished trial
+
+    def _failed(self, last: str, *, study: optuna.Study | None = None) -> None:
+        """One more of this worker's trials failed (``last``: why): FailingTrials at the limit."""
+        self.failures += 1
+        if self.failures >= self.max_failures:
+            if study is not None:
+                study.stop()
+            raise FailingTrials(f"{self.failures} trials in a row failed; the last: {last}") from None
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna's callback after each of this worker's trials."""
+        check_interrupt()  # a Ctrl-C swallowed during the trial (its status is already stored)
+        self.lost_since = None  # a trial got through: the database answers
+        if self.on_trial is not None:
+            self.on_trial(study, trial)
+        if trial.state == TrialState.FAIL:
+            self._failed(trial.user_attrs.get("fail_reason", "no reason recorded"), study=study)
+        else:
+            self.failures = 0
+        # every worker's finished trials; running ones do not count, since a dead worker's
+        # trial looks running until the heartbeat fails it and re-queues it (WAITING): a
+        # worker stops only when the budget is finished and no re-queued trial is owed
+        if count_trials(study, FINISHED) >= self.until and not count_trials(study, (TrialState.WAITING,)):
+            study.stop()
+        self.feasible_seen = self.feasible_seen or is_feasible(trial)
+        if not self.feasible_seen:  # the guard reads every trial: skip it once it cannot fire
+            self._all_infeasible_guard(study)
+
+    def _all_infeasible_guard(self, study: optuna.Study) -> None:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if any(is_feasible(t) for t in done):
+            self.feasible_seen = True  # pragma: no mutate (a shortcut: without it the guard re-reads the trials and finds the same)
+            return
+        rejected = [t for t in done if t.user_attrs.get("status") in REJECTED]
+        if len(rejected) >= self.infeasible_after and len(rejected) == len(done):
+            study.stop()
+            raise AllInfeasible(f"all {len(done)} candidates so far were infeasible, none was trained: "
+                                f"{infeasible_summary(done)}; widen [limits] or change the space")
+
+    def artifacts_lost(self, study: optuna.Study, trial: optuna.Trial | None, exc: ArtifactsLost) -> None:
+        """The store refused a trial's weights: that trial failed and re-queued, the store waited for."""
+        outcome = fail_interrupted_trial(study, trial, exc, reason=f"the artifact store failed mid-trial: {exc.reason}")
+        if outcome is not None and self.on_note is not None:
+            self.on_note(f"trial {outcome[0]:>4} failed: the artifact store refused its weights ({exc.reason}); "
+                         + requeued_text(outcome[1]))
+        wait_for_store(exc.location, exc, on_note=self.on_note)
+        self._failed(f"the artifact store failed mid-trial ({exc.reason})")
+
+    def database_lost(self, study: optuna.Study, current: dict, exc: BaseException) -> None:
+        """The database went away: waited for, then the trial it cut failed and re-queued."""
+        # one deadline for the whole outage, however many passes it takes (a database
+        # that reads but cannot write fails every pass at once); a write that gets
+        # through (a finished trial, the interrupted one failed) ends the outage
+        first = self.lost_since is None
+        self.lost_since = time.monotonic() if first else self.lost_since
+        wait_for_database(study, exc, deadline=outage_deadline(self.lost_since),
+                          on_note=self.on_note if first else None)
+        outcome = fail_interrupted_trial(study, current.pop("trial", None), exc)
+        if outcome is None:
+            return
+        self.lost_since = None
+        number, requeued = outcome
+        if self.on_note is not None:
+            self.on_note(f"trial {number:>4} failed: the database connection was lost mid-trial; "
+                         + requeued_text(requeued))
+        self._failed("the database connection was lost mid-trial")
+
