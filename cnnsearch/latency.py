@@ -45,6 +45,7 @@ class Latency:
     runtime: str = "torch"  # "torch" (eager PyTorch) or "onnxruntime"
     rounds: int = 1  # median_ms is the lowest of the rounds' medians; iqr_ms is that same round's
     round_medians_ms: list = field(default_factory=list)
+    server: str = ""  # the latency server that timed it (latency_remote.py); "" for this process
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,24 +1,18 @@
 """A latency server for the deployment target: it times ONNX models for studies run elsewhere.
 
-One file, importable without torch and without the rest of cnnsearch: a board that has
-only Python 3.11+, numpy and onnxruntime runs it as it is (copy this file, then
-``python3 latency_server.py --token-file TOKEN``); where cnnsearch is installed,
-``cnnsearch latency-server`` is the same. HTTP (standard library only):
+One file, importable without torch or the rest of cnnsearch: a board with only Python 3.11+,
+numpy and onnxruntime runs it as it is (``python3 latency_server.py --token-file TOKEN``);
+with cnnsearch installed, ``cnnsearch latency-server`` is the same. ``GET /device``: the
+target's fingerprint (CPU model, cores, OS/arch, onnxruntime version and providers, threads);
+``POST /measure?shape=1,3,32,32`` with an ONNX model as the body: ``latency.measure``'s
+figures under the same protocol (``run_protocol``) and the fingerprint.
 
-* ``GET /device``: the target's fingerprint (CPU model, cores, OS and architecture,
-  onnxruntime's version and providers, threads) as JSON;
-* ``POST /measure?shape=1,3,32,32`` with an ONNX model as the body: the figures
-  ``cnnsearch.latency.measure`` gives (median_ms, iqr_ms, rounds, round_medians_ms, runs,
-  calls_per_run, settled) and the fingerprint, timed under the same protocol (``run_protocol``,
-  which ``latency.py`` uses too).
-
-Every request needs ``Authorization: Bearer <token>`` (401 otherwise; compared in constant
-time). The server binds 127.0.0.1 unless told otherwise; a body over ``--max-mb`` is 413, a
-request without a length 411; reads time out; a body that is not an ONNX model, or one
-whose tensors refer to external data files, is 400 and the server goes on. Models are
-loaded from the request's bytes, never written to a path. Measurements run one at a time
-(later requests wait in a queue of ``--queue`` places, 503 beyond), so the target is never
-timed twice at once.
+Every request needs ``Authorization: Bearer <token>`` (401 otherwise; constant-time compare).
+It binds 127.0.0.1 unless told otherwise; a body over ``--max-mb`` is 413, one without a
+length 411; reads time out; a body that is not an ONNX model, or whose tensors refer to
+external data files, is 400 and the server goes on. Models are loaded from the request's
+bytes, never written anywhere. Measurements run one at a time (a queue of 8 places, 503
+beyond): the target is never timed twice at once.
 """
 
 from __future__ import annotations
@@ -26,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import json
+import math
 import os
 import platform
 import statistics
@@ -41,11 +36,8 @@ MAX_MB = 64  # the largest model accepted, in MiB (a small CNN is well under 10)
 READ_TIMEOUT_S = 30.0  # a client that stops sending mid-request is dropped after this
 
 
-# -- the timing protocol (shared with cnnsearch.latency) ---------------------------------
-
 def quartiles(samples: list[float]) -> tuple[float, float, float]:
-    q1, q2, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-    return q1, q2, q3
+    return tuple(statistics.quantiles(samples, n=4, method="inclusive"))
 
 
 def run_protocol(call: Callable[[], object], *, warmup_s: float = 0.1, min_runs: int = 30, max_runs: int = 2000,
@@ -59,8 +51,7 @@ def run_protocol(call: Callable[[], object], *, warmup_s: float = 0.1, min_runs:
     queued work (a GPU), ``timed_group(n)`` times n calls itself (CUDA events), ``tick`` runs
     before each sample (a Ctrl-C check). Returns (per-call ms of each group, per round; calls
     per group; every round settled)."""
-    start = time.perf_counter()
-    calls = 0
+    start, calls = time.perf_counter(), 0
     while time.perf_counter() - start < warmup_s or calls < 3:
         call()
         if sync is not None:
@@ -71,7 +62,7 @@ def run_protocol(call: Callable[[], object], *, warmup_s: float = 0.1, min_runs:
     per_round_min = max(10, -(-min_runs // rounds)) if rounds > 1 else min_runs
     per_round_max = max(per_round_min, max_runs // rounds)
     result: list[list[float]] = []
-    all_settled = True
+    all_settled = True  # every round
     for r in range(rounds):
         if r:
             # another moment of the machine: a burst of load elsewhere that slowed one
@@ -91,8 +82,7 @@ def run_protocol(call: Callable[[], object], *, warmup_s: float = 0.1, min_runs:
 def _round(call, group: int, min_runs: int, max_runs: int, time_cap_s: float, rel_iqr: float,
            timed_group, tick) -> tuple[list[float], bool]:
     samples: list[float] = []
-    begin = time.perf_counter()
-    settled = False
+    begin, settled = time.perf_counter(), False
     while len(samples) < max_runs:
         if tick is not None:
             tick()
@@ -121,8 +111,6 @@ def summary(per_round: list[list[float]], group: int, settled: bool) -> dict:
     return {"median_ms": med, "iqr_ms": q3 - q1, "runs": sum(map(len, per_round)), "calls_per_run": group,
             "settled": settled, "rounds": len(per_round), "round_medians_ms": [q[1] for q in stats]}
 
-
-# -- the target ------------------------------------------------------------------------
 
 def cpu_name() -> str:
     name = platform.processor() or platform.machine()
@@ -161,35 +149,23 @@ def _fields(buf: bytes, depth: int):
     def varint() -> int:
         nonlocal i
         shift = value = 0
-        while True:
-            if i >= n or shift > 63:
-                raise BadModel("not an ONNX model (a truncated or malformed protobuf)")
-            b = buf[i]
-            i += 1
-            value |= (b & 0x7F) << shift
-            shift += 7
+        while i < n and shift <= 63:
+            b, i, shift, value = buf[i], i + 1, shift + 7, value | (buf[i] & 0x7F) << shift
             if not b & 0x80:
                 return value
+        raise BadModel("not an ONNX model (a truncated or malformed protobuf)")
 
     while i < n:
         key = varint()
         number, wire = key >> 3, key & 7
-        if number == 0:
-            raise BadModel("not an ONNX model (a malformed protobuf)")
+        size = varint() if wire == 2 else {1: 8, 5: 4}.get(wire, 0)
+        if number == 0 or wire not in (0, 1, 2, 5) or i + size > n:
+            raise BadModel("not an ONNX model (a truncated or malformed protobuf)")
         if wire == 0:
             yield number, wire, varint()
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-            if i > n:
-                raise BadModel("not an ONNX model (a truncated protobuf)")
         elif wire == 2:
-            size = varint()
-            if i + size > n:
-                raise BadModel("not an ONNX model (a truncated protobuf)")
             yield number, wire, buf[i:i + size]
-            i += size
-        else:
-            raise BadModel("not an ONNX model (a malformed protobuf)")
+        i += size
 
 
 # where TensorProtos sit in onnx.proto: message -> {field: the message it holds}
@@ -218,18 +194,10 @@ def _external(buf: bytes, kind: str, depth: int = 0) -> bool:
 
 def check_model(body: bytes) -> None:
     """BadModel unless ``body`` parses as an ONNX ModelProto with a graph and no external data."""
-    if not body:
-        raise BadModel("empty body: send the ONNX model's bytes")
-    has_graph = False
-    for number, wire, value in _fields(body, 0):
-        if number == 7 and wire == 2:
-            has_graph = True
-            if _external(value, "graph", 1):
-                raise BadModel("the model refers to external data files: send a self-contained model")
-        elif number == 25 and wire == 2 and _external(value, "function", 1):
-            raise BadModel("the model refers to external data files: send a self-contained model")
-    if not has_graph:
-        raise BadModel("not an ONNX model (no graph)")
+    if not any(number == 7 and wire == 2 for number, wire, _ in _fields(body, 0)):
+        raise BadModel("not an ONNX model (no graph)" if body else "empty body: send the ONNX model's bytes")
+    if _external(body, "model"):
+        raise BadModel("the model refers to external data files: send a self-contained model")
 
 
 def parse_shape(text: str | None) -> tuple[int, ...]:
@@ -237,16 +205,9 @@ def parse_shape(text: str | None) -> tuple[int, ...]:
         shape = tuple(int(v) for v in (text or "").split(","))
     except ValueError:
         raise BadModel(f"shape: expected sizes such as 1,3,32,32, got {text!r}") from None
-    if not 1 <= len(shape) <= 6 or min(shape) < 1 or max(shape) > 65536 or _prod(shape) > 2**26:
+    if not 1 <= len(shape) <= 6 or min(shape) < 1 or max(shape) > 65536 or math.prod(shape) > 2**26:
         raise BadModel(f"shape: {text!r} must be 1 to 6 positive sizes of at most 2**26 elements in all")
     return shape
-
-
-def _prod(shape) -> int:
-    total = 1
-    for s in shape:
-        total *= s
-    return total
 
 
 class Timer:
@@ -259,7 +220,7 @@ class Timer:
         self.fingerprint = device_fingerprint(threads)
 
     def measure(self, body: bytes, shape: tuple[int, ...]) -> dict:
-        import numpy as np
+        import numpy as np  # here, not at the top: the module imports without them (and says so)
         import onnxruntime as ort
 
         with self.lock:
@@ -277,8 +238,7 @@ class Timer:
             inputs = session.get_inputs()
             if len(inputs) != 1 or inputs[0].type != "tensor(float)":
                 raise BadModel("the model must take one float tensor")
-            x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-            feed = {inputs[0].name: x}
+            feed = {inputs[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
             try:
                 session.run(None, feed)
             except Exception as exc:
@@ -321,30 +281,27 @@ class Handler(BaseHTTPRequestHandler):
             self._send(401, {"error": "a valid 'Authorization: Bearer <token>' header is needed"})
         return ok
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if not self._authorised():
-            return
-        if urlsplit(self.path).path != "/device":
+    def _at(self, path: str) -> bool:
+        ok = urlsplit(self.path).path == path
+        if not ok:
             self._send(404, {"error": "GET /device or POST /measure?shape=..."})
-            return
-        self._send(200, self.server.timer.fingerprint)
+        return ok
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self._authorised() and self._at("/device"):
+            self._send(200, self.server.timer.fingerprint)
 
     def do_POST(self) -> None:  # noqa: N802
-        if not self._authorised():
+        if not (self._authorised() and self._at("/measure")):
+            return
+        length = self.headers.get("Content-Length", "")
+        too_big = length.isdigit() and int(length) > self.server.max_bytes
+        if not length.isdigit() or too_big:
+            self.close_connection = True  # the body is never read
+            self._send(413 if too_big else 411, {"error": f"the model is over {self.server.max_bytes // 2**20} MiB"
+                                                 if too_big else "a Content-Length is needed (no chunked bodies)"})
             return
         url = urlsplit(self.path)
-        if url.path != "/measure":
-            self._send(404, {"error": "GET /device or POST /measure?shape=..."})
-            return
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self.close_connection = True
-            self._send(411, {"error": "a Content-Length is needed (no chunked bodies)"})
-            return
-        if int(length) > self.server.max_bytes:
-            self.close_connection = True  # the body is never read
-            self._send(413, {"error": f"the model is over {self.server.max_bytes // 2**20} MiB"})
-            return
         try:
             body = self.rfile.read(int(length))
             if len(body) != int(length):
@@ -372,8 +329,6 @@ class LatencyServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], token: str, *, threads: int = 1, max_bytes: int = MAX_MB * 2**20,
                  queue: int = 8, quiet: bool = False, **protocol):
-        if len(token) < 16:
-            raise ValueError("the token must be at least 16 characters")
         self.token, self.max_bytes, self.quiet = token, max_bytes, quiet
         self.timer = Timer(threads, queue, **protocol)
         super().__init__(address, Handler)
@@ -381,20 +336,19 @@ class LatencyServer(ThreadingHTTPServer):
 
 def read_token(path: str | None) -> str:
     """The token from ``path`` (its first line), else from $CNNSEARCH_LATENCY_TOKEN."""
-    if path:
-        try:
+    try:
+        if path:
             with open(path, encoding="utf-8") as f:
                 token = f.readline().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"--token-file: cannot read {path} ({getattr(exc, 'strerror', None) or exc})") from None
-        where = f"--token-file: {path}"
-    else:
-        token, where = os.environ.get(TOKEN_ENV, "").strip(), TOKEN_ENV
-    if not token:
-        raise ValueError(f"{where}: no token; give --token-file FILE (e.g. made by "
-                         f"`python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE`) or set {TOKEN_ENV}")
+        else:
+            token = os.environ.get(TOKEN_ENV, "").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--token-file: cannot read {path} ({getattr(exc, 'strerror', None) or exc})") from None
     if len(token) < 16:
-        raise ValueError(f"{where}: the token must be at least 16 characters")
+        raise ValueError(f"{f'--token-file: {path}' if path else TOKEN_ENV}: "
+                         + ("the token must be at least 16 characters" if token else "no token")
+                         + "; give --token-file FILE (e.g. made by `python3 -c 'import secrets; "
+                         f"print(secrets.token_urlsafe(32))' > FILE`) or set {TOKEN_ENV}")
     return token
 
 
@@ -414,13 +368,10 @@ def serve(args: argparse.Namespace) -> int:
             raise ValueError("--threads and --max-mb must be >= 1, --port in 0..65535")
         token = read_token(args.token_file)
         try:
-            import numpy  # noqa: F401
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise ValueError("onnxruntime and numpy are needed: pip install onnxruntime numpy") from None
-        try:
             server = LatencyServer((args.host, args.port), token, threads=args.threads,
                                    max_bytes=args.max_mb * 2**20, quiet=args.quiet)
+        except ImportError:
+            raise ValueError("onnxruntime and numpy are needed: pip install onnxruntime numpy") from None
         except OSError as exc:
             raise ValueError(f"--host/--port: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
     except ValueError as exc:
@@ -434,8 +385,7 @@ def serve(args: argparse.Namespace) -> int:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
-    finally:
-        server.server_close()
+    server.server_close()
     return 0
 
 

@@ -22,6 +22,7 @@ from .data import TORCHVISION, loader_defaults, loader_options
 from .errors import RecipeError, SpaceError, not_utf8
 from .hparams import TrainConfig
 from .latency import ONNX_HINT, RUNTIMES
+from .latency_remote import check_server, check_server_url
 from .space import SearchSpace, parse_space
 from .storage import load_existing_study
 
@@ -46,6 +47,7 @@ class LatencySection:
     batch_size: int = 1
     threads: int = 1
     runtime: str = "torch"  # or "onnxruntime": exported to ONNX and timed in an onnxruntime session
+    server: str = ""  # a latency server on the target (latency_remote.py): where, not what (device is compared)
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,7 @@ class Recipe:
             if key not in ("root", "download"):  # where a torchvision set is cached: not what it is
                 flat[f"data.{key}"] = value
         for section in ("train", "latency", "limits", "early_stopping"):
-            for key, value in d[section].items():
-                flat[f"{section}.{key}"] = value
+            flat.update({f"{section}.{k}": v for k, v in d[section].items() if f"{section}.{k}" != "latency.server"})
         if not self.early_stopping.enabled:  # switched off, its settings change nothing
             flat = {k: v for k, v in flat.items() if not k.startswith("early_stopping.") or k.endswith(".enabled")}
         return flat
@@ -288,6 +289,7 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
         batch_size=_check(lt.get("batch_size", LatencySection.batch_size), "latency.batch_size", int, low=1),
         threads=_check(lt.get("threads", LatencySection.threads), "latency.threads", int, low=1),
         runtime=_check(lt.get("runtime", LatencySection.runtime), "latency.runtime", str),
+        server=check_server_url(_check(lt["server"], "latency.server", str)) if lt.get("server") else "",
     )
     if latency.runtime not in RUNTIMES:
         raise RecipeError(f"latency.runtime: {latency.runtime!r} is not one of {', '.join(RUNTIMES)}")
@@ -298,6 +300,8 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
                           "(the device the network will be deployed on)")
     if latency.runtime == "onnxruntime" and latency.device != "cpu":
         raise RecipeError(f"latency.runtime: 'onnxruntime' times on the cpu only, not {latency.device!r}")
+    if latency.server and latency.runtime != "onnxruntime":
+        raise RecipeError('latency.server: a latency server times ONNX models: add runtime = "onnxruntime"')
     lm = _section(data, "limits", Limits)
     limits = Limits(
         max_params=_check(lm.get("max_params"), "limits.max_params", int, low=1, allow_none=True),
@@ -328,18 +332,18 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
     return recipe
 
 
-def check_runnable(recipe: Recipe) -> None:
-    """What a valid recipe still needs from this machine before a search or finalize
-    starts: its devices, onnxruntime where latency is timed in it, and a folder dataset's
-    folders. (Not checked when a study is only read: a GPU study reports fine on a laptop.)"""
+def check_runnable(recipe: Recipe, *, timing: bool = True) -> None:
+    """What a valid recipe still needs from this machine before a search (or, not
+    ``timing``, a finalize) starts: its devices, onnxruntime where latency is timed in it, its
+    latency server, and a folder dataset's folders. (Not checked when a study is only read.)"""
     import torch
-
     if recipe.latency.runtime == "onnxruntime":
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             raise RecipeError(f"latency.runtime: {ONNX_HINT}") from None
-
+    if recipe.latency.server and timing:  # reachable, the token accepted, the same thread count
+        check_server(recipe.latency)
     for key, device in (("train.device", recipe.train.device), ("latency.device", recipe.latency.device)):
         if device.startswith("cuda"):
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -24,7 +24,13 @@ from optuna.trial import FrozenTrial, TrialState
 from .errors import CnnSearchError, FailingTrials, RecipeError
 from .interrupt import check as check_interrupt
 from .recipe import SAMPLERS, Recipe, changed_meaning
-from .recovery import fail_interrupted_trial, outage_deadline, requeued_text, wait_for_database
+from .recovery import (
+    fail_interrupted_trial,
+    outage_deadline,
+    requeue_failed,
+    requeued_text,
+    wait_for_database,
+)
 from .storage import DatabaseLost, count_trials, database_lost
 from .trials import FINISHED, REJECTED, is_feasible
 
@@ -222,6 +228,10 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], list[flo
         if on_trial is not None:
             on_trial(study, trial)
         failures = failures + 1 if trial.state == TrialState.FAIL else 0
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("retry"):  # e.g. its latency server was down
+            again = requeue_failed(study, trial)
+            if on_note is not None:
+                on_note(f"trial {trial.number:>4}: {requeued_text(again)} ({trial.user_attrs['retry']} failed)")
         if failures >= max_consecutive_failures:
             study.stop()
             raise FailingTrials(f"{failures} trials in a row failed; the last: "
