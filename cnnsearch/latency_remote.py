@@ -130,6 +130,8 @@ def device_identity(fp: dict) -> dict:
     found = {k: fp[k] for k in COMPARED if k in fp}
     if found.get("runtime") == "onnxruntime":
         found.pop("torch", None)  # a server has no torch; the exported graph is what is timed
+    if str(found.get("device", "cpu")).startswith("cuda"):
+        found.pop("threads", None)  # a GPU timing's host threads: cores/K under --workers K, not the device
     return found
 
 

@@ -334,3 +334,33 @@ def test_measure_remote_restores_training_mode(server):
     model = build(spec).train()
     lat = measure_remote(model, spec.input, server=server)
     assert model.training and lat.server == server and lat.runtime == "onnxruntime" and lat.median_ms > 0
+
+
+def test_a_server_on_this_machine_times_while_local_trainers_stand_aside(server, monkeypatch):
+    from contextlib import contextmanager
+
+    from cnnsearch import latency_remote
+
+    held = []
+
+    @contextmanager
+    def spy(key="cpu"):
+        held.append(key)
+        yield
+
+    monkeypatch.setattr(latency_remote, "quiet_machine", spy)
+    spec = ArchSpec.from_dict(SPEC)
+    measure_remote(build(spec), spec.input, server=server)
+    assert held == ["cpu"]
+    assert latency_remote._loopback("http://localhost:1") and latency_remote._loopback("http://[::1]:1")
+    assert not latency_remote._loopback("http://10.0.0.7:8765") and not latency_remote._loopback("http://board:1")
+
+
+def test_what_makes_two_figures_one_device():
+    cpu = fingerprint(torch.device("cpu"), 1, "onnxruntime")
+    assert "torch" not in device_identity(cpu) and device_identity(cpu)["threads"] == 1
+    assert device_identity(fingerprint(torch.device("cpu"), 2, "onnxruntime")) != device_identity(cpu)
+    eager = device_identity(fingerprint(torch.device("cpu"), 1))
+    assert eager["torch"] == torch.__version__ and eager != device_identity(cpu)  # another runtime
+    gpu = {"device": "cuda:0", "name": "NVIDIA H200", "torch": "2.9", "threads": 4, "cpus": 16, "runtime": "torch"}
+    assert device_identity(gpu) == device_identity({**gpu, "threads": 2})  # --workers 2 trains on fewer threads
