@@ -35,7 +35,12 @@ TIMEOUT_S = 300.0  # one measurement, the queue before it included
 
 
 class LatencyServerError(CnnSearchError):
-    """The latency server did not answer, or refused: the trial fails and is retried."""
+    """The latency server did not answer (``retry``: the trial fails and is re-queued), or
+    refused the request (a 4xx: the trial fails)."""
+
+    def __init__(self, message: str, *, retry: bool = True):
+        super().__init__(message)
+        self.retry = retry
 
 
 class OtherDevice(CnnSearchError):
@@ -88,7 +93,7 @@ def call(server: str, path: str, *, body: bytes | None = None, timeout: float = 
         except (ValueError, OSError, AttributeError):
             why = ""
         raise LatencyServerError(f"latency server {server}: HTTP {exc.code} {exc.reason}"
-                                 + (f": {why}" if why else "")) from None
+                                 + (f": {why}" if why else ""), retry=exc.code >= 500) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         why = getattr(exc, "reason", None) or exc
         raise LatencyServerError(f"latency server {server} unreachable: {why}") from None

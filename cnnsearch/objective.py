@@ -160,7 +160,7 @@ class Objective:
             if database_lost(exc):  # not the candidate's fault: the worker waits, fails and re-queues it
                 raise DatabaseLost(str(exc)) from exc
             record.update(status=Status.ERROR, fail_reason=f"{type(exc).__name__}: {exc}"[:500])
-            if isinstance(exc, LatencyServerError):  # not the candidate's fault: run_worker re-queues it
+            if isinstance(exc, LatencyServerError) and exc.retry:  # not the candidate's fault: run_worker re-queues it
                 record["retry"] = "latency server"
             try:
                 record.flush()

@@ -364,3 +364,14 @@ def test_what_makes_two_figures_one_device():
     assert eager["torch"] == torch.__version__ and eager != device_identity(cpu)  # another runtime
     gpu = {"device": "cuda:0", "name": "NVIDIA H200", "torch": "2.9", "threads": 4, "cpus": 16, "runtime": "torch"}
     assert device_identity(gpu) == device_identity({**gpu, "threads": 2})  # --workers 2 trains on fewer threads
+
+
+def test_a_model_the_server_refuses_fails_its_trial_without_a_retry(server, tmp_path, monkeypatch):
+    from cnnsearch import latency_remote
+
+    monkeypatch.setattr(latency_remote, "onnx_export", lambda model, x: (b"not onnx", None))
+    recipe = replace(load_recipe(server_recipe(tmp_path, server, trials=2)), max_consecutive_failures=1)
+    with pytest.raises(FailingTrials, match="HTTP 400"):
+        run_recipe(recipe, until=2)
+    (trial,) = load(server_recipe(tmp_path, server)).trials  # failed, and nothing re-queued
+    assert trial.state.name == "FAIL" and "not an ONNX model" in trial.user_attrs["fail_reason"]
