@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -375,3 +376,17 @@ def test_a_model_the_server_refuses_fails_its_trial_without_a_retry(server, tmp_
         run_recipe(recipe, until=2)
     (trial,) = load(server_recipe(tmp_path, server)).trials  # failed, and nothing re-queued
     assert trial.state.name == "FAIL" and "not an ONNX model" in trial.user_attrs["fail_reason"]
+
+
+def test_a_client_that_stops_sending_is_dropped_and_the_server_goes_on(server, monkeypatch):
+    from cnnsearch.latency_server import Handler
+
+    monkeypatch.setattr(Handler, "timeout", 0.5)
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"POST /measure?shape=1,1,8,8 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                  "Content-Length: 1000\r\n\r\nonly part".encode())
+        t0 = time.monotonic()
+        assert s.recv(100) == b""  # closed, not answered
+        assert time.monotonic() - t0 < 5
+    assert ask(server, "/device")[0] == 200
