@@ -53,7 +53,19 @@ class Network(nn.Module):
 
 
 def build(spec: ArchSpec | dict) -> Network:
-    """``nn.Module`` of ``spec``; raises SpecError / ShapeError before creating any tensor."""
+    """The network ``spec`` describes, as an ``nn.Module`` whose layers are the shape table's rows.
+
+    Args:
+        spec: an ``ArchSpec``, or its plain-data form (``ArchSpec.to_dict()``, a spec JSON).
+
+    Returns:
+        The module (``Network``), its weights initialised by torch's defaults under the
+        current ``torch.manual_seed``.
+
+    Raises:
+        SpecError: ``spec`` is malformed (it names the field).
+        ShapeError: the network cannot run on its input; raised before any tensor is made.
+    """
     if isinstance(spec, dict):
         spec = ArchSpec.from_dict(spec)
     return Network(check(spec))

@@ -25,10 +25,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from optuna.study._multi_objective import _fast_non_domination_rank
 
-# objectives whose value a trial has before it trains; accuracy is the one it does not
-KNOWN_BEFORE_TRAINING = ("latency_ms", "params", "flops")
+from .objectives import METRICS
+from .storage import non_domination_ranks
+
+# objectives whose value a trial has before it trains (sizes, latency); accuracy is one it does not
+KNOWN_BEFORE_TRAINING = tuple(name for name, m in METRICS.items() if m.known_before_training)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,6 @@ def should_stop(sizes: Sequence[float], accuracy: float, *, epoch: int, steps: i
     if not dominated:
         return False
     points.append((*sizes, -accuracy))  # this trial, last
-    ranks = _fast_non_domination_rank(np.asarray(points, dtype=float))
+    ranks = non_domination_ranks(np.asarray(points, dtype=float))
     ahead = int(np.count_nonzero(ranks < ranks[-1]))
     return ahead >= keep * len(points)

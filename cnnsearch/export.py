@@ -147,10 +147,24 @@ def _usage(class_name: str, spec: ArchSpec, data: dict) -> list[str]:
 
 
 def to_source(spec: ArchSpec | dict, class_name: str = "Net", *, data: dict | None = None) -> str:
-    """Standalone module source of ``spec``: imports only torch; deterministic. With ``data``
-    (a study's stored data description: mean, std, classes) the module takes raw images in
-    [0, 1], normalises them itself and carries ``classes`` and ``input_size``; a data name
-    ``folder:...`` makes the usage resize and centre-crop the photo, as training did."""
+    """Standalone PyTorch source of ``spec``: imports only torch, deterministic, and made
+    only from whitelisted values (no stored string reaches the source).
+
+    Args:
+        spec: an ``ArchSpec`` or its plain-data form.
+        class_name: the ``nn.Module`` class's name: a Python identifier.
+        data: a study's stored data description (mean, std, classes, input size, data
+            name). With it the module takes raw images in [0, 1], normalises them itself and
+            carries ``classes`` and ``input_size``; a ``folder:...`` data name makes the
+            usage snippet resize and centre-crop a photo, as training did.
+
+    Returns:
+        The module's source text; its state-dict keys are ``build(spec)``'s.
+
+    Raises:
+        SpecError: ``spec`` is malformed, or ``class_name`` is not an identifier.
+        ShapeError: the network cannot run on its input.
+    """
     if isinstance(spec, dict):
         spec = ArchSpec.from_dict(spec)
     class_name = check_class_name(class_name)

@@ -24,7 +24,6 @@ from .build import build
 from .data import load_data
 from .errors import CnnSearchError
 from .export import save_weights
-from .hparams import TrainConfig
 from .recipe import Recipe
 from .report import pick_trial, trial_spec
 from .storage import require_rdb_for_finished_trials, set_finished_trial_user_attrs
@@ -56,15 +55,15 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
     # the ones the space fixes (never suggested, so not in params) from the space
     # (a study made before fixed values left the parameters has the recipe's batch size in
     # them too: the recipe's value is what trained, and wins here as it did there)
-    hp = recipe.load_space().sample_train(optuna.trial.FixedTrial(dict(trial.params)), fixed=recipe.fixed_train)
+    space = recipe.load_space()
     tests, balanced, vals, best = [], [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):
             t0 = time.perf_counter()
             torch.manual_seed(seed)
             model = build(spec)
-            cfg = TrainConfig.from_params(hp, epochs=epochs, seed=seed, device=str(device),
-                                          augment=recipe.train.augment)
+            cfg = recipe.train_config(optuna.trial.FixedTrial(dict(trial.params)), seed=seed, device=str(device),
+                                      epochs=epochs, space=space)
             result = train(model, data, cfg, progress=progress)
             if result.status != TrainStatus.OK:
                 raise CnnSearchError(f"trial {trial.number}, seed {seed}: training ended {result.status} "

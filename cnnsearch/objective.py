@@ -34,12 +34,12 @@ from .data import ImageData, load_data
 from .early_stopping import Peer, known_objectives, rung_epochs, should_stop
 from .errors import ShapeError
 from .export import save_weights
-from .hparams import TrainConfig
 from .latency_remote import LatencyServerError, settle_device, time_candidate
+from .objectives import CHECK, LATENCY, TRAIN, Metric, at_stage
 from .recipe import Recipe
 from .shapes import check
 from .space import SearchSpace
-from .storage import DatabaseLost, database_lost, set_user_attrs
+from .storage import DatabaseLost, cached_trials, database_lost, set_user_attrs
 from .train import TrainStatus, resolve_device, train
 from .trials import CONSTRAINT, FINISHED, Status
 from .version import __version__
@@ -55,16 +55,7 @@ def _finished_trials(study: optuna.Study) -> list:
     sampler has usually filled already); one storage read where that cache is missing.
     With several workers, a peer that finishes while this trial builds and measures is
     left out: early stopping is then, if anything, more lenient."""
-    try:
-        return study._get_trials(
-            states=FINISHED,
-            deepcopy=False, use_cache=True,  # pragma: no mutate (copies and the cache: speed, the same trials)
-        )
-    except (AttributeError, TypeError):
-        return study.get_trials(
-            states=FINISHED,
-            deepcopy=False,  # pragma: no mutate (copies: speed, the same trials)
-        )
+    return cached_trials(study, FINISHED)
 
 
 class _Clock:
@@ -179,14 +170,15 @@ class Objective:
         record.update(status=status, infeasible_reason=reason)
         record.flush()
         trial.set_constraint(CONSTRAINT, max(float(amount), 1e-9))
-        return self._values(accuracy=0.0, balanced_accuracy=0.0, **metrics)  # never trained (or failed to)
+        return self._values(**{m.name: 0.0 for m in at_stage(TRAIN)}, **metrics)  # never trained (or failed to)
 
     def _run(self, trial: optuna.Trial, record: _Record) -> list[float]:
         r = self.recipe
         baseline = of_trial(trial)  # a known network enqueued by name: its spec, not a sampled one
         spec = (baseline.spec_for(self.data.input_shape, self.data.num_classes) if baseline is not None
                 else self.space.sample(trial, input=self.data.input_shape, num_classes=self.data.num_classes))
-        hp = self.space.sample_train(trial, fixed=r.fixed_train)
+        seed = r.seed * 1_000_003 + trial.number
+        cfg = r.train_config(trial, seed=seed, device=str(self.device), space=self.space)
         clock = record.clock
         clock.lap("sample")  # (each suggestion is a storage write, too)
         record.update(arch=spec.to_dict(), summary=spec.summary, versions=versions(), fingerprint=self.fingerprint,
@@ -196,14 +188,11 @@ class Objective:
         except ShapeError as exc:
             return self._infeasible(trial, record, Status.SHAPE, str(exc), 1.0)
         clock.lap("check")
-        record.update(params=table.params, flops=table.flops)
-        sizes = {"params": table.params, "flops": table.flops}
-        for key, value, limit in (("max_params", table.params, r.limits.max_params),
-                                  ("max_flops", table.flops, r.limits.max_flops)):
-            if limit is not None and value > limit:
-                return self._infeasible(trial, record, Status.LIMIT,
-                                        f"{key[4:]} {value:,} > limits.{key} {limit:,}", value / limit - 1, **sizes)
-        seed = r.seed * 1_000_003 + trial.number
+        sizes = {m.name: m.read(table) for m in at_stage(CHECK)}  # params, flops, memory_bytes
+        record.update(**sizes)
+        over = self._over_limit(trial, record, at_stage(CHECK), sizes)
+        if over is not None:
+            return over
         clock.lap("check")  # the limits
         torch.manual_seed(seed)
         model = build(spec)
@@ -218,12 +207,10 @@ class Objective:
         record.update(latency_ms=lat.median_ms, latency_iqr_ms=lat.iqr_ms,
                       latency={**{k: v for k, v in lat.to_dict().items() if k not in ("median_ms", "iqr_ms")},
                                "device": self.latency_device})
-        metrics = {**sizes, "latency_ms": lat.median_ms}
-        if r.limits.max_latency_ms is not None and lat.median_ms > r.limits.max_latency_ms:
-            return self._infeasible(trial, record, Status.LIMIT,
-                                    f"latency {lat.median_ms:.3f} ms > limits.max_latency_ms "
-                                    f"{r.limits.max_latency_ms}", lat.median_ms / r.limits.max_latency_ms - 1,
-                                    **metrics)
+        metrics = {**sizes, **{m.name: m.read(lat) for m in at_stage(LATENCY)}}
+        over = self._over_limit(trial, record, at_stage(LATENCY), metrics)
+        if over is not None:
+            return over
         record.flush()  # what is about to train, visible to `status` while it trains
 
         es = r.early_stopping
@@ -246,9 +233,7 @@ class Objective:
             return e in rungs and should_stop(known_values, stats.val_accuracy, epoch=e, steps=stats.steps, peers=peers,
                                               margin=es.margin, keep=es.keep)
 
-        cfg = TrainConfig.from_params(hp, epochs=r.train.epochs, seed=seed, device=str(self.device),
-                                      augment=r.train.augment)
-        clock.lap("train_setup")  # early stopping's peers, the config
+        clock.lap("train_setup")  # early stopping's peers
         result = train(model, self.data, cfg, on_epoch=on_epoch, progress=self.progress)
         trained = clock.lap("train_setup")
         self.timings["train"] += trained
@@ -280,7 +265,18 @@ class Objective:
         record.update(status=Status.OK, weights=weights, phases=clock.rounded())  # storage: all but this write
         record.flush()
         trial.set_constraint(CONSTRAINT, 0.0)
-        return self._values(accuracy=result.accuracy, balanced_accuracy=result.balanced_accuracy, **metrics)
+        return self._values(**metrics, **{m.name: m.read(result) for m in at_stage(TRAIN)})
+
+    def _over_limit(self, trial: optuna.Trial, record: _Record, metrics: tuple[Metric, ...],
+                    values: dict[str, float]) -> list[float] | None:
+        """The trial recorded infeasible at the first of ``metrics`` over its recipe cap
+        (its objective values so far, ``values``), or None when none is."""
+        for m in metrics:
+            cap = getattr(self.recipe.limits, m.limit) if m.limit else None
+            if cap is not None and values[m.name] > cap:
+                return self._infeasible(trial, record, Status.LIMIT, m.over_limit(values[m.name], cap),
+                                        values[m.name] / cap - 1, **values)
+        return None
 
     def _peers(self, trial: optuna.Trial, known: tuple[str, ...]) -> list[Peer]:
         """Finished trials of the same recipe fingerprint, as early-stopping peers."""

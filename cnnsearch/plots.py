@@ -25,10 +25,12 @@ def _custom(df: pd.DataFrame) -> list[list]:
 
 def pareto_figure(frames: dict[str, pd.DataFrame], *, x: str = "latency_ms", y: str = "accuracy") -> go.Figure:
     """``y`` (accuracy, or balanced_accuracy: ``report.quality_metric``) against ``x``
-    (latency, params or FLOPs: the recipe's objective) for one or more studies: trained
+    (latency, params, FLOPs or memory: the recipe's objective) for one or more studies: trained
     trials as points, each study's ``y``-vs-``x`` front as a step line, early-stopped and
     infeasible trials apart, baselines as labelled stars."""
     fig = go.Figure()
+    hover = _HOVER if x in ("latency_ms", "params", "flops") else _HOVER.replace(  # e.g. memory_bytes: on x
+        "<extra>", f"<br>{AXIS_TITLES[x].split(' (')[0]} %{{x:,}}<extra>")
     for i, (name, df) in enumerate(frames.items()):
         colour = PALETTE[i % len(PALETTE)]
         ok = df[df["feasible"]]
@@ -37,13 +39,13 @@ def pareto_figure(frames: dict[str, pd.DataFrame], *, x: str = "latency_ms", y: 
         fig.add_trace(go.Scatter(
             x=sampled[x], y=sampled[y], mode="markers", name=f"{name}: trained",
             marker={"color": colour, "size": 9, "line": {"width": 1, "color": "white"}},
-            customdata=_custom(sampled), hovertemplate=_HOVER, meta={"role": "trained", "study": name}))
+            customdata=_custom(sampled), hovertemplate=hover, meta={"role": "trained", "study": name}))
         if len(baselines):  # known networks run as trials: a star with the network's name
             fig.add_trace(go.Scatter(
                 x=baselines[x], y=baselines[y], mode="markers+text", name=f"{name}: baselines",
                 text=list(baselines["baseline"]), textposition="top center",
                 marker={"color": colour, "size": 15, "symbol": "star", "line": {"width": 1, "color": "black"}},
-                customdata=_custom(baselines), hovertemplate=_HOVER, meta={"role": "baseline", "study": name}))
+                customdata=_custom(baselines), hovertemplate=hover, meta={"role": "baseline", "study": name}))
         # the front of these two axes (the study's own front may have more objectives)
         front = ok[ok["trial"].isin(pareto_numbers(ok, [y, x], ["maximize", "minimize"]))]
         front = front.sort_values(x)
@@ -57,14 +59,14 @@ def pareto_figure(frames: dict[str, pd.DataFrame], *, x: str = "latency_ms", y: 
                 x=stopped[x], y=stopped[y], mode="markers",
                 name=f"{name}: stopped early", visible="legendonly",
                 marker={"color": colour, "size": 7, "symbol": "circle-open"},
-                customdata=_custom(stopped), hovertemplate=_HOVER, meta={"role": "pruned", "study": name}))
+                customdata=_custom(stopped), hovertemplate=hover, meta={"role": "pruned", "study": name}))
         bad = df[(df["state"] == "COMPLETE") & ~df["feasible"] & df[x].notna()]
         if len(bad):
             fig.add_trace(go.Scatter(
                 x=bad[x], y=[0.0] * len(bad), mode="markers", name=f"{name}: infeasible",
                 visible="legendonly", marker={"color": "#999999", "size": 7, "symbol": "x"},
                 customdata=[[*c[:4], row.reason, *c[5:]] for c, row in zip(_custom(bad), bad.itertuples())],
-                hovertemplate=_HOVER, meta={"role": "infeasible", "study": name}))
+                hovertemplate=hover, meta={"role": "infeasible", "study": name}))
     title = AXIS_TITLES[x]
     if x == "latency_ms" and any((df.get("latency_from", pd.Series(dtype=str)) == RETIMED).any()
                                  for df in frames.values()):  # report.shown_latency's frames

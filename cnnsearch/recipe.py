@@ -13,7 +13,7 @@ import json
 import math
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,10 @@ from .errors import RecipeError, SpaceError, not_utf8
 from .hparams import TrainConfig
 from .latency import ONNX_HINT, RUNTIMES
 from .latency_remote import check_server, check_server_url
+from .objectives import LIMITED, OBJECTIVES
 from .space import SearchSpace, parse_space
 from .storage import load_existing_study
 
-# balanced_accuracy: the mean of the per-class recalls on the validation split (scikit-learn's
-# balanced_accuracy_score), for folders whose classes are far from equal in size
-OBJECTIVES = {"accuracy": "maximize", "balanced_accuracy": "maximize", "latency_ms": "minimize",
-              "params": "minimize", "flops": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 
 
@@ -50,11 +47,8 @@ class LatencySection:
     server: str = ""  # a latency server on the target (latency_remote.py): where, not what (device is compared)
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_params: int | None = None
-    max_flops: int | None = None
-    max_latency_ms: float | None = None
+# [limits]: one optional cap per objective that may be one (objectives.METRICS), None: no cap
+Limits = make_dataclass("Limits", [(m.limit, float | None, None) for m in LIMITED], frozen=True)
 
 
 @dataclass(frozen=True)
@@ -98,6 +92,18 @@ class Recipe:
     def fixed_train(self) -> dict[str, Any]:
         """Training hyperparameters the recipe fixes over the space's (``[train] batch_size``)."""
         return {"batch_size": self.train.batch_size} if self.train.batch_size else {}
+
+    def train_config(self, trial, *, seed: int, device: str, epochs: int | None = None,
+                     space: SearchSpace | None = None) -> TrainConfig:
+        """How ``trial`` trains: the one merge of the space's hyperparameters (suggested through
+        ``trial``, or the space's fixed values and TrainConfig's defaults where it is silent),
+        the recipe's fixed ones over them, and the recipe's epochs (or ``epochs``) and
+        augmentation. The search samples through its live trial, ``finalize`` replays a
+        trial's params through ``optuna.trial.FixedTrial``; ``space``: the loaded space, if
+        the caller has it."""
+        hp = (space or self.load_space()).sample_train(trial, fixed=self.fixed_train)
+        return TrainConfig.from_params(hp, epochs=epochs or self.train.epochs, seed=seed, device=device,
+                                       augment=self.train.augment)
 
     def load_space(self) -> SearchSpace:
         try:
@@ -303,12 +309,8 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
     if latency.server and latency.runtime != "onnxruntime":
         raise RecipeError('latency.server: a latency server times ONNX models: add runtime = "onnxruntime"')
     lm = _section(data, "limits", Limits)
-    limits = Limits(
-        max_params=_check(lm.get("max_params"), "limits.max_params", int, low=1, allow_none=True),
-        max_flops=_check(lm.get("max_flops"), "limits.max_flops", int, low=1, allow_none=True),
-        max_latency_ms=_check(lm.get("max_latency_ms"), "limits.max_latency_ms", (int, float), low=0,
-                              allow_none=True),
-    )
+    limits = Limits(**{m.limit: _check(lm.get(m.limit), f"limits.{m.limit}", m.limit_type,  # a count >= 1
+                                       low=1 if m.limit_type is int else 0, allow_none=True) for m in LIMITED})
     es = _section(data, "early_stopping", EarlyStopping)
     early = EarlyStopping(
         enabled=_check(es.get("enabled", EarlyStopping.enabled), "early_stopping.enabled", bool),
@@ -333,9 +335,8 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
 
 
 def check_runnable(recipe: Recipe, *, timing: bool = True) -> None:
-    """What a valid recipe still needs from this machine before a search (or, not
-    ``timing``, a finalize) starts: its devices, onnxruntime where latency is timed in it, its
-    latency server, and a folder dataset's folders. (Not checked when a study is only read.)"""
+    """What a valid recipe needs from this machine before a search (or, not ``timing``, a finalize):
+    its devices, onnxruntime, its latency server, a folder dataset's folders (not when only read)."""
     import torch
     if recipe.latency.runtime == "onnxruntime":
         try:

@@ -26,6 +26,8 @@ from .storage import (
     database_lost,
     first_line,
     set_finished_trial_user_attrs,
+    storage_of,
+    trial_id_of,
     will_retry,
 )
 from .trials import FINISHED
@@ -95,7 +97,7 @@ def recover_dead_local_trials(study: optuna.Study, *, requeued: list[bool] | Non
         except Exception:  # another worker recovered it first (or the storage refused): leave it
             continue
         # the retry copies the trial's attributes: the reason goes on the failed trial only, after
-        again = _retry(study, t._trial_id)
+        again = _retry(study, trial_id_of(t))
         if requeued is not None:
             requeued.append(again)
         try:
@@ -115,7 +117,7 @@ def recover_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
     again: list[bool] = []
     local = recover_dead_local_trials(study, requeued=again)
     recovered = [(n, f"its worker on this host died; {requeued_text(ok)}") for n, ok in zip(local, again)]
-    getter = getattr(study._storage, "get_heartbeat_stale_trial_callback", None)  # RDB storages only
+    getter = getattr(storage_of(study), "get_heartbeat_stale_trial_callback", None)  # RDB storages only
     callback = getter() if getter is not None else None
     seen = getattr(callback, "seen", None)  # storage.RetryStaleTrial notes what it retries
     start = len(seen) if seen is not None else 0
@@ -130,7 +132,7 @@ def _retry(study: optuna.Study, trial_id: int) -> bool:
     """Re-queue a failed trial's parameters as the heartbeat's retry does; whether it did."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    frozen = study._storage.get_trial(trial_id)
+    frozen = storage_of(study).get_trial(trial_id)
     RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, frozen)
     return will_retry(frozen, MAX_RETRY)
 
@@ -200,7 +202,7 @@ def fail_interrupted_trial(study: optuna.Study, trial: optuna.Trial | None,
     if trial is None:
         return None
     try:
-        frozen = study._storage.get_trial(trial._trial_id)
+        frozen = storage_of(study).get_trial(trial_id_of(trial))
         if frozen.state != TrialState.RUNNING:
             return None
         study.tell(trial.number, state=TrialState.FAIL)
@@ -210,7 +212,7 @@ def fail_interrupted_trial(study: optuna.Study, trial: optuna.Trial | None,
         raise
     requeued = False
     try:
-        requeued = _retry(study, trial._trial_id)
+        requeued = _retry(study, trial_id_of(trial))
         set_finished_trial_user_attrs(study, frozen, {
             "status": "error", "fail_reason": f"the database connection was lost mid-trial: {_first_line(exc)}"})
     except CnnSearchError:

@@ -16,17 +16,19 @@ import pandas as pd
 
 from .early_stopping import known_objectives
 from .errors import RecipeError
+from .objectives import METRICS
 from .recipe import Recipe
 from .spec import ArchSpec
 from .trials import is_feasible, pareto_mask, status_of
 
-COLUMNS = ["trial", "state", "status", "feasible", "pareto", "accuracy", "test_mean", "test_std", "latency_ms",
-           "params", "flops", "train_seconds", "epochs", "summary", "reason",
-           # after the columns the report and status show: everything else a trial records
-           "balanced_accuracy", "test_balanced_mean", "latency_remeasured_ms", "latency_iqr_ms", "baseline",
-           "worker", "device", "started", "seconds", "curve"]
-FLOAT_COLUMNS = ("accuracy", "test_mean", "test_std", "latency_ms", "params", "flops", "train_seconds",
-                 "balanced_accuracy", "test_balanced_mean", "latency_remeasured_ms", "latency_iqr_ms", "seconds")
+SHOWN = ["trial", "state", "status", "feasible", "pareto", "accuracy", "test_mean", "test_std", "latency_ms",
+         "params", "flops", "train_seconds", "epochs", "summary", "reason"]  # what the report and status show
+# then everything else a trial records, every objective of the registry among it
+COLUMNS = [*SHOWN, "balanced_accuracy", *(n for n in METRICS if n not in (*SHOWN, "balanced_accuracy")),
+           "test_balanced_mean", "latency_remeasured_ms", "latency_iqr_ms", "baseline", "worker", "device", "started",
+           "seconds", "curve"]
+FLOAT_COLUMNS = (*METRICS, "test_mean", "test_std", "train_seconds", "test_balanced_mean", "latency_remeasured_ms",
+                 "latency_iqr_ms", "seconds")
 PARAM_PREFIX = "params_"  # one column per sampled parameter, named as Optuna's trials_dataframe names them
 
 
@@ -48,18 +50,14 @@ def _row(t: optuna.trial.FrozenTrial) -> dict:
         "state": t.state.name,
         "status": status_of(t),
         "feasible": is_feasible(t),
-        "accuracy": a.get("accuracy", math.nan),  # the search's validation accuracy
         # finalize's held-out test accuracy over seeds (NaN: not finalized)
         "test_mean": final.get("test_accuracy_mean", math.nan),
         "test_std": final.get("test_accuracy_std", math.nan),
-        "latency_ms": a.get("latency_ms", math.nan),
-        "params": a.get("params", math.nan),
-        "flops": a.get("flops", math.nan),
+        **{name: a.get(name, math.nan) for name in METRICS},  # every objective, whether this study has it or not
         "train_seconds": a.get("train_seconds", math.nan),
         "epochs": a.get("epochs", 0),
         "summary": a.get("summary", ""),
         "reason": a.get("infeasible_reason") or a.get("fail_reason") or "",
-        "balanced_accuracy": a.get("balanced_accuracy", math.nan),  # mean per-class recall (validation)
         "test_balanced_mean": final.get("test_balanced_accuracy_mean", math.nan),
         # the front re-timed side by side at the end of a search (NaN: not on the front then)
         "latency_remeasured_ms": a.get("latency_remeasured_ms", math.nan),
@@ -75,10 +73,19 @@ def _row(t: optuna.trial.FrozenTrial) -> dict:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: state, status, objectives and sizes, finalized test figures,
-    latencies (first and re-timed), epochs and seconds, worker and device, baseline name,
-    the validation curve, a compact summary, the Pareto flag, and one ``params_<name>``
-    column per sampled parameter (architecture and training)."""
+    """A study's trials as a DataFrame: one row per trial, whatever its state.
+
+    Args:
+        study: any study cnnsearch made (``cnnsearch.open_study``).
+
+    Returns:
+        Columns: state, status, feasible, the Pareto flag (feasible and non-dominated on the
+        study's objectives), every registered objective (``objectives.METRICS``), finalized
+        test figures, latencies (first and re-timed), epochs and seconds, worker and device,
+        baseline name, the validation curve, a compact summary, and one ``params_<name>``
+        column per sampled parameter (architecture and training). A study with no trial
+        gives an empty frame with these columns, typed.
+    """
     rows = [_row(t) for t in study.get_trials(deepcopy=False)]
     params = sorted({k for row in rows for k in row if k.startswith(PARAM_PREFIX)})
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "pareto"] + params)
@@ -92,7 +99,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 # the Pareto plot's x-axis title for each objective that is not accuracy (known_objectives)
-AXIS_TITLES = {"latency_ms": "latency (ms, median)", "params": "parameters", "flops": "FLOPs (batch 1)"}
+AXIS_TITLES = {name: m.title for name, m in METRICS.items() if m.known_before_training}
 RETIMED = "re-timed"  # latency_from of a trial whose shown latency is latency_remeasured_ms
 
 

@@ -23,9 +23,21 @@ __all__ = ["open_study", "trials_frame"]
 
 
 def open_study(recipe_or_storage: str | Path, study: str | None = None) -> optuna.Study:
-    """The existing study of a recipe file (``study``: another name in the recipe's
-    storage), or the study named ``study`` in a storage URL (the storage's only study when
-    ``study`` is None). RecipeError when there is no such study."""
+    """An existing study, read-only: nothing is created, even a missing database file.
+
+    Args:
+        recipe_or_storage: a recipe file (its storage and study name), or a storage URL
+            (``sqlite:///x.db``, ``postgresql+psycopg://...``).
+        study: the study's name: another study in the recipe's storage, or the one to open
+            in a storage URL (None: the recipe's study, or the storage's only study).
+
+    Returns:
+        The ``optuna.Study``; ``trials_frame(study)`` turns it into a DataFrame.
+
+    Raises:
+        RecipeError: no such study (the message lists the storage's studies), a storage
+            URL with several studies and no ``study``, or a recipe that does not validate.
+    """
     target = str(recipe_or_storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if "://" not in target:  # a recipe file

@@ -22,7 +22,14 @@ from .recipe import Recipe, check_runnable
 from .recovery import process_owner, recover_dead_trials
 from .report import SCORE_LABELS, quality_metric
 from .storage import count_trials, open_storage, storage_exists
-from .study import INFEASIBLE_CHECK_AFTER, check_existing, finished_count, open_study, record_data, run_worker
+from .study import (
+    INFEASIBLE_CHECK_AFTER,
+    check_existing,
+    finished_count,
+    open_worker,
+    record_data,
+    run_worker,
+)
 from .trials import FINISHED, status_of
 
 
@@ -143,7 +150,8 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
         description = load_data(recipe.dataset, **recipe.data).description()
     storage = storage or open_storage(recipe.storage)
     worker = worker_identity(worker_index, worker_id, launched=until is not None)
-    study = open_study(recipe, storage, worker=worker)
+    seat = open_worker(recipe, storage, worker=worker)
+    study = seat.study
     if description is not None:
         record_data(study, description)
     _enqueue(study, recipe, prefix)
@@ -164,7 +172,7 @@ def search(recipe_path: str | None, recipe: Recipe, *, trials: int | None, timeo
             _summary(study)
         return code
 
-    objective.run_attrs = {"sampler_seed": study.sampler_seed, "worker": study.worker_identity,
+    objective.run_attrs = {"sampler_seed": seat.sampler_seed, "worker": seat.worker,
                            "owner": process_owner()}
     objective.fingerprint = study.user_attrs["fingerprint"]  # the study's, fixed when it was made
     bar = None

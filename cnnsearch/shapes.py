@@ -34,6 +34,7 @@ class ShapeTable(NamedTuple):
 
     @property
     def output_shape(self) -> Shape:
+        """The last layer's output shape: ``(num_classes,)``."""
         return self.rows[-1].shape
 
     @property
@@ -85,7 +86,19 @@ def _peak(first: int, rows: list[Layer]) -> int:
 
 
 def check(spec: ArchSpec) -> ShapeTable:
-    """The shape table of ``spec``, or ShapeError for a network that cannot run."""
+    """Every layer's output shape, parameters and FLOPs, computed without a tensor.
+
+    Args:
+        spec: the architecture.
+
+    Returns:
+        Its ``ShapeTable``: one row per layer, and the totals (``params``, ``flops`` at
+        batch 1, ``peak_activation_bytes`` for one fp32 image).
+
+    Raises:
+        ShapeError: the network cannot run on its input (a map shrinks below 1 pixel, a
+            residual's shapes do not meet, ...); the message names the block and the sizes.
+    """
     rows: list[Layer] = []
     shape: Shape = spec.input
     after = "input"

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import SpaceError, SpecError, not_utf8
 from .hparams import OPTIMIZERS, SEARCHABLE, searchable_defaults
 from .ops import BLOCK_KINDS, COMMON_FIELDS, KIND_FIELDS
-from .spec import ArchSpec, BlockSpec
+from .spec import ArchSpec, BlockSpec, HeadSpec
 from .stages import sample_block, sample_stages
 
 BLOCK_KEYS = tuple(BlockSpec.__dataclass_fields__)
@@ -41,10 +41,12 @@ HEAD_KEYS = ("pool", "hidden_layers", "hidden", "activation", "dropout")
 TOP_KEYS = ("description", "depth", "min_side", "block", "blocks", "stages", "width", "head", "train")
 MAX_STAGES = 16
 MAX_REPEATS = 8
-# what a block or stage takes where the space is silent: BlockSpec's defaults
-BLOCK_DEFAULTS = {"stride": 1, "padding": 0, "activation": "relu", "norm": "none", "pool": "none",
-                  "pool_size": 2, "dropout": 0.0, "residual": False, "kind": "conv", "groups": 1,
-                  "dilation": 1, "expansion": 1, "se": False}
+# what a block or stage takes where the space is silent: BlockSpec's own defaults
+BLOCK_DEFAULTS = {f.name: f.default for f in fields(BlockSpec) if f.default is not MISSING}
+# the head's where the space is silent: HeadSpec's, and one width for hidden layers a space
+# adds without saying how wide
+HEAD_DEFAULTS = {"pool": HeadSpec.pool, "hidden_layers": len(HeadSpec().hidden), "hidden": 64,
+                 "activation": HeadSpec.activation, "dropout": HeadSpec.dropout}
 
 # Values used where a space leaves a training hyperparameter out: TrainConfig's defaults.
 TRAIN_DEFAULTS: dict[str, Any] = searchable_defaults()
@@ -139,7 +141,7 @@ class SearchSpace:
             "pool": self.head["pool"].suggest(trial, "head_pool"),
             "hidden": [self.head["hidden"].suggest(trial, f"head_hidden{j}") for j in range(n_hidden)],
             "activation": self.head["activation"].suggest(trial, "head_activation"),
-            "dropout": self.head["dropout"].suggest(trial, "head_dropout") if n_hidden else 0.0,
+            "dropout": self.head["dropout"].suggest(trial, "head_dropout") if n_hidden else HeadSpec.dropout,
         }
         return ArchSpec.from_dict(
             {"input": list(input), "num_classes": num_classes, "blocks": blocks, "head": head}
@@ -155,7 +157,19 @@ class SearchSpace:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a space file; SpaceError names the file and the key."""
+    """Read and validate a search-space TOML file (data, never executed).
+
+    Args:
+        path: the space file.
+
+    Returns:
+        The ``SearchSpace``: ``sample(trial, input=, num_classes=)`` gives an ``ArchSpec``,
+        ``sample_train(trial)`` the training hyperparameters.
+
+    Raises:
+        SpaceError: the file is missing, not UTF-8, not TOML, or a key or value is wrong;
+            the message names the file and the key.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -213,8 +227,7 @@ def _parse(data: dict, path: str) -> SearchSpace:
         _validate_block(dims, where, given=set(data.get("block", {})) | set(overrides.get(str(i), {})))
         per_block.append(dims)
 
-    head_raw = {"pool": "flatten", "hidden_layers": 0, "hidden": 64, "activation": "relu",
-                "dropout": 0.0}
+    head_raw = dict(HEAD_DEFAULTS)
     head_raw.update(_keys(data.get("head", {}), "head", HEAD_KEYS))
     head = {k: _dim(v, f"head.{k}") for k, v in head_raw.items()}
     _validate_head(head)

@@ -82,10 +82,35 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: Any) -> ArchSpec:
+        """A spec from plain data, strictly checked.
+
+        Args:
+            data: a dict as ``to_dict`` gives (``input``, ``num_classes``, ``blocks``,
+                ``head``); omitted block and head fields take their defaults.
+
+        Returns:
+            The frozen ``ArchSpec``.
+
+        Raises:
+            SpecError: an unknown key, a wrong type or a value off its whitelist; ``path``
+                names the field (``blocks[2].activation``).
+        """
         return _arch_from_dict(data)
 
     @classmethod
     def from_json(cls, path: str | Path) -> ArchSpec:
+        """A spec from a JSON file (``to_json``'s form).
+
+        Args:
+            path: the file.
+
+        Returns:
+            The frozen ``ArchSpec``.
+
+        Raises:
+            SpecError: the file cannot be read, is not UTF-8 JSON, or its content is not a
+                valid spec; ``path`` names the file or the field.
+        """
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
@@ -103,6 +128,7 @@ class ArchSpec:
         return json.loads(json.dumps(asdict(self)))
 
     def to_json(self) -> str:
+        """``to_dict()`` as indented JSON with a final newline: ``from_json`` reads it back."""
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from .blocks import conv_side, make_divisible, mbconv_padding
 from .ops import COMMON_FIELDS, KIND_FIELDS
+from .spec import BlockSpec
 
 # suggestion order: the plain conv block's historical order first, so old spaces keep
 # their parameter names and order
@@ -36,8 +37,8 @@ def sample_block(trial, dims: dict, prefix: str, h: int, w: int, min_side: int, 
             pick[key] = dims[key].suggest(trial, f"{prefix}{key}")
     if width is not None:
         pick["out_channels"] = make_divisible(pick["out_channels"] * width)
-    k, d = pick["kernel_size"], pick.get("dilation", 1)
-    stride = 1
+    k, d = pick["kernel_size"], pick.get("dilation", BlockSpec.dilation)
+    stride = BlockSpec.stride  # no room to stride: 1
     if may_stride and min(h, w) // dims["stride"].largest >= min_side:
         stride = dims["stride"].suggest(trial, f"{prefix}stride")
     if kind == "mbconv":
@@ -48,7 +49,7 @@ def sample_block(trial, dims: dict, prefix: str, h: int, w: int, min_side: int, 
             padding = k // 2 * d
         pick["padding"] = padding
     h, w = conv_side(h, k, stride, padding, d), conv_side(w, k, stride, padding, d)
-    pool, pool_size = "none", 2
+    pool, pool_size = BlockSpec.pool, BlockSpec.pool_size  # no room to pool: none
     if may_pool and min(h, w) // dims["pool_size"].largest >= min_side:
         pool = dims["pool"].suggest(trial, f"{prefix}pool")
         if pool != "none":

@@ -20,6 +20,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -165,8 +166,8 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
     into Optuna's RDB models, so pyproject.toml pins Optuna below 6; tests/test_storage.py
     compares the result with set_user_attr's on SQLite and PostgreSQL.
     """
-    backend = getattr(trial.storage, "_backend", trial.storage)
-    trial_id = getattr(trial, "_trial_id", None)
+    backend = rdb_backend(trial.storage)
+    trial_id = getattr(trial, "_trial_id", None)  # private: see "Optuna's private names" below
     dialect = _upsert_dialect(backend)
     if dialect is None or trial_id is None or not attrs:
         for key, value in attrs.items():
@@ -182,12 +183,12 @@ def set_finished_trial_user_attrs(study: optuna.Study, trial: optuna.trial.Froze
     """User attributes on a trial that has already finished, which Optuna's API refuses:
     what ``finalize`` learns about a trial after the search. Same rows as set_user_attr."""
     backend, dialect = require_rdb_for_finished_trials(study)
-    _upsert_user_attrs(backend, dialect, trial._trial_id, attrs, running_only=False)
+    _upsert_user_attrs(backend, dialect, trial_id_of(trial), attrs, running_only=False)
 
 
 def require_rdb_for_finished_trials(study: optuna.Study) -> tuple[RDBStorage, str]:
     """The storage and SQL dialect set_finished_trial_user_attrs needs, or RecipeError."""
-    backend = getattr(study._storage, "_backend", study._storage)
+    backend = rdb_backend(storage_of(study))
     dialect = _upsert_dialect(backend)
     if dialect is None:
         raise RecipeError("finalize records its results in the study: that needs a SQLite or PostgreSQL storage")
@@ -233,7 +234,7 @@ def _upsert_user_attrs(backend: RDBStorage, dialect: str, trial_id: int, attrs: 
 def count_trials(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
     """How many of the study's trials (every worker's) are in ``states``: one COUNT query on
     an RDB storage, instead of reading every unfinished trial with its params and attrs."""
-    backend = getattr(study._storage, "_backend", study._storage)
+    backend = rdb_backend(storage_of(study))
     if not isinstance(backend, RDBStorage):
         return len(study.get_trials(deepcopy=False, states=states))
     from optuna.storages._rdb import models
@@ -241,7 +242,7 @@ def count_trials(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
     session = backend.scoped_session()
     try:
         return (session.query(sqlalchemy.func.count(models.TrialModel.trial_id))
-                .filter(models.TrialModel.study_id == study._study_id)
+                .filter(models.TrialModel.study_id == study._study_id)  # private: see below
                 .filter(models.TrialModel.state.in_(states)).scalar())
     finally:
         session.close()
@@ -297,7 +298,7 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         self.seen: list[int] = []
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.seen.append((trial.number, will_retry(trial, self._max_retry)))
+        self.seen.append((trial.number, will_retry(trial, self._max_retry)))  # our own __init__'s argument
         super().__call__(study, trial)
 
 
@@ -337,3 +338,54 @@ def study_lock(url: str, name: str):
                 conn.commit()
     finally:
         engine.dispose()
+
+
+# --- Optuna's private names: the one module that uses them -----------------------------------
+# Optuna 5.0 has no public way to do what each of these does. pyproject.toml pins Optuna below 6,
+# and tests/test_storage.py::test_the_optuna_internals_cnnsearch_uses_exist names the one that
+# is gone if an upgrade removes any. Also private, in this module only: ``optuna.storages._rdb``
+# (its table models, for one-statement upserts and a COUNT query; its logger's name) and
+# ``Study._study_id`` (the rows' study key), ``Trial._cached_frozen_trial`` (updated after that
+# upsert, so that ``trial.user_attrs`` sees it) and the retry callback's ``_max_retry``.
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study reads and writes (``Study._storage``). Needed to read one trial
+    by its id and to reach the heartbeat's retry callback, which Optuna only offers there."""
+    return study._storage
+
+
+def rdb_backend(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """The RDB storage under Optuna's caching wrapper (``_CachedStorage._backend``), or the
+    storage itself: the SQL engine lives there."""
+    return getattr(storage, "_backend", storage)
+
+
+def trial_id_of(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The storage's key of a trial (``_trial_id``): a storage addresses trials by it, and a
+    trial's number is unique only within its study."""
+    return trial._trial_id
+
+
+def cached_trials(study: optuna.Study, states: tuple[TrialState, ...]) -> list[optuna.trial.FrozenTrial]:
+    """``study.get_trials(deepcopy=False, states=states)`` from Optuna's per-trial cache
+    (``Study._get_trials(use_cache=True)``), which the sampler has usually filled already:
+    no storage read inside a trial. Falls back to the public read if that is gone."""
+    try:
+        return study._get_trials(
+            states=states,
+            deepcopy=False, use_cache=True,  # pragma: no mutate (copies and the cache: speed, the same trials)
+        )
+    except (AttributeError, TypeError):
+        return study.get_trials(
+            states=states,
+            deepcopy=False,  # pragma: no mutate (copies: speed, the same trials)
+        )
+
+
+def non_domination_ranks(points: np.ndarray) -> np.ndarray:
+    """Each point's non-domination rank, 0 for the Pareto front, every coordinate minimised
+    (ties share a rank). Optuna's fast non-dominated sort (``_fast_non_domination_rank``,
+    what NSGA-II and ``Study.best_trials`` use): the project's one Pareto implementation."""
+    from optuna.study._multi_objective import _fast_non_domination_rank
+
+    return _fast_non_domination_rank(np.asarray(points, dtype=float))

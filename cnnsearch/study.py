@@ -16,6 +16,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -84,12 +85,26 @@ def _left_empty(study: optuna.Study) -> bool:
     return "data" not in study.user_attrs and not study.get_trials(deepcopy=False)
 
 
+@dataclass(frozen=True)
+class Seat:
+    """A worker's place in a study: the study, and what its trials record of the worker."""
+
+    study: optuna.Study
+    sampler_seed: int  # the seed of this worker's sampler (``sampler_seed``)
+    worker: str  # this worker's name: an index, or index@host:pid for a plain run resuming
+
+
 def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
+    """``open_worker``'s study."""
+    return open_worker(recipe, storage, worker=worker).study
+
+
+def open_worker(recipe: Recipe, storage, *, worker: str = "0") -> Seat:
     """Create the recipe's study or resume it; refuse one made by a different recipe.
 
     ``worker`` names this worker (an index, or index@host:pid); with the trials already in
-    the study it seeds the sampler (``sampler_seed``), and ``study.sampler_seed`` says
-    which seed, for the objective to record on each trial. The study's early-stopping
+    the study it seeds the sampler (``sampler_seed``), and the returned seat says which
+    seed, for the objective to record on each trial. The study's early-stopping
     fingerprint is fixed when it is made (``user_attrs["fingerprint"]``), so that a later
     version that computes fingerprints otherwise never splits its trials into strangers."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=, metric names
@@ -103,7 +118,6 @@ def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
         worker = f"0@{socket.gethostname()}:{os.getpid()}"
     seed = sampler_seed(recipe.seed, len(trials), worker)
     study.sampler = make_sampler(recipe.sampler, seed)
-    study.sampler_seed, study.worker_identity = seed, worker
     if study.metric_names != list(recipe.objectives):
         study.set_metric_names(list(recipe.objectives))
     if (empty or "recipe" not in study.user_attrs) and study.user_attrs.get("recipe") != recipe.to_dict():
@@ -112,7 +126,7 @@ def open_study(recipe: Recipe, storage, *, worker: str = "0") -> optuna.Study:
         # a study made before fingerprints were stored: its trials' own (the latest), else the recipe's
         recorded = [t.user_attrs["fingerprint"] for t in trials if "fingerprint" in t.user_attrs]
         study.set_user_attr("fingerprint", recorded[-1] if recorded else recipe.fingerprint())
-    return study
+    return Seat(study=study, sampler_seed=seed, worker=worker)
 
 
 def _directions(recipe: Recipe) -> list[optuna.study.StudyDirection]:

@@ -209,6 +209,49 @@ def train(model: nn.Module, data: ImageData, config: TrainConfig | None = None, 
     raise AssertionError("unreachable")  # pragma: no mutate (never reached: both attempts return or raise)
 
 
+def _warmup_then_decay(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The peak learning rate reached linearly over the first 10% of the steps, then decayed
+    linearly to 0 at the last step (a schedule that ends inside the brief budget)."""
+    warmup = max(1, total_steps // 10)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup + 1))))
+
+
+def _progress_bar(total_steps: int):
+    from tqdm.auto import tqdm
+
+    # pragma: no mutate start (display only)
+    return tqdm(total=total_steps, unit="step", leave=False, desc="train", position=1, dynamic_ncols=True)
+    # pragma: no mutate end
+
+
+def _epoch(model, data, x_train: torch.Tensor, order: torch.Tensor, *, batch: int, steps: int,
+           opt: torch.optim.Optimizer, sched, cfg: TrainConfig, gen: torch.Generator, between_steps, bar) -> torch.Tensor:
+    """One epoch's ``steps`` optimizer steps over ``order``; the summed loss, on the device
+    (read once per epoch: no host sync per step)."""
+    device = x_train.device
+    model.train()
+    loss_sum = torch.zeros((), device=device)  # pragma: no mutate (device=: the same tensor on a CPU; a GPU run needs it)
+    for step in range(steps):
+        check_interrupt()  # a Ctrl-C whose KeyboardInterrupt something swallowed
+        between_steps()
+        idx = order[step * batch:(step + 1) * batch]
+        xb, yb = data.prepare(x_train[idx]), data.y_train[idx]  # normalised, then augmented
+        if cfg.augment:
+            xb = augment(xb, gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(xb)
+        loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)  # pragma: no mutate (zeroed or dropped gradients: the same step, a speed choice)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach()
+        if bar is not None:
+            bar.update(1)  # pragma: no mutate (display only)
+    return loss_sum
+
+
 def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
     torch.manual_seed(cfg.seed)
     cuda = device.type == "cuda"
@@ -223,19 +266,11 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
     batch = max(1, min(batch, n))
     steps_per_epoch = n // batch  # drop the ragged last batch: fixed shapes, stable BN statistics
     total_steps = max(1, steps_per_epoch * cfg.epochs)
-    warmup = max(1, total_steps // 10)
     opt = _optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / (total_steps - warmup + 1))))
+    sched = _warmup_then_decay(opt, total_steps)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     result = TrainResult(TrainStatus.OK, device=str(device), batch_size=batch)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        # pragma: no mutate start (display only)
-        bar = tqdm(total=total_steps, unit="step", leave=False, desc="train", position=1, dynamic_ncols=True)
-        # pragma: no mutate end
+    bar = _progress_bar(total_steps) if progress else None
     train_time = 0.0
     eval_batch = cfg.eval_batch_size  # halved for good once it runs out of memory
     # steps pause while a local worker times a network (quiet.py); on a GPU the queued
@@ -245,26 +280,9 @@ def _train(model, data, cfg, device, batch, on_epoch, progress) -> TrainResult:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             paused = slot.paused_s
-            model.train()
             order = torch.randperm(n, device=device, generator=gen)
-            loss_sum = torch.zeros((), device=device)  # pragma: no mutate (device=: the same tensor on a CPU; a GPU run needs it)
-            for step in range(steps_per_epoch):
-                check_interrupt()  # a Ctrl-C whose KeyboardInterrupt something swallowed
-                slot.between_steps()
-                idx = order[step * batch:(step + 1) * batch]
-                xb, yb = data.prepare(x_train[idx]), data.y_train[idx]  # normalised, then augmented
-                if cfg.augment:
-                    xb = augment(xb, gen)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                    out = model(xb)
-                loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing)
-                opt.zero_grad(set_to_none=True)  # pragma: no mutate (zeroed or dropped gradients: the same step, a speed choice)
-                loss.backward()
-                opt.step()
-                sched.step()
-                loss_sum += loss.detach()
-                if bar is not None:
-                    bar.update(1)  # pragma: no mutate (display only)
+            loss_sum = _epoch(model, data, x_train, order, batch=batch, steps=steps_per_epoch, opt=opt, sched=sched,
+                              cfg=cfg, gen=gen, between_steps=slot.between_steps, bar=bar)
             train_loss = loss_sum.item() / max(1, steps_per_epoch)  # the epoch's one host sync
             if cuda:
                 torch.cuda.synchronize()

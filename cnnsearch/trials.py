@@ -1,8 +1,9 @@
 """What a finished trial *is*: its status, whether it is feasible, and the Pareto set.
 
 The writing side (``objective.py``, ``study.py``) and the reading side (``report.py``,
-``plots.py``, the CLI) both depend on this module, and it depends on nothing of ours, so
-the two sides agree on the vocabulary without importing each other.
+``plots.py``, the CLI) both depend on this module, and it depends on nothing of ours but
+the Pareto sort (``storage.non_domination_ranks``, Optuna's), so the two sides agree on the
+vocabulary without importing each other.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
+
+from .storage import non_domination_ranks
 
 
 class Status(StrEnum):
@@ -53,7 +57,7 @@ def pareto_mask(points: Sequence[Sequence[float]], directions: Sequence[str]) ->
 
     ``directions`` holds "maximize" / "minimize" per coordinate.
     """
-    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
-    loss = [[s * float(v) for s, v in zip(signs, p)] for p in points]
-    return [not any(all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p)) for q in loss)
-            for p in loss]
+    if not points:
+        return []
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    return [bool(rank == 0) for rank in non_domination_ranks(np.asarray(points, dtype=float) * signs)]

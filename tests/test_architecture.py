@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cnnsearch"
 READING = {"report", "results", "report_page", "plots", "finalize", "cli", "cli_args", "cli_show", "cli_format", "runner", "__main__"}
 WRITING = {"objective", "study", "storage", "train", "latency", "data", "build", "shapes", "blocks", "stages", "spec",
            "space", "recipe", "hparams", "trials", "ops", "errors", "interrupt", "export", "early_stopping",
-           "recovery", "quiet", "version", "baselines", "latency_server", "latency_remote"}
+           "recovery", "quiet", "version", "baselines", "objectives", "latency_server", "latency_remote"}
 
 
 def imports_of(path: Path) -> set[str]:
@@ -77,3 +77,61 @@ def test_the_checker_sees_imports_in_all_their_forms(tmp_path):
 def test_no_module_is_over_400_lines():
     long = {p.name: n for p in PACKAGE.glob("*.py") if (n := len(p.read_text().splitlines())) > 400}
     assert not long, f"split these: {long}"
+
+
+# --- Optuna's private names: storage.py only ---------------------------------------------------
+# private-looking names of other libraries that are not Optuna's: the standard library's
+# documented ones, and torch's nn.Module._modules (the children a generated network's forward
+# indexes, as torch's own containers do)
+DOCUMENTED_PRIVATE = {"_exit", "_asdict", "_replace", "_fields", "_missing_", "_value_", "_name_", "_modules"}
+
+
+def ours(tree: ast.AST) -> set[str]:
+    """Private names cnnsearch defines itself: functions, classes, module names, self._x."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return {n for n in names if n.startswith("_")}
+
+
+def private_uses(path: Path, defined: set[str]) -> list[str]:
+    """What ``path`` uses of another library's private names, and attributes it sets on a study."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            parts = node.module.split(".")
+            if any(p.startswith("_") for p in parts[1:]) or any(a.name.startswith("_") for a in node.names):
+                found.append(f"{where}: from {node.module} import ...")
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if node.attr not in defined and node.attr not in DOCUMENTED_PRIVATE:
+                found.append(f"{where}: .{node.attr}")
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                for t in target.elts if isinstance(target, ast.Tuple) else [target]:
+                    if (isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                            and t.value.id == "study" and t.attr != "sampler"):  # Study.sampler is public
+                        found.append(f"{where}: study.{t.attr} set")
+    return found
+
+
+def test_private_optuna_names_are_used_in_storage_py_only():
+    trees = {p: ast.parse(p.read_text()) for p in PACKAGE.glob("*.py")}
+    defined = set().union(*(ours(t) for t in trees.values()))
+    found = [use for p in sorted(trees) if p.name != "storage.py" for use in private_uses(p, defined)]
+    assert not found, f"private Optuna names belong in storage.py, each with its reason: {found}"
+
+
+def test_the_private_name_check_sees_what_it_must(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("from optuna.study._multi_objective import x\nfrom optuna import _imports\n"
+                      "def f(study, t):\n    study.seed, n[study.x] = 1, 0\n    study.sampler = 2\n    return t._trial_id, os._exit\n")
+    assert [u.split(": ", 1)[1] for u in private_uses(source, set())] == [
+        "from optuna.study._multi_objective import ...", "from optuna import ...", "study.seed set", "._trial_id"]

@@ -31,6 +31,7 @@ from cnnsearch.study import (
     infeasible_summary,
     make_sampler,
     open_study,
+    open_worker,
     run_worker,
     sampler_seed,
 )
@@ -708,18 +709,19 @@ def test_sampler_seeds():
 def test_open_study_creates_then_resumes_with_another_seed(tmp_path):
     recipe = recipe_file(tmp_path, seed=11, objectives=["accuracy", "params"])
     storage = optuna.storages.InMemoryStorage()
-    study = open_study(recipe, storage)
-    assert study.sampler_seed == 11 and study.worker_identity == "0"
+    seat = open_worker(recipe, storage)
+    study = seat.study
+    assert seat.sampler_seed == 11 and seat.worker == "0"
     assert isinstance(study.sampler, optuna.samplers.TPESampler)
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     assert study.metric_names == ["accuracy", "params"]
     assert study.user_attrs["recipe"]["seed"] == 11
-    second = open_study(recipe, storage, worker="2")
-    assert second.worker_identity == "2" and second.sampler_seed == sampler_seed(11, 0, "2")
+    second = open_worker(recipe, storage, worker="2")
+    assert second.worker == "2" and second.sampler_seed == sampler_seed(11, 0, "2")
     study.add_trial(optuna.trial.create_trial(values=[0.5, 1.0]))
-    resumed = open_study(recipe, storage)
-    assert resumed.worker_identity == f"0@{os.uname().nodename}:{os.getpid()}"
-    assert resumed.sampler_seed == sampler_seed(11, 1, resumed.worker_identity) != 11
+    resumed = open_worker(recipe, storage)
+    assert resumed.worker == f"0@{os.uname().nodename}:{os.getpid()}"
+    assert resumed.sampler_seed == sampler_seed(11, 1, resumed.worker) != 11
 
 
 def test_open_study_refuses_other_objectives_and_another_recipe(tmp_path):

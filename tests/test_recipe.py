@@ -56,7 +56,7 @@ def test_cli_search_bad_recipe_is_one_line(tmp_path):
     result = run_cli("search", str(path))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {path}: limits.max_parms: unknown key "
-                                                  "(allowed: max_params, max_flops, max_latency_ms)"]
+                                                  "(allowed: max_params, max_flops, max_memory_bytes, max_latency_ms)"]
     assert not (tmp_path / "tiny.db").exists()  # nothing was created for a bad recipe
 
 

@@ -143,7 +143,7 @@ def test_defaults(tmp_path):
     # the batch size the space's; latency of one image on one cpu thread in torch; no limits
     assert recipe.train == TrainSection(epochs=5, batch_size=None, device="auto", augment=False)
     assert recipe.latency == LatencySection(device="cpu", batch_size=1, threads=1, runtime="torch")
-    assert recipe.limits == Limits(max_params=None, max_flops=None, max_latency_ms=None)
+    assert recipe.limits == Limits(max_params=None, max_flops=None, max_latency_ms=None, max_memory_bytes=None)
     assert recipe.early_stopping == EarlyStopping(enabled=False, margin=0.0, rungs=(1 / 6, 1 / 3, 2 / 3),
                                                   keep=1 / 3, min_epoch=1)
     # an empty table is the same as none
@@ -337,7 +337,8 @@ def test_meaning_is_everything_but_the_budget_flattened(tmp_path):
               "sampler": "random", "data.val_fraction": 0.3, "data.test_fraction": 0.2, "data.seed": 0,
               "train.epochs": 3, "train.batch_size": None, "train.device": "auto", "train.augment": True,
               "latency.device": "cpu", "latency.batch_size": 2, "latency.threads": 1, "latency.runtime": "torch",
-              "limits.max_params": 99, "limits.max_flops": None, "limits.max_latency_ms": None}
+              "limits.max_params": 99, "limits.max_flops": None, "limits.max_latency_ms": None,
+              "limits.max_memory_bytes": None}
     data = dict(seed=4, sampler="random", data={"val_fraction": 0.3}, train={"epochs": 3, "augment": True},
                 latency={"batch_size": 2}, limits={"max_params": 99}, trials=3, max_consecutive_failures=2,
                 storage="sqlite:////x.db", artifacts="/y")

@@ -79,3 +79,54 @@ def test_reading_a_study_from_a_missing_database_file_creates_no_file(tmp_path):
     with pytest.raises(RecipeError, match=r"^study 'ghost' not found: .*none\.db does not exist"):
         load_existing_study(f"sqlite:///{tmp_path / 'none.db'}", "ghost")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_optuna_internals_cnnsearch_uses_exist(tmp_path):
+    """storage.py's private Optuna names, each checked where it lives: an Optuna upgrade that
+    removes one fails here, naming it, instead of deep inside a search."""
+    import inspect
+
+    import numpy as np
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from cnnsearch.storage import cached_trials, non_domination_ranks, rdb_backend, storage_of, trial_id_of
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'i.db'}"))
+    trial = study.ask()
+    missing = [name for name, there in [
+        ("Study._storage", hasattr(study, "_storage")),
+        ("Study._study_id", hasattr(study, "_study_id")),
+        ("Study._get_trials(use_cache=)", "use_cache" in inspect.signature(getattr(study, "_get_trials", id)).parameters),
+        ("_CachedStorage._backend", hasattr(study._storage, "_backend")),
+        ("Trial._trial_id", hasattr(trial, "_trial_id")),
+        ("Trial._cached_frozen_trial", hasattr(trial, "_cached_frozen_trial")),
+        ("RetryHeartbeatStaleTrialCallback._max_retry", hasattr(RetryHeartbeatStaleTrialCallback(2), "_max_retry")),
+    ] if not there]
+    try:
+        from optuna.storages._rdb import models
+        missing += [f"_rdb.models.{m}" for m in ("TrialModel", "TrialUserAttributeModel") if not hasattr(models, m)]
+    except ImportError:
+        missing.append("optuna.storages._rdb.models")
+    try:
+        from optuna.study._multi_objective import _fast_non_domination_rank  # noqa: F401
+    except ImportError:
+        missing.append("optuna.study._multi_objective._fast_non_domination_rank")
+    assert not missing, f"Optuna {optuna.__version__} lacks what cnnsearch/storage.py uses: {missing}"
+    # and the wrappers do what they say
+    study.tell(trial, 1.0)
+    assert isinstance(rdb_backend(storage_of(study)), optuna.storages.RDBStorage)
+    assert storage_of(study).get_trial(trial_id_of(trial)).number == trial.number
+    assert [t.number for t in cached_trials(study, (TrialState.COMPLETE,))] == [0]
+    assert non_domination_ranks(np.array([[1, 2], [2, 1], [2, 2], [1, 2], [3, 3]])).tolist() == [0, 0, 1, 0, 2]
+
+
+@pytest.mark.parametrize("points, directions, front", [
+    ([], ["maximize", "minimize"], []),
+    ([(0.9, 5.0), (0.8, 4.0), (0.8, 6.0), (0.9, 5.0)], ["maximize", "minimize"], [True, True, False, True]),
+    ([(1.0, 1.0, 1.0), (0.5, 0.5, 2.0)], ["maximize", "minimize", "maximize"], [True, True]),
+    ([(1.0, 2.0), (1.0, 3.0)], ["minimize", "minimize"], [True, False]),
+])
+def test_the_pareto_mask_is_optunas_front(points, directions, front):
+    from cnnsearch.trials import pareto_mask
+
+    assert pareto_mask(points, directions) == front
