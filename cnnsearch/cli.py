@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import latency_server
 from .cli_args import Parser, UsageError, checked_seed, workers_count
 from .cli_format import human
 from .cli_show import cmd_show
@@ -166,7 +167,7 @@ def cmd_finalize(args) -> int:
     from .recipe import check_runnable
 
     recipe, study = _study_of(args, weights=True)
-    check_runnable(recipe)
+    check_runnable(recipe, timing=False)  # finalize times nothing: its latency server may be off
     check_writable(recipe.artifacts, create="artifacts" not in study.user_attrs or recipe.storage.startswith("sqlite"))
     seeds = args.seeds if args.seeds is not None else DEFAULT_SEEDS
     if not args.json:
@@ -314,6 +315,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (instead of the recipe's)")
     p.add_argument("--study", help="study name (with --storage)")
     p.set_defaults(func=cmd_finalize)
+
+    p = sub.add_parser("latency-server", help="time ONNX models on this machine for studies elsewhere "
+                                              "(GET /device, POST /measure?shape=...; runs without torch)")
+    latency_server.add_arguments(p)
+    p.set_defaults(func=latency_server.serve)
 
     p = sub.add_parser("demo", help="the embedded default end to end: digits study, status, export")
     p.set_defaults(func=cmd_demo)

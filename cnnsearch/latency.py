@@ -22,8 +22,6 @@ from __future__ import annotations
 import io
 import os
 import platform
-import statistics
-import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 
@@ -31,6 +29,7 @@ import torch
 from torch import nn
 
 from .interrupt import check as check_interrupt
+from .latency_server import cpu_name, device_fingerprint, run_protocol, summary
 from .quiet import device_key, quiet_machine
 
 
@@ -46,6 +45,7 @@ class Latency:
     runtime: str = "torch"  # "torch" (eager PyTorch) or "onnxruntime"
     rounds: int = 1  # median_ms is the lowest of the rounds' medians; iqr_ms is that same round's
     round_medians_ms: list = field(default_factory=list)
+    server: str = ""  # the latency server that timed it (latency_remote.py); "" for this process
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,16 +54,7 @@ class Latency:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)  # pragma: no mutate (which GPU: only a machine with several can tell)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return name
+    return cpu_name()
 
 
 RUNTIMES = ("torch", "onnxruntime")
@@ -78,17 +69,22 @@ def fingerprint(device: torch.device, threads: int, runtime: str = "torch") -> d
         "threads": threads,
         "cpus": os.cpu_count(),
         "runtime": runtime,
+        "os": platform.system(),
+        "arch": platform.machine(),
     }
-    if runtime == "onnxruntime":
-        import onnxruntime
-
-        found["onnxruntime"] = onnxruntime.__version__
+    if runtime == "onnxruntime":  # what a latency server on this machine would report
+        found.update(device_fingerprint(threads))
     return found
 
 
 def onnx_session(model: nn.Module, x: torch.Tensor, threads: int):
     """``model`` exported to ONNX (in memory) and opened in a CPU onnxruntime session with
     ``threads`` intra-op threads, sequential execution, all graph optimisations."""
+    return onnx_export(model, x, threads)[1]
+
+
+def onnx_export(model: nn.Module, x: torch.Tensor, threads: int = 1):
+    """(the ONNX model's bytes, a session of it that ran ``x`` once)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -112,7 +108,7 @@ def onnx_session(model: nn.Module, x: torch.Tensor, threads: int):
                 providers=["CPUExecutionProvider"],  # pragma: no mutate (a CPU build's one provider: any name falls back to it)
             )
             session.run(None, {session.get_inputs()[0].name: x.cpu().numpy()})  # e.g. a dilated padding="same" conv, which the first cannot run
-            return session
+            return buffer.getvalue(), session
         except Exception:
             if dynamo:
                 raise
@@ -159,11 +155,6 @@ def _machine_lock(device: str | None):
         os.close(fd)
 
 
-def _quartiles(samples: list[float]) -> tuple[float, float, float]:
-    q1, q2, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-    return q1, q2, q3
-
-
 def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | torch.device = "cpu",
             batch_size: int = 1, threads: int = 1, warmup_s: float = 0.1, min_runs: int = 30,
             max_runs: int = 2000, time_cap_s: float = 3.0, rel_iqr: float = 0.10, lock: bool = True,
@@ -208,78 +199,32 @@ def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | tor
             model.to(memory_format=torch.contiguous_format)
     # the lowest round median: noise from elsewhere on the machine only ever adds time
     # (timeit's advice), and a median per round already ignores a single slow group
-    stats = [_quartiles(samples) for samples in per_round]
-    q1, med, q3 = min(stats, key=lambda q: q[1])
-    return Latency(med, q3 - q1, sum(map(len, per_round)), group, settled, batch_size,
+    s = summary(per_round, group, settled)
+    return Latency(s["median_ms"], s["iqr_ms"], s["runs"], group, settled, batch_size,
                    fingerprint(device, threads, runtime), runtime, rounds=rounds,
-                   round_medians_ms=[q[1] for q in stats])
+                   round_medians_ms=s["round_medians_ms"])
 
 
 def _time(call, cuda: torch.device | None, warmup_s: float, min_runs: int, max_runs: int, time_cap_s: float,
           rel_iqr: float, rounds: int, pause_s: float) -> tuple[list[list[float]], int, bool]:
-    """The protocol: warm-up, then ``rounds`` rounds a pause apart, each of groups of ~5 ms
-    until IQR/median <= rel_iqr or its share of the time cap. ``max_runs`` and ``time_cap_s``
-    are shared evenly among the rounds, ``min_runs`` too but with at least 10 per round
-    (settling is checked every 10 samples). Returns (per-call ms of each group, per round;
-    calls per group; every round settled)."""
-    # warm-up: allocator, kernels selection, caches; also sizes the call groups. A GPU
-    # needs longer: on an H200 the first 0.1 s of batch-1 calls ran 35% slow (clocks
-    # and host launch path still ramping up), so it gets >= 0.5 s, synchronised per
+    """The protocol (``latency_server.run_protocol``, which a latency server runs too): on a
+    GPU, CUDA events around each group, a synchronisation after each warm-up call."""
+    # a GPU needs a longer warm-up: on an H200 the first 0.1 s of batch-1 calls ran 35% slow
+    # (clocks and host launch path still ramping up), so it gets >= 0.5 s, synchronised per
     # call so that the time is the GPU's and not how fast the host can queue work
-    warmup_s = max(warmup_s, 0.5) if cuda else warmup_s  # pragma: no mutate (GPU only)
-    start = time.perf_counter()
-    calls = 0
-    while time.perf_counter() - start < warmup_s or calls < 3:
-        call()
-        if cuda:
-            torch.cuda.synchronize(cuda)
-        calls += 1
-    one = (time.perf_counter() - start) / calls
-    group = max(1, min(1000, round(5e-3 / max(one, 1e-7))))
-    per_round_min = max(10, -(-min_runs // rounds)) if rounds > 1 else min_runs
-    per_round_max = max(per_round_min, max_runs // rounds)
-    result: list[list[float]] = []
-    all_settled = True
-    for r in range(rounds):
-        if r:
-            # another moment of the machine: a burst of load elsewhere that slowed one
-            # round is over by the next, and the lowest round median ignores it
-            time.sleep(pause_s)
-            for _ in range(group):  # caches after the pause: one untimed group
-                call()
-            if cuda:
-                torch.cuda.synchronize(cuda)
-        samples, settled = _round(call, cuda, group, per_round_min, per_round_max, time_cap_s / rounds, rel_iqr)
-        result.append(samples)
-        all_settled = all_settled and settled
-    return result, group, all_settled
+    if cuda is None:
+        return run_protocol(call, warmup_s=warmup_s, min_runs=min_runs, max_runs=max_runs, time_cap_s=time_cap_s,
+                            rel_iqr=rel_iqr, rounds=rounds, pause_s=pause_s, tick=check_interrupt)
 
+    def timed_group(group: int) -> float:  # pragma: no mutate (GPU only)
+        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0.record()
+        for _ in range(group):
+            call()
+        t1.record()
+        t1.synchronize()
+        return t0.elapsed_time(t1) / group
 
-def _round(call, cuda: torch.device | None, group: int, min_runs: int, max_runs: int, time_cap_s: float,
-           rel_iqr: float) -> tuple[list[float], bool]:
-    samples: list[float] = []
-    begin = time.perf_counter()
-    settled = False
-    while len(samples) < max_runs:
-        check_interrupt()  # a Ctrl-C swallowed on its way (the caps can hold a round for seconds)
-        if cuda:
-            t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            t0.record()
-            for _ in range(group):
-                call()
-            t1.record()
-            t1.synchronize()
-            samples.append(t0.elapsed_time(t1) / group)
-        else:
-            t0 = time.perf_counter_ns()
-            for _ in range(group):
-                call()
-            samples.append((time.perf_counter_ns() - t0) / 1e6 / group)
-        if len(samples) >= min_runs and len(samples) % 10 == 0:
-            q1, med, q3 = _quartiles(samples)
-            if (q3 - q1) <= rel_iqr * med:
-                settled = True
-                break
-            if time.perf_counter() - begin > time_cap_s:
-                break
-    return samples, settled
+    return run_protocol(call, warmup_s=max(warmup_s, 0.5), min_runs=min_runs, max_runs=max_runs,
+                        time_cap_s=time_cap_s, rel_iqr=rel_iqr, rounds=rounds, pause_s=pause_s,
+                        sync=lambda: torch.cuda.synchronize(cuda), timed_group=timed_group, tick=check_interrupt)

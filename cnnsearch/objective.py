@@ -35,7 +35,7 @@ from .data import ImageData, load_data
 from .early_stopping import Peer, known_objectives, rung_epochs, should_stop
 from .errors import ShapeError
 from .export import save_weights
-from .latency import measure
+from .latency_remote import LatencyServerError, settle_device, time_candidate
 from .objectives import CHECK, LATENCY, TRAIN, Metric, at_stage
 from .recipe import Recipe
 from .shapes import check
@@ -124,6 +124,7 @@ class Objective:
     # called after each epoch as (trial number, epoch, epochs, val accuracy, seconds into the
     # trial): the runner prints a line for long trials when no bar shows progress
     on_epoch: Callable[[int, int, int, float, float], None] | None = None
+    latency_device: dict | None = None  # the study's (latency_remote.settle_device), once known
 
     @cached_property
     def fingerprint(self) -> str:
@@ -151,6 +152,8 @@ class Objective:
             if database_lost(exc):  # not the candidate's fault: the worker waits, fails and re-queues it
                 raise DatabaseLost(str(exc)) from exc
             record.update(status=Status.ERROR, fail_reason=f"{type(exc).__name__}: {exc}"[:500])
+            if isinstance(exc, LatencyServerError) and exc.retry:  # not the candidate's fault: run_worker re-queues it
+                record["retry"] = "latency server"
             try:
                 record.flush()
             except Exception as lost:
@@ -197,12 +200,14 @@ class Objective:
         self.timings["build"] += clock.lap("build")
         lat = self.latencies.get(spec.digest)
         if lat is None:
-            lat = self.latencies[spec.digest] = measure(
-                model, spec.input, device=r.latency.device, batch_size=r.latency.batch_size,
-                threads=r.latency.threads, runtime=r.latency.runtime)
+            lat = time_candidate(model, spec.input, r.latency)
+            # one front, one device: the study's first figure sets it, another device's fails here
+            self.latency_device = settle_device(trial.study, lat, r.latency.server, self.latency_device, trial.number)
+            self.latencies[spec.digest] = lat
         self.timings["latency"] += clock.lap("latency")
         record.update(latency_ms=lat.median_ms, latency_iqr_ms=lat.iqr_ms,
-                      latency={k: v for k, v in lat.to_dict().items() if k not in ("median_ms", "iqr_ms")})
+                      latency={**{k: v for k, v in lat.to_dict().items() if k not in ("median_ms", "iqr_ms")},
+                               "device": self.latency_device})
         metrics = {**sizes, **{m.name: m.read(lat) for m in at_stage(LATENCY)}}
         over = self._over_limit(trial, record, at_stage(LATENCY), metrics)
         if over is not None:

@@ -7,18 +7,19 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 
-from .report import AXIS_TITLES, pareto_numbers, trained_study
+from .report import AXIS_TITLES, RETIMED, pareto_numbers, trained_study
 from .trials import Status
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
 _HOVER = ("trial %{customdata[0]}<br>%{customdata[1]}<br>accuracy %{y:.4f}<br>latency %{customdata[5]:.3f} ms"
+          " (%{customdata[6]})"
           "<br>params %{customdata[2]:,}<br>FLOPs %{customdata[3]:,}<br>%{customdata[4]}<extra>%{fullData.name}</extra>")
 
 
 def _custom(df: pd.DataFrame) -> list[list]:
     return [[int(r.trial), r.summary, int(r.params) if r.params == r.params else 0,
-             int(r.flops) if r.flops == r.flops else 0, r.status, r.latency_ms]
+             int(r.flops) if r.flops == r.flops else 0, r.status, r.latency_ms, getattr(r, "latency_from", "search")]
             for r in df.itertuples()]
 
 
@@ -64,9 +65,12 @@ def pareto_figure(frames: dict[str, pd.DataFrame], *, x: str = "latency_ms", y: 
             fig.add_trace(go.Scatter(
                 x=bad[x], y=[0.0] * len(bad), mode="markers", name=f"{name}: infeasible",
                 visible="legendonly", marker={"color": "#999999", "size": 7, "symbol": "x"},
-                customdata=[[*c[:4], row.reason, c[5]] for c, row in zip(_custom(bad), bad.itertuples())],
+                customdata=[[*c[:4], row.reason, *c[5:]] for c, row in zip(_custom(bad), bad.itertuples())],
                 hovertemplate=hover, meta={"role": "infeasible", "study": name}))
     title = AXIS_TITLES[x]
+    if x == "latency_ms" and any((df.get("latency_from", pd.Series(dtype=str)) == RETIMED).any()
+                                 for df in frames.values()):  # report.shown_latency's frames
+        title = "latency (ms, median; re-timed side by side at the end of the search where one exists)"
     fig.update_layout(title=f"{y.replace('_', ' ').capitalize()} vs {title.split(' (')[0]} (Pareto front as a step line)",
                       xaxis_title=title, yaxis_title=f"validation {y.replace('_', ' ')}",
                       template="plotly_white", legend={"orientation": "h", "y": -0.2}, height=520)

@@ -23,6 +23,7 @@ from .data import TORCHVISION, loader_defaults, loader_options
 from .errors import RecipeError, SpaceError, not_utf8
 from .hparams import TrainConfig
 from .latency import ONNX_HINT, RUNTIMES
+from .latency_remote import check_server, check_server_url
 from .objectives import LIMITED, OBJECTIVES
 from .space import SearchSpace, parse_space
 from .storage import load_existing_study
@@ -44,6 +45,7 @@ class LatencySection:
     batch_size: int = 1
     threads: int = 1
     runtime: str = "torch"  # or "onnxruntime": exported to ONNX and timed in an onnxruntime session
+    server: str = ""  # a latency server on the target (latency_remote.py): where, not what (device is compared)
 
 
 # [limits]: one optional cap per objective that may be one (objectives.METRICS), None: no cap
@@ -136,8 +138,7 @@ class Recipe:
             if key not in ("root", "download"):  # where a torchvision set is cached: not what it is
                 flat[f"data.{key}"] = value
         for section in ("train", "latency", "limits", "early_stopping"):
-            for key, value in d[section].items():
-                flat[f"{section}.{key}"] = value
+            flat.update({f"{section}.{k}": v for k, v in d[section].items() if f"{section}.{k}" != "latency.server"})
         if not self.early_stopping.enabled:  # switched off, its settings change nothing
             flat = {k: v for k, v in flat.items() if not k.startswith("early_stopping.") or k.endswith(".enabled")}
         return flat
@@ -294,6 +295,7 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
         batch_size=_check(lt.get("batch_size", LatencySection.batch_size), "latency.batch_size", int, low=1),
         threads=_check(lt.get("threads", LatencySection.threads), "latency.threads", int, low=1),
         runtime=_check(lt.get("runtime", LatencySection.runtime), "latency.runtime", str),
+        server=check_server_url(_check(lt["server"], "latency.server", str)) if lt.get("server") else "",
     )
     if latency.runtime not in RUNTIMES:
         raise RecipeError(f"latency.runtime: {latency.runtime!r} is not one of {', '.join(RUNTIMES)}")
@@ -304,6 +306,8 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
                           "(the device the network will be deployed on)")
     if latency.runtime == "onnxruntime" and latency.device != "cpu":
         raise RecipeError(f"latency.runtime: 'onnxruntime' times on the cpu only, not {latency.device!r}")
+    if latency.server and latency.runtime != "onnxruntime":
+        raise RecipeError('latency.server: a latency server times ONNX models: add runtime = "onnxruntime"')
     lm = _section(data, "limits", Limits)
     limits = Limits(**{m.limit: _check(lm.get(m.limit), f"limits.{m.limit}", m.limit_type,  # a count >= 1
                                        low=1 if m.limit_type is int else 0, allow_none=True) for m in LIMITED})
@@ -330,18 +334,17 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
     return recipe
 
 
-def check_runnable(recipe: Recipe) -> None:
-    """What a valid recipe still needs from this machine before a search or finalize
-    starts: its devices, onnxruntime where latency is timed in it, and a folder dataset's
-    folders. (Not checked when a study is only read: a GPU study reports fine on a laptop.)"""
+def check_runnable(recipe: Recipe, *, timing: bool = True) -> None:
+    """What a valid recipe needs from this machine before a search (or, not ``timing``, a finalize):
+    its devices, onnxruntime, its latency server, a folder dataset's folders (not when only read)."""
     import torch
-
     if recipe.latency.runtime == "onnxruntime":
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             raise RecipeError(f"latency.runtime: {ONNX_HINT}") from None
-
+    if recipe.latency.server and timing:  # reachable, the token accepted, the same thread count
+        check_server(recipe.latency)
     for key, device in (("train.device", recipe.train.device), ("latency.device", recipe.latency.device)):
         if device.startswith("cuda"):
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0

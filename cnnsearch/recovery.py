@@ -6,6 +6,7 @@ candidate is lost; ``study.py``'s worker loop and ``runner.py`` call these.
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import time
@@ -134,6 +135,18 @@ def _retry(study: optuna.Study, trial_id: int) -> bool:
     frozen = storage_of(study).get_trial(trial_id)
     RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, frozen)
     return will_retry(frozen, MAX_RETRY)
+
+
+def requeue_failed(study: optuna.Study, trial) -> bool:
+    """A trial that failed for a reason outside its candidate (``user_attrs["retry"]``: its
+    latency server was down), re-queued with the same parameters, at most ``MAX_RETRY``
+    times, without the failure's status and reason; whether it was."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    clean = copy.copy(trial)
+    clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("status", "fail_reason", "retry")}
+    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, clean)
+    return will_retry(trial, MAX_RETRY)
 
 
 def requeued_text(requeued: bool) -> str:

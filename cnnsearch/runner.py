@@ -18,6 +18,7 @@ from .artifacts import check_writable, is_url, settle
 from .baselines import enqueue_baselines, missing_baselines
 from .cli_format import BALANCED_HINT, imbalance
 from .data import load_data
+from .latency_remote import check_worker
 from .objective import Objective
 from .recipe import Recipe, check_runnable
 from .recovery import process_owner, recover_dead_trials
@@ -187,6 +188,7 @@ def _prepare(recipe: Recipe, *, trials: int | None, until: int | None, workers: 
     recipe = replace(recipe, artifacts=settle(existing.user_attrs.get("artifacts") if existing else None,
                                               recipe.artifacts, given=artifacts))
     if existing is not None:
+        check_worker(existing, recipe.latency)  # one front, one device: another device's worker is refused
         for number, why in recover_dead_trials(existing):
             print(f"{prefix}trial {number:>4} failed: {why}", flush=True)
         done = finished_count(existing)
@@ -288,7 +290,7 @@ def remeasure_front(study: optuna.Study, recipe: Recipe, *, passes: int = 2) -> 
     first as ``latency_remeasured_ms``: the front's own latencies, measured side by side.
     Returns (trial, first, re-measured) per member."""
     from .build import build
-    from .latency import measure
+    from .latency_remote import time_candidate
     from .report import trials_frame
     from .spec import ArchSpec
     from .storage import set_finished_trial_user_attrs
@@ -303,9 +305,7 @@ def remeasure_front(study: optuna.Study, recipe: Recipe, *, passes: int = 2) -> 
     best: dict[int, float] = {}
     for _ in range(passes):
         for t, model in models:
-            lat = measure(model, tuple(t.user_attrs["arch"]["input"]), device=recipe.latency.device,
-                          batch_size=recipe.latency.batch_size, threads=recipe.latency.threads,
-                          runtime=recipe.latency.runtime)
+            lat = time_candidate(model, tuple(t.user_attrs["arch"]["input"]), recipe.latency)
             best[t.number] = min(best.get(t.number, math.inf), lat.median_ms)
     for t, _ in models:
         set_finished_trial_user_attrs(study, t, {"latency_remeasured_ms": best[t.number]})

@@ -26,7 +26,13 @@ from .artifacts import ArtifactsLost, wait_for_store
 from .errors import CnnSearchError, FailingTrials, RecipeError
 from .interrupt import check as check_interrupt
 from .recipe import SAMPLERS, Recipe, changed_meaning
-from .recovery import fail_interrupted_trial, outage_deadline, requeued_text, wait_for_database
+from .recovery import (
+    fail_interrupted_trial,
+    outage_deadline,
+    requeue_failed,
+    requeued_text,
+    wait_for_database,
+)
 from .storage import DatabaseLost, count_trials, database_lost
 from .trials import FINISHED, REJECTED, is_feasible
 
@@ -285,6 +291,10 @@ class _Watch:
         if self.on_trial is not None:
             self.on_trial(study, trial)
         if trial.state == TrialState.FAIL:
+            if trial.user_attrs.get("retry"):  # e.g. its latency server was down: the same parameters again
+                again = requeue_failed(study, trial)
+                if self.on_note is not None:
+                    self.on_note(f"trial {trial.number:>4}: {requeued_text(again)} ({trial.user_attrs['retry']} failed)")
             self._failed(trial.user_attrs.get("fail_reason", "no reason recorded"), study=study)
         else:
             self.failures = 0

@@ -3,13 +3,14 @@ amounts per call, so warm-up length, group size, the samples, their statistics, 
 settling rule, the time cap and the thread count are all derivable by hand."""
 
 import os
+import platform
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from cnnsearch import latency
+from cnnsearch import latency, latency_server
 from cnnsearch.latency import device_name, fingerprint, measure
 
 MS = 1_000_000  # ns
@@ -55,7 +56,7 @@ class Scripted(nn.Module):
 @pytest.fixture
 def clock(monkeypatch):
     c = Clock()
-    monkeypatch.setattr(latency, "time", c)
+    monkeypatch.setattr(latency_server, "time", c)
     return c
 
 
@@ -163,7 +164,8 @@ def test_unknown_runtime_and_onnxruntime_on_cuda_are_refused():
 def test_fingerprint_names_what_makes_numbers_comparable():
     found = fingerprint(torch.device("cpu"), 3)
     assert found == {"device": "cpu", "name": device_name(torch.device("cpu")), "torch": torch.__version__,
-                     "threads": 3, "cpus": os.cpu_count(), "runtime": "torch"}
+                     "threads": 3, "cpus": os.cpu_count(), "runtime": "torch", "os": platform.system(),
+                     "arch": platform.machine()}
 
 
 def test_cpu_name_is_the_model_name_from_cpuinfo():
@@ -237,7 +239,7 @@ def test_the_cpu_name_is_everything_after_the_first_colon(monkeypatch):
         assert path == "/proc/cpuinfo"
         return io.StringIO("processor\t: 0\nmodel name\t: Vendor: Model 9 @ 2.0GHz\n")
 
-    monkeypatch.setattr(latency, "open", fake_open, raising=False)
+    monkeypatch.setattr(latency_server, "open", fake_open, raising=False)
     assert device_name(torch.device("cpu")) == "Vendor: Model 9 @ 2.0GHz"
 
 
@@ -263,9 +265,9 @@ def test_a_steady_model_at_the_defaults_takes_ten_samples_a_round(clock):
 def test_without_a_model_name_the_cpu_is_named_by_platform(monkeypatch):
     import io
 
-    monkeypatch.setattr(latency, "open", lambda path, *a, **k: io.StringIO("processor\t: 0\n"), raising=False)
-    monkeypatch.setattr(latency.platform, "processor", lambda: "")
-    monkeypatch.setattr(latency.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(latency_server, "open", lambda path, *a, **k: io.StringIO("processor\t: 0\n"), raising=False)
+    monkeypatch.setattr(latency_server.platform, "processor", lambda: "")
+    monkeypatch.setattr(latency_server.platform, "machine", lambda: "aarch64")
     assert device_name(torch.device("cpu")) == "aarch64"
-    monkeypatch.setattr(latency.platform, "processor", lambda: "arm")
+    monkeypatch.setattr(latency_server.platform, "processor", lambda: "arm")
     assert device_name(torch.device("cpu")) == "arm"

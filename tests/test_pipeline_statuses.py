@@ -17,6 +17,7 @@ import torch
 from optuna.trial import TrialState
 
 import cnnsearch.objective as objective_mod
+from cnnsearch import latency_remote
 from cnnsearch.build import build
 from cnnsearch.errors import FailingTrials, RecipeError
 from cnnsearch.latency import Latency
@@ -115,7 +116,7 @@ class FakeTrain:
 
 def make_objective(recipe, monkeypatch, *, latency_ms=1.0, train=None):
     fake = FakeMeasure(latency_ms)
-    monkeypatch.setattr(objective_mod, "measure", fake)
+    monkeypatch.setattr(latency_remote, "measure", fake)  # what objective's time_candidate calls here
     if train is not None:
         monkeypatch.setattr(objective_mod, "train", train)
     return Objective.create(recipe), fake

@@ -146,3 +146,34 @@ def test_the_pareto_plot_follows_the_recipe_objectives(objective):
     assert sorted(front.x) == sorted(expected) and len(front.x) >= 1
     assert {"params": "parameters", "flops": "FLOPs", "latency_ms": "latency"}[objective] in fig.layout.xaxis.title.text
     assert pareto_axis(["accuracy"]) == "latency_ms" and pareto_axis(None) == "latency_ms"
+
+
+def test_the_report_and_the_pareto_plot_show_the_re_timed_latency_where_one_exists(tmp_path):
+    from cnnsearch.plots import pareto_figure
+    from cnnsearch.report import shown_latency
+    from cnnsearch.report_page import write_report
+
+    first = synthetic_study(3, n=12)
+    df = trials_frame(first)
+    number = int(df[df["pareto"]]["trial"].iloc[0])
+    trials = first.get_trials()
+    trials[number].user_attrs = {**trials[number].user_attrs, "latency_remeasured_ms": 0.01}  # as runner stores it
+    study = optuna.create_study(directions=first.directions)
+    study.set_metric_names(first.metric_names)
+    study.add_trials(trials)
+    shown, retimed = shown_latency(trials_frame(study))
+    assert retimed == 1
+    row = shown[shown["trial"] == number].iloc[0]
+    assert row["latency_ms"] == 0.01 and row["latency_from"] == "re-timed"
+    others = shown[shown["trial"] != number]
+    assert (others["latency_from"] == "search").all() and list(others["latency_ms"]) == list(
+        df[df["trial"] != number]["latency_ms"])
+    fig = pareto_figure({"s": shown})
+    assert "re-timed" in fig.layout.xaxis.title.text
+    trained = next(t for t in fig.data if t.meta["role"] == "trained")
+    assert 0.01 in list(trained.x) and ["re-timed"] == [c[6] for c in trained.customdata if c[0] == number]
+    assert "re-timed" not in pareto_figure({"s": df}).layout.xaxis.title.text  # nothing re-timed: not said
+    html_path, csv_path = write_report([study], tmp_path / "r.html")
+    page = html_path.read_text()
+    assert "1 trial(s) show the figure re-timed side by side at the end of the search" in page
+    assert "latency_from" in page and "latency_remeasured_ms" in csv_path.read_text().splitlines()[0]
