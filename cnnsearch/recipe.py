@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
 import tomllib
-from dataclasses import asdict, dataclass, field, make_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,47 +20,24 @@ from .baselines import Baseline, check_sampler, parse_baselines
 from .data import TORCHVISION, loader_defaults, loader_options
 from .errors import RecipeError, SpaceError, not_utf8
 from .hparams import TrainConfig
-from .latency import ONNX_HINT, RUNTIMES
-from .latency_remote import check_server, check_server_url
-from .objectives import LIMITED, OBJECTIVES
+from .latency import ONNX_HINT
+from .latency_remote import check_server
+from .objectives import OBJECTIVES
+from .recipe_sections import (  # noqa: F401 (the sections are part of a Recipe: importable from here)
+    EarlyStopping,
+    LatencySection,
+    Limits,
+    TrainSection,
+    check_value,
+    parse_early_stopping,
+    parse_latency,
+    parse_limits,
+    parse_train,
+)
 from .space import SearchSpace, parse_space
 from .storage import load_existing_study
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
-
-
-@dataclass(frozen=True)
-class TrainSection:
-    epochs: int = TrainConfig.epochs
-    batch_size: int | None = None  # None: the space's (tuned) batch size
-    device: str = TrainConfig.device
-    augment: bool = TrainConfig.augment
-
-
-@dataclass(frozen=True)
-class LatencySection:
-    device: str = "cpu"  # where the model will be deployed, not where it trains
-    batch_size: int = 1
-    threads: int = 1
-    runtime: str = "torch"  # or "onnxruntime": exported to ONNX and timed in an onnxruntime session
-    server: str = ""  # a latency server on the target (latency_remote.py): where, not what (device is compared)
-
-
-# [limits]: one optional cap per objective that may be one (objectives.METRICS), None: no cap
-Limits = make_dataclass("Limits", [(m.limit, float | None, None) for m in LIMITED], frozen=True)
-
-
-@dataclass(frozen=True)
-class EarlyStopping:
-    """See early_stopping.py: dominance on the known objectives and accuracy, at rungs."""
-
-    # the defaults were picked by replaying early stopping on random-search studies
-    # (benchmarks/search_quality.py, "es_replay"): see docs/benchmarks.md for what they save
-    enabled: bool = False  # off unless asked for: it missed its target (docs/benchmarks.md, "Search quality")
-    margin: float = 0.0  # accuracy points a dominating earlier trial must lead by (0: at least as accurate)
-    rungs: tuple[float, ...] = (1 / 6, 1 / 3, 2 / 3)  # compare after these fractions of the epochs
-    keep: float = 1 / 3  # never stop a trial in this top fraction of its peers (MO-ASHA's 1/eta, eta = 3)
-    min_epoch: int = 1  # never stop before this epoch
 
 
 @dataclass(frozen=True)
@@ -192,85 +167,8 @@ def absolute_url(url: str, base: Path) -> str:
     return url
 
 
-def _check(value: Any, key: str, kind: type | tuple, *, low=None, allow_none=False):
-    if value is None and allow_none:
-        return None
-    ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in (
-        kind if isinstance(kind, tuple) else (kind,)))
-    if not ok:
-        want = {int: "an integer", (int, float): "a number", str: "a string", bool: "true or false"}
-        raise RecipeError(f"{key}: expected {want[kind]}, got {value!r}")  # every caller's kind is here
-    if low is not None and (value < low or (isinstance(value, float) and not math.isfinite(value))):
-        raise RecipeError(f"{key}: {value!r} must be >= {low}")
-    return value
-
-
-def _fraction(value: Any, key: str) -> float:
-    value = float(_check(value, key, (int, float)))
-    if not 0 < value <= 1:
-        raise RecipeError(f"{key}: {value!r} must be in (0, 1]")
-    return value
-
-
-def _rungs(value: Any) -> tuple[float, ...]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise RecipeError(f"early_stopping.rungs: expected a list of fractions of the epochs, e.g. [0.34, 0.67], "
-                          f"got {value!r}")
-    rungs = tuple(_fraction(f, "early_stopping.rungs") for f in value)
-    if any(f >= 1 for f in rungs):
-        raise RecipeError(f"early_stopping.rungs: {list(rungs)!r}: a rung at the end of training stops nothing; "
-                          "use fractions below 1")
-    return rungs
-
-
-def _section(data: dict, key: str, cls):
-    table = data.get(key, {})
-    if not isinstance(table, dict):
-        raise RecipeError(f"{key}: expected a table, got {table!r}")
-    allowed = tuple(cls.__dataclass_fields__)
-    for k in table:
-        if k not in allowed:
-            raise RecipeError(f"{key}.{k}: unknown key (allowed: {', '.join(allowed)})")
-    return table
-
-
-def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recipe:
-    """Validate recipe data; ``base`` resolves relative paths (the recipe's folder)."""
-    top = ("name", "space", "dataset", "data", "objectives", "trials", "seed", "sampler",
-           "max_consecutive_failures", "storage",
-           "artifacts", "train", "latency", "limits", "early_stopping", "baselines", "space_toml")
-    for key in data:
-        if key not in top:
-            raise RecipeError(f"{key}: unknown key (allowed: {', '.join(top[:-1])})")
-    name = _check(data.get("name"), "name", str)
-    if not name or not all(c.isalnum() or c in "-_." for c in name):
-        raise RecipeError(f"name: {name!r} must be letters, digits, '-', '_' or '.'")
-    space = _check(data.get("space"), "space", str)
-    if space_toml is None:
-        space_toml = data.get("space_toml")
-    if space_toml is None:
-        try:
-            space_toml = (base / space).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise RecipeError(f"space: cannot read {base / space} ({exc.strerror})") from None
-        except UnicodeDecodeError as exc:
-            raise RecipeError(f"space: {base / space}: {not_utf8(exc)}") from None
-    dataset = _check(data.get("dataset", Recipe.dataset), "dataset", str)
-    objectives = data.get("objectives", list(Recipe.objectives))
-    if (not isinstance(objectives, (list, tuple)) or not objectives
-            or not all(isinstance(o, str) and o in OBJECTIVES for o in objectives)
-            or len(set(objectives)) != len(objectives)):
-        raise RecipeError(f"objectives: {objectives!r} must be distinct names from {', '.join(OBJECTIVES)}")
-    sampler = _check(data.get("sampler", Recipe.sampler), "sampler", str)
-    if sampler not in SAMPLERS:
-        raise RecipeError(f"sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
-    # every path in a recipe is relative to the recipe's folder: the space, the storage, the
-    # artifacts and a folder: dataset (stored resolved, so the study's copy means the same anywhere)
-    storage = absolute_url(_check(data.get("storage", f"sqlite:///{name}.db"), "storage", str), base)
-    artifacts = parse_location(_check(data.get("artifacts", f"{name}_artifacts"), "artifacts", str), base)
-    if dataset.startswith("folder:") and dataset != "folder:":
-        dataset = f"folder:{(base / Path(dataset[len('folder:'):]).expanduser()).resolve()}"
-    options = data.get("data", {})
+def _dataset_options(options: Any, dataset: str, base: Path) -> dict:
+    """[data]: the options ``dataset``'s loader takes; a torchvision root relative to ``base``."""
     if not isinstance(options, dict):
         raise RecipeError(f"data: expected a table of dataset options, got {options!r}")
     allowed = loader_options(dataset)
@@ -281,51 +179,56 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
             raise RecipeError(f"data.{key}: not an option of {dataset} (allowed: {', '.join(allowed)})")
     if isinstance(options.get("root"), str):  # a torchvision set's folder: relative to the recipe too
         options = {**options, "root": str((base / Path(options["root"]).expanduser()).resolve())}
+    return options
 
-    t = _section(data, "train", TrainSection)
-    train = TrainSection(
-        epochs=_check(t.get("epochs", TrainSection.epochs), "train.epochs", int, low=1),
-        batch_size=_check(t.get("batch_size"), "train.batch_size", int, low=1, allow_none=True),
-        device=_check(t.get("device", TrainSection.device), "train.device", str),
-        augment=_check(t.get("augment", TrainSection.augment), "train.augment", bool),
-    )
-    lt = _section(data, "latency", LatencySection)
-    latency = LatencySection(
-        device=_check(lt.get("device", LatencySection.device), "latency.device", str),
-        batch_size=_check(lt.get("batch_size", LatencySection.batch_size), "latency.batch_size", int, low=1),
-        threads=_check(lt.get("threads", LatencySection.threads), "latency.threads", int, low=1),
-        runtime=_check(lt.get("runtime", LatencySection.runtime), "latency.runtime", str),
-        server=check_server_url(_check(lt["server"], "latency.server", str)) if lt.get("server") else "",
-    )
-    if latency.runtime not in RUNTIMES:
-        raise RecipeError(f"latency.runtime: {latency.runtime!r} is not one of {', '.join(RUNTIMES)}")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", train.device):
-        raise RecipeError(f"train.device: {train.device!r} is not one of auto, cpu, cuda, cuda:N")
-    if not re.fullmatch(r"cpu|cuda(:\d{1,3})?", latency.device):  # where it will run: no guessing
-        raise RecipeError(f"latency.device: {latency.device!r} is not one of cpu, cuda, cuda:N "
-                          "(the device the network will be deployed on)")
-    if latency.runtime == "onnxruntime" and latency.device != "cpu":
-        raise RecipeError(f"latency.runtime: 'onnxruntime' times on the cpu only, not {latency.device!r}")
-    if latency.server and latency.runtime != "onnxruntime":
-        raise RecipeError('latency.server: a latency server times ONNX models: add runtime = "onnxruntime"')
-    lm = _section(data, "limits", Limits)
-    limits = Limits(**{m.limit: _check(lm.get(m.limit), f"limits.{m.limit}", m.limit_type,  # a count >= 1
-                                       low=1 if m.limit_type is int else 0, allow_none=True) for m in LIMITED})
-    es = _section(data, "early_stopping", EarlyStopping)
-    early = EarlyStopping(
-        enabled=_check(es.get("enabled", EarlyStopping.enabled), "early_stopping.enabled", bool),
-        margin=float(_check(es.get("margin", EarlyStopping.margin), "early_stopping.margin", (int, float), low=0)),
-        rungs=_rungs(es.get("rungs", EarlyStopping.rungs)),
-        keep=_fraction(es.get("keep", EarlyStopping.keep), "early_stopping.keep"),
-        min_epoch=_check(es.get("min_epoch", EarlyStopping.min_epoch), "early_stopping.min_epoch", int, low=1),
-    )
+
+def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recipe:
+    """Validate recipe data; ``base`` resolves relative paths (the recipe's folder)."""
+    top = ("name", "space", "dataset", "data", "objectives", "trials", "seed", "sampler",
+           "max_consecutive_failures", "storage",
+           "artifacts", "train", "latency", "limits", "early_stopping", "baselines", "space_toml")
+    for key in data:
+        if key not in top:
+            raise RecipeError(f"{key}: unknown key (allowed: {', '.join(top[:-1])})")
+    name = check_value(data.get("name"), "name", str)
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise RecipeError(f"name: {name!r} must be letters, digits, '-', '_' or '.'")
+    space = check_value(data.get("space"), "space", str)
+    if space_toml is None:
+        space_toml = data.get("space_toml")
+    if space_toml is None:
+        try:
+            space_toml = (base / space).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RecipeError(f"space: cannot read {base / space} ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raise RecipeError(f"space: {base / space}: {not_utf8(exc)}") from None
+    dataset = check_value(data.get("dataset", Recipe.dataset), "dataset", str)
+    objectives = data.get("objectives", list(Recipe.objectives))
+    if (not isinstance(objectives, (list, tuple)) or not objectives
+            or not all(isinstance(o, str) and o in OBJECTIVES for o in objectives)
+            or len(set(objectives)) != len(objectives)):
+        raise RecipeError(f"objectives: {objectives!r} must be distinct names from {', '.join(OBJECTIVES)}")
+    sampler = check_value(data.get("sampler", Recipe.sampler), "sampler", str)
+    if sampler not in SAMPLERS:
+        raise RecipeError(f"sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    # every path in a recipe is relative to the recipe's folder: the space, the storage, the
+    # artifacts and a folder: dataset (stored resolved, so the study's copy means the same anywhere)
+    storage = absolute_url(check_value(data.get("storage", f"sqlite:///{name}.db"), "storage", str), base)
+    artifacts = parse_location(check_value(data.get("artifacts", f"{name}_artifacts"), "artifacts", str), base)
+    if dataset.startswith("folder:") and dataset != "folder:":
+        dataset = f"folder:{(base / Path(dataset[len('folder:'):]).expanduser()).resolve()}"
+    options = _dataset_options(data.get("data", {}), dataset, base)
+
+    train, latency = parse_train(data), parse_latency(data)
+    limits, early = parse_limits(data), parse_early_stopping(data)
     recipe = Recipe(
         name=name, space=space, space_toml=space_toml, dataset=dataset, data=dict(options),
         objectives=tuple(objectives),
-        trials=_check(data.get("trials", Recipe.trials), "trials", int, low=1),
-        seed=_check(data.get("seed", Recipe.seed), "seed", int, low=0),
+        trials=check_value(data.get("trials", Recipe.trials), "trials", int, low=1),
+        seed=check_value(data.get("seed", Recipe.seed), "seed", int, low=0),
         sampler=sampler, storage=storage,
-        max_consecutive_failures=_check(data.get("max_consecutive_failures", Recipe.max_consecutive_failures),
+        max_consecutive_failures=check_value(data.get("max_consecutive_failures", Recipe.max_consecutive_failures),
                                         "max_consecutive_failures", int, low=1), artifacts=artifacts, train=train, latency=latency,
         limits=limits, early_stopping=early, baselines=parse_baselines(data.get("baselines", []), base),
     )

@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cnnsearch"
 READING = {"report", "results", "report_page", "plots", "finalize", "cli", "cli_args", "cli_show", "cli_format", "runner", "__main__"}
 WRITING = {"objective", "study", "storage", "train", "latency", "data", "build", "shapes", "blocks", "stages", "spec",
            "space", "recipe", "hparams", "trials", "ops", "errors", "interrupt", "export", "early_stopping",
-           "recovery", "quiet", "version", "baselines", "objectives", "artifacts", "latency_server",
+           "recovery", "quiet", "version", "baselines", "objectives", "artifacts", "latency_server", "recipe_sections",
            "latency_remote"}
 
 
