@@ -198,16 +198,8 @@ class Objective:
         torch.manual_seed(seed)
         model = build(spec)
         self.timings["build"] += clock.lap("build")
-        lat = self.latencies.get(spec.digest)
-        if lat is None:
-            lat = time_candidate(model, spec.input, r.latency)
-            # one front, one device: the study's first figure sets it, another device's fails here
-            self.latency_device = settle_device(trial.study, lat, r.latency.server, self.latency_device, trial.number)
-            self.latencies[spec.digest] = lat
+        lat = self._latency(trial, spec, model, record)
         self.timings["latency"] += clock.lap("latency")
-        record.update(latency_ms=lat.median_ms, latency_iqr_ms=lat.iqr_ms,
-                      latency={**{k: v for k, v in lat.to_dict().items() if k not in ("median_ms", "iqr_ms")},
-                               "device": self.latency_device})
         metrics = {**sizes, **{m.name: m.read(lat) for m in at_stage(LATENCY)}}
         over = self._over_limit(trial, record, at_stage(LATENCY), metrics)
         if over is not None:
@@ -216,38 +208,13 @@ class Objective:
 
         es = r.early_stopping
         known = known_objectives(r.objectives)
-        known_values = tuple(metrics[o] for o in known)
-        # accuracy is what it compares: without it among the objectives there is nothing to stop for
-        rungs = (rung_epochs(r.train.epochs, es.rungs, es.min_epoch) if es.enabled and "accuracy" in r.objectives
-                 else frozenset())
-        peers = self._peers(trial, known) if rungs else []
         curve: list[float] = []
-
-        started = time.perf_counter()
-
-        def on_epoch(stats) -> bool:
-            del curve[stats.epoch - 1:]  # a run restarted at a smaller batch after an OOM starts over
-            curve.append(stats.val_accuracy)
-            e = stats.epoch
-            if self.on_epoch is not None:
-                self.on_epoch(trial.number, e, r.train.epochs, stats.val_accuracy, time.perf_counter() - started)
-            return e in rungs and should_stop(known_values, stats.val_accuracy, epoch=e, steps=stats.steps, peers=peers,
-                                              margin=es.margin, keep=es.keep)
-
+        on_epoch = self._epoch_watch(trial, tuple(metrics[o] for o in known), known, curve)
         clock.lap("train_setup")  # early stopping's peers
         result = train(model, self.data, cfg, on_epoch=on_epoch, progress=self.progress)
         trained = clock.lap("train_setup")
         self.timings["train"] += trained
-        # train()'s wall time split: epoch 1's training (warm-up, autotuning), later epochs'
-        # training, evaluation; what is left (moving the model, the optimizer) stays set-up
-        epochs = result.epochs
-        split = {"first_epoch": sum(e.train_seconds for e in epochs[:1]),
-                 "later_epochs": sum(e.train_seconds for e in epochs[1:]),
-                 "evaluation": sum(e.seconds - e.train_seconds for e in epochs)}
-        split["paused"] = result.paused_s  # stood aside while a sibling timed a network
-        for name, seconds in split.items():
-            clock.seconds[name] += seconds
-        clock.seconds["train_setup"] -= min(sum(split.values()), trained)
+        _book_training(clock, result, trained)
         record.update(curve=curve, accuracy=result.accuracy, balanced_accuracy=result.balanced_accuracy,
                       train_seconds=result.train_seconds,
                       train_images=round(result.images_per_s * result.train_seconds),
@@ -267,6 +234,42 @@ class Objective:
         record.flush()
         trial.set_constraint(CONSTRAINT, 0.0)
         return self._values(**metrics, **{m.name: m.read(result) for m in at_stage(TRAIN)})
+
+    def _latency(self, trial: optuna.Trial, spec, model: torch.nn.Module, record: _Record):
+        """The candidate's latency (timed once per architecture in this process), recorded."""
+        r = self.recipe
+        lat = self.latencies.get(spec.digest)
+        if lat is None:
+            lat = time_candidate(model, spec.input, r.latency)
+            # one front, one device: the study's first figure sets it, another device's fails here
+            self.latency_device = settle_device(trial.study, lat, r.latency.server, self.latency_device, trial.number)
+            self.latencies[spec.digest] = lat
+        record.update(latency_ms=lat.median_ms, latency_iqr_ms=lat.iqr_ms,
+                      latency={**{k: v for k, v in lat.to_dict().items() if k not in ("median_ms", "iqr_ms")},
+                               "device": self.latency_device})
+        return lat
+
+    def _epoch_watch(self, trial: optuna.Trial, known_values: tuple, known: tuple[str, ...],
+                     curve: list[float]) -> Callable:
+        """train()'s per-epoch callback: records the validation curve, reports progress, and
+        says whether early stopping stops the trial at this epoch (one of its rungs)."""
+        r, es = self.recipe, self.recipe.early_stopping
+        # accuracy is what it compares: without it among the objectives there is nothing to stop for
+        rungs = (rung_epochs(r.train.epochs, es.rungs, es.min_epoch) if es.enabled and "accuracy" in r.objectives
+                 else frozenset())
+        peers = self._peers(trial, known) if rungs else []
+        started = time.perf_counter()
+
+        def on_epoch(stats) -> bool:
+            del curve[stats.epoch - 1:]  # a run restarted at a smaller batch after an OOM starts over
+            curve.append(stats.val_accuracy)
+            e = stats.epoch
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, e, r.train.epochs, stats.val_accuracy, time.perf_counter() - started)
+            return e in rungs and should_stop(known_values, stats.val_accuracy, epoch=e, steps=stats.steps, peers=peers,
+                                              margin=es.margin, keep=es.keep)
+
+        return on_epoch
 
     def _over_limit(self, trial: optuna.Trial, record: _Record, metrics: tuple[Metric, ...],
                     values: dict[str, float]) -> list[float] | None:
@@ -297,3 +300,17 @@ class Objective:
             path = Path(tmp) / f"trial_{trial.number}.safetensors"
             save_weights(model, path)
             return upload(self.recipe.artifacts, path, trial)
+
+
+def _book_training(clock, result, trained: float) -> None:
+    """train()'s wall time split into the clock's phases: epoch 1's training (warm-up,
+    autotuning), later epochs' training, evaluation, pauses (stood aside while a sibling timed
+    a network); what is left of ``trained`` (moving the model, the optimizer) stays set-up."""
+    epochs = result.epochs
+    split = {"first_epoch": sum(e.train_seconds for e in epochs[:1]),
+             "later_epochs": sum(e.train_seconds for e in epochs[1:]),
+             "evaluation": sum(e.seconds - e.train_seconds for e in epochs),
+             "paused": result.paused_s}
+    for name, seconds in split.items():
+        clock.seconds[name] += seconds
+    clock.seconds["train_setup"] -= min(sum(split.values()), trained)
