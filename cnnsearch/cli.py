@@ -255,6 +255,22 @@ def cmd_report(args) -> int:
 def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="cnnsearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _add_show(sub)
+    _add_search(sub)
+    _add_results(sub)
+    _add_finalize(sub)
+    p = sub.add_parser("latency-server", help="time ONNX models on this machine for studies elsewhere "
+                                              "(GET /device, POST /measure?shape=...; runs without torch)")
+    latency_server.add_arguments(p)
+    p.set_defaults(func=latency_server.serve)
+    p = sub.add_parser("demo", help="the embedded default end to end: digits study, status, export")
+    p.set_defaults(func=cmd_demo)
+    _add_export(sub)
+    return parser
+
+
+def _add_show(sub) -> None:
+    """``show``: a spec's table, a space's samples, a dataset's classes."""
     p = sub.add_parser("show", help="shape table of a spec (.json), samples of a space (.toml), or a dataset's "
                                     "classes (digits, shapes, folder:PATH, CIFAR10, ...)")
     p.add_argument("target")
@@ -265,6 +281,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
+
+def _add_search(sub) -> None:
+    """``search``: make or resume a study and run trials."""
     p = sub.add_parser("search", help="create or resume a study and run trials")
     p.add_argument("recipe", nargs="?", help="study recipe (.toml)")
     p.add_argument("--trials", type=int, help="run this many more trials (default: up to the recipe's budget)")
@@ -288,6 +307,9 @@ def make_parser() -> argparse.ArgumentParser:
                         "its input and classes come from the data")
     p.set_defaults(func=cmd_search)
 
+
+def _add_results(sub) -> None:
+    """``status`` and ``report``: a study's results."""
     p = sub.add_parser("status", help="leaderboard and Pareto set of a study")
     p.add_argument("recipe", nargs="?")
     p.add_argument("--storage")
@@ -305,6 +327,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", action="append", help="study name (with --storage); repeat to compare")
     p.set_defaults(func=cmd_report)
 
+
+def _add_finalize(sub) -> None:
+    """``finalize``: retrain a trial longer, several seeds, scored on the test split."""
     p = sub.add_parser("finalize", help="retrain a trial from scratch, longer, several seeds; score it on "
                                         "the held-out test split")
     p.add_argument("recipe", nargs="?", help="study recipe (.toml)")
@@ -316,14 +341,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study name (with --storage)")
     p.set_defaults(func=cmd_finalize)
 
-    p = sub.add_parser("latency-server", help="time ONNX models on this machine for studies elsewhere "
-                                              "(GET /device, POST /measure?shape=...; runs without torch)")
-    latency_server.add_arguments(p)
-    p.set_defaults(func=latency_server.serve)
 
-    p = sub.add_parser("demo", help="the embedded default end to end: digits study, status, export")
-    p.set_defaults(func=cmd_demo)
-
+def _add_export(sub) -> None:
+    """``export``: standalone code and weights of a spec or a trial."""
     p = sub.add_parser("export", help="standalone PyTorch code (+ safetensors weights) of a spec or trial")
     p.add_argument("recipe", nargs="?", help="study recipe (.toml) whose trial to export")
     p.add_argument("--spec", help="export this spec (.json) instead of a study's trial")
@@ -336,7 +356,6 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (instead of the recipe's)")
     p.add_argument("--study", help="study name (with --storage)")
     p.set_defaults(func=cmd_export)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

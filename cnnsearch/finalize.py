@@ -84,9 +84,18 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
         except ArtifactsLost as exc:
             raise FailingTrials(f"artifacts: {recipe.artifacts}: the finalized weights could not be stored "
                                 f"({exc.reason}); nothing was recorded") from None
-    final = {
+    final = _final(epochs=epochs, tests=tests, balanced=balanced, vals=vals, best=best, weights=weights)
+    set_finished_trial_user_attrs(study, trial, {"final": final})
+    return trial.number, final
+
+
+def _final(*, epochs: int, tests: list[float], balanced: list[float], vals: list[float], best: int,
+           weights: str) -> dict:
+    """What finalize records on the trial (``user_attrs["final"]``) and reports: the spread
+    is the sample standard deviation over the seeds (0 for one seed)."""
+    return {
         "epochs": epochs,
-        "seeds": seeds,
+        "seeds": len(tests),
         "test_accuracies": tests,
         "test_accuracy_mean": statistics.fmean(tests),
         "test_accuracy_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
@@ -96,5 +105,3 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
         "best_seed": best,
         "weights": weights,
     }
-    set_finished_trial_user_attrs(study, trial, {"final": final})
-    return trial.number, final

@@ -205,10 +205,7 @@ class Objective:
         if over is not None:
             return over
         record.flush()  # what is about to train, visible to `status` while it trains
-
-        es = r.early_stopping
-        known = known_objectives(r.objectives)
-        curve: list[float] = []
+        es, known, curve = r.early_stopping, known_objectives(r.objectives), []
         on_epoch = self._epoch_watch(trial, tuple(metrics[o] for o in known), known, curve)
         clock.lap("train_setup")  # early stopping's peers
         result = train(model, self.data, cfg, on_epoch=on_epoch, progress=self.progress)

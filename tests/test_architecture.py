@@ -136,3 +136,13 @@ def test_the_private_name_check_sees_what_it_must(tmp_path):
                       "def f(study, t):\n    study.seed, n[study.x] = 1, 0\n    study.sampler = 2\n    return t._trial_id, os._exit\n")
     assert [u.split(": ", 1)[1] for u in private_uses(source, set())] == [
         "from optuna.study._multi_objective import ...", "from optuna import ...", "study.seed set", "._trial_id"]
+
+
+def test_no_function_is_over_60_lines():
+    """A function past 60 lines does more than one job: split it (docs/development.md)."""
+    long = {}
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long[f"{path.name}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert not long, f"split these: {long}"
