@@ -41,6 +41,7 @@ import torch
 from optuna._hypervolume import compute_hypervolume  # Optuna's exact 2-D/N-D hypervolume
 from scipy.stats import kendalltau
 
+from cnnsearch.artifacts import download_weights
 from cnnsearch.build import build
 from cnnsearch.data import load_data
 from cnnsearch.early_stopping import Peer, rung_epochs, should_stop
@@ -48,7 +49,7 @@ from cnnsearch.export import load_weights
 from cnnsearch.finalize import EPOCHS_FACTOR, finalize
 from cnnsearch.objective import Objective
 from cnnsearch.recipe import EarlyStopping, load_recipe
-from cnnsearch.report import download_weights, trial_spec
+from cnnsearch.report import trial_spec
 from cnnsearch.storage import open_storage
 from cnnsearch.study import open_study, run_worker
 from cnnsearch.train import evaluate

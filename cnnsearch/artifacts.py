@@ -265,3 +265,24 @@ def settle(recorded: str | None, wanted: str, *, given: str | None = None) -> st
         raise RecipeError(f"artifacts: the recipe says {wanted}, but the study keeps its weights in {recorded} "
                           "(recorded when it was made); use that, or give the study a new name")
     return recorded
+
+
+def download_weights(artifact_id: str, artifacts: str, path: str | Path, *, what: str) -> None:
+    """Artifact ``artifact_id`` of the store at ``artifacts`` written to ``path`` (replaced
+    if there); ``what`` names it in the RecipeError when the store does not hold it."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    path = Path(path)
+    # Optuna refuses to overwrite: download beside the target, then replace it in one step,
+    # so exporting again (the demo, run twice) overwrites the old weights as it does the code
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        part = Path(tmp) / path.name
+        try:
+            download(artifacts, artifact_id, part)
+        except ArtifactNotFound:
+            if is_url(artifacts):
+                raise RecipeError(f"{what} are not in {artifacts}") from None
+            raise RecipeError(f"{what} are not in {artifacts} (a study made before recipe paths were relative "
+                              "to the recipe kept a relative `artifacts` folder relative to where it ran: move "
+                              "that folder there)") from None
+        os.replace(part, path)

@@ -51,7 +51,7 @@ def cmd_export(args) -> int:
                            seed=checked_seed(args.seed, bits=64))
         what = f"{spec.summary} ({check(spec).params:,} params)"
     else:
-        from .report import export_trial
+        from .exporting import export_trial
 
         recipe, study = _study_of(args, weights=True)
         _outputs(args.output, args.weights)

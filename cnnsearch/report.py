@@ -7,9 +7,6 @@ without plotly, and the CLI's ``status`` and ``export --trial`` share it.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -189,53 +186,3 @@ def pick_trial(study: optuna.Study, which: str) -> optuna.trial.FrozenTrial:
 
 def trial_spec(trial: optuna.trial.FrozenTrial) -> ArchSpec:
     return ArchSpec.from_dict(trial.user_attrs["arch"])  # validated again: stored data is input too
-
-
-def download_weights(artifact_id: str, artifacts: str, path: str | Path, *, what: str) -> None:
-    from optuna.artifacts.exceptions import ArtifactNotFound
-
-    from .artifacts import download, is_url
-
-    path = Path(path)
-    # Optuna refuses to overwrite: download beside the target, then replace it in one step,
-    # so exporting again (the demo, run twice) overwrites the old weights as it does the code
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        part = Path(tmp) / path.name
-        try:
-            download(artifacts, artifact_id, part)
-        except ArtifactNotFound:
-            if is_url(artifacts):
-                raise RecipeError(f"{what} are not in {artifacts}") from None
-            raise RecipeError(f"{what} are not in {artifacts} (a study made before recipe paths were relative "
-                              "to the recipe kept a relative `artifacts` folder relative to where it ran: move "
-                              "that folder there)") from None
-        os.replace(part, path)
-
-
-def export_trial(study: optuna.Study, *, which: str, artifacts: str, output: str | Path,
-                 class_name: str = "Net", weights: str | Path | None = None) -> tuple[Path, str]:
-    """Write the picked trial's network as code (and its weights: finalize's best seed when
-    the trial was finalized, else the search's); returns the code's path and one line that
-    says what was exported. The code takes raw images when the study stored its data
-    description (every study since the test split), else normalised ones."""
-    from .export import export_files
-
-    trial = pick_trial(study, which)
-    spec = trial_spec(trial)
-    data = study.user_attrs.get("data")
-    out = export_files(spec, output, class_name=class_name, data=data)
-    a = trial.user_attrs
-    final = a.get("final")
-    if final:
-        source = (f"finalized weights (best of {final['seeds']} seeds, {final['epochs']} epochs): test accuracy "
-                  f"{final['test_accuracy_mean']:.4f} +- {final['test_accuracy_std']:.4f}")
-    else:
-        source = f"the search's weights: validation accuracy {a['accuracy']:.4f} (not finalized)"
-    if weights:
-        download_weights(final["weights"] if final else a["weights"], artifacts, weights,
-                         what=f"weights of trial {trial.number}")
-    else:
-        source = "no weights asked for (--weights FILE); " + source
-    raw = "raw images in [0, 1]" if data else "normalised images (a study from before data descriptions)"
-    return out, (f"trial {trial.number} {spec.summary}, {a['latency_ms']:.3f} ms, {a['params']:,} params; "
-                 f"{source}; takes {raw}")

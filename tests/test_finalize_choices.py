@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from cnnsearch import finalize as finalize_module
+from cnnsearch.artifacts import download_weights
 from cnnsearch.cli import main
 from cnnsearch.finalize import finalize
 from cnnsearch.recipe import load_recipe
-from cnnsearch.report import download_weights
 from cnnsearch.results import open_study
 from cnnsearch.train import EpochStats, Evaluation, TrainResult, TrainStatus
 from tests.study_helpers import write_recipe

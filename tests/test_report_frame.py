@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 from cnnsearch import ArchSpec, RecipeError, build
 from cnnsearch.export import save_weights
+from cnnsearch.exporting import export_trial
 from cnnsearch.report import (
-    export_trial,
     leaderboard,
     pareto_numbers,
     pick_trial,
