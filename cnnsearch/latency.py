@@ -6,14 +6,14 @@ with a synchronisation; on a CPU, a fixed and recorded thread count and
 runs repeat until the interquartile range is within ``rel_iqr`` of the median or the
 round's share of ``time_cap_s`` passes; the result says whether every round settled. The
 figure is the lowest round median: load elsewhere on the machine only ever adds time, so
-a round it slowed is ignored (three rounds: spread <= 0.05 over repeated measurements on a
-quiet 2-core machine, <= 0.10 with a core busy, 10 runs of 10 each). Each timed sample
+a round it slowed is ignored (the spread this reaches is measured by benchmarks/latency.py:
+docs/benchmarks.md). Each timed sample
 groups enough calls to last about 5 ms, so the timer's own cost and scheduler jitter on
 sub-millisecond models do not dominate the spread.
 
 ``runtime="onnxruntime"`` times the network where it will be deployed: exported to ONNX
-(the TorchScript-based exporter: ~20 ms per small network, against ~1 s for the dynamo
-one) and run in an onnxruntime session on the CPU with the same thread count, under the
+(the TorchScript-based exporter, much faster per small network than the dynamo one) and
+run in an onnxruntime session on the CPU with the same thread count, under the
 same protocol and lock. onnxruntime is an optional dependency (``cnnsearch[onnx]``).
 """
 
