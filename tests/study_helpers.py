@@ -102,3 +102,23 @@ def load(recipe: Path, name: str = "tiny", storage: str | None = None) -> optuna
 
 __all__ = ["FIRST_EPOCH_RUNG", "PG_URL", "ROOT", "load", "new_study", "perfect_peer", "run_recipe", "wait_for",
            "write_recipe"]
+
+
+def outage(relay, proc, lines: list, *, noticed: str | None = None, hold_s: float = 0.0) -> tuple[str, str]:
+    """Cut ``relay`` (a database or store behind it) under the running worker ``proc``, whose
+    stdout a reader thread (``proc.reader``) collects into ``lines``. With ``noticed``: wait
+    until the worker says it, keep it down ``hold_s`` more, restore it; without: leave it
+    down. Then wait for the worker's end: (its stdout, its stderr). The worker is killed and
+    the relay cut whatever happens."""
+    try:
+        relay.cut()
+        if noticed is not None:
+            wait_for(lambda: any(noticed in line for line in lines), timeout=240)
+            time.sleep(hold_s)
+            relay.restore()
+        proc.wait(timeout=300)
+        proc.reader.join(timeout=10)
+        return "".join(lines), proc.stderr.read()
+    finally:
+        proc.kill()
+        relay.cut()

@@ -26,7 +26,7 @@ from cnnsearch.recipe import load_recipe
 from cnnsearch.storage import open_storage
 from cnnsearch.study import open_study, record_data, run_worker
 from tests.conftest import ROOT
-from tests.study_helpers import PG_URL, wait_for, write_recipe
+from tests.study_helpers import PG_URL, outage, wait_for, write_recipe
 
 
 class Outage:
@@ -225,18 +225,9 @@ def _worker_in_trial_1(tmp_path, *, prefix, trials, retry_s, lines=None):
 def test_a_database_that_comes_back_costs_only_the_trial_it_interrupted(tmp_path):
     lines = []
     relay, name, proc = _worker_in_trial_1(tmp_path, prefix="outage", trials=2, retry_s=60, lines=lines)
-    try:
-        relay.cut()
-        # down until the worker has noticed (at its next write, at the latest when the trial ends)
-        wait_for(lambda: any("the database stopped answering" in line for line in lines), timeout=240)
-        time.sleep(1.5)  # a retry or two against the closed port
-        relay.restore()
-        proc.wait(timeout=300)
-        proc.reader.join(timeout=10)
-        out, err = "".join(lines), proc.stderr.read()
-    finally:
-        proc.kill()
-        relay.cut()
+    # down until the worker has noticed (at its next write, at the latest when the trial ends),
+    # then a retry or two against the closed port
+    out, err = outage(relay, proc, lines, noticed="the database stopped answering", hold_s=1.5)
     assert proc.returncode == 0, out + err[-3000:]
     assert "Traceback" not in err and "Exception in thread" not in err, err
     assert "the database stopped answering" in out and "trial    1 failed: the database connection was lost" in out

@@ -22,7 +22,7 @@ from cnnsearch.data import load_data
 from cnnsearch.recipe import load_recipe
 from tests.conftest import ROOT
 from tests.s3_helpers import s3  # noqa: F401  (the fixture)
-from tests.study_helpers import PG_URL, new_study, wait_for, write_recipe
+from tests.study_helpers import PG_URL, new_study, outage, wait_for, write_recipe
 from tests.test_database_outage import Relay
 
 
@@ -155,16 +155,7 @@ def _worker_behind_a_relay(s3, tmp_path, *, trials, retry_s, lines):  # noqa: F8
 def test_a_store_that_comes_back_costs_only_the_trial_it_interrupted(s3, tmp_path):  # noqa: F811
     lines = []
     relay, url, bucket, proc = _worker_behind_a_relay(s3, tmp_path, trials=2, retry_s=60, lines=lines)
-    try:
-        relay.cut()
-        wait_for(lambda: any("the artifact store stopped answering" in line for line in lines), timeout=240)
-        relay.restore()
-        proc.wait(timeout=300)
-        proc.reader.join(timeout=10)
-        out, err = "".join(lines), proc.stderr.read()
-    finally:
-        proc.kill()
-        relay.cut()
+    out, err = outage(relay, proc, lines, noticed="the artifact store stopped answering")
     assert proc.returncode == 0, out + err[-3000:]
     assert "Traceback" not in err, err
     assert "trial    1 failed: the artifact store refused its weights (" in out and "re-queued" in out, out
@@ -180,14 +171,7 @@ def test_a_store_that_comes_back_costs_only_the_trial_it_interrupted(s3, tmp_pat
 def test_a_store_that_stays_away_stops_the_search_in_one_line(s3, tmp_path):  # noqa: F811
     lines = []
     relay, url, bucket, proc = _worker_behind_a_relay(s3, tmp_path, trials=3, retry_s=3, lines=lines)
-    try:
-        relay.cut()
-        proc.wait(timeout=300)
-        proc.reader.join(timeout=10)
-        err = proc.stderr.read()
-    finally:
-        proc.kill()
-        relay.cut()
+    _, err = outage(relay, proc, lines)
     assert proc.returncode == 1, err
     assert err.count("\n") == 1 and err.startswith(f"error: the study's artifact store s3://{bucket}/w has not "
                                                    "answered for 3 s"), err

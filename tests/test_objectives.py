@@ -60,14 +60,6 @@ def test_memory_over_its_limit_is_never_trained(tmp_path, monkeypatch):
     assert measure.calls == [] and train.cfgs == []
 
 
-def test_memory_at_its_limit_trains(tmp_path, monkeypatch):
-    _, table = fixed_sizes(recipe_file(tmp_path))
-    recipe = recipe_file(tmp_path, extra=f"[limits]\nmax_memory_bytes = {table.peak_activation_bytes}\n")
-    objective, _ = make_objective(recipe, monkeypatch, train=FakeTrain())
-    _, t = one_trial(recipe, objective)
-    assert t.user_attrs["status"] == "ok" and t.constraints == {"infeasible": 0.0}
-
-
 @pytest.mark.parametrize("value, message", [
     ("0", "limits.max_memory_bytes: 0 must be >= 1"),
     ("1.5", "limits.max_memory_bytes: expected an integer, got 1.5"),

@@ -161,9 +161,10 @@ def test_params_over_the_limit_are_rejected_untrained_and_unmeasured(tmp_path, m
     assert "latency_ms" not in t.user_attrs and "accuracy" not in t.user_attrs
 
 
-def test_params_at_the_limit_and_flops_at_the_limit_pass(tmp_path, monkeypatch):
+def test_sizes_at_their_limits_pass(tmp_path, monkeypatch):
     spec, table = fixed_sizes(recipe_file(tmp_path))
-    recipe = recipe_file(tmp_path, extra=f"[limits]\nmax_params = {table.params}\nmax_flops = {table.flops}\n")
+    recipe = recipe_file(tmp_path, extra=f"[limits]\nmax_params = {table.params}\nmax_flops = {table.flops}\n"
+                                         f"max_memory_bytes = {table.peak_activation_bytes}\n")
     objective, _ = make_objective(recipe, monkeypatch, train=FakeTrain())
     _, t = one_trial(recipe, objective)
     assert t.user_attrs["status"] == "ok" and t.constraints == {"infeasible": 0.0}
