@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import FailingTrials, RecipeError
+from .interrupt import check as check_interrupt
 
 # how long a worker waits for an artifact store that stopped answering before it stops
 ARTIFACTS_RETRY_S = float(os.environ.get("CNNSEARCH_ARTIFACTS_RETRY_S", "120"))
@@ -207,6 +208,7 @@ def wait_for_store(location: str, exc: ArtifactsLost, *, on_note: Callable[[str]
     deadline, last = time.monotonic() + ARTIFACTS_RETRY_S, exc.reason
     while True:
         time.sleep(1.0)
+        check_interrupt()  # Ctrl-C while waiting stops the wait, as it does the database's
         try:
             check_writable(location, create=False)
             return
@@ -249,13 +251,19 @@ def download(location: str, artifact_id: str, path: Path) -> None:
         raise RecipeError(f"artifacts: {location}: cannot read the weights ({describe(exc)})") from None
 
 
-def settle(recorded: str | None, wanted: str, *, given: str | None = None) -> str:
+def settle(recorded: str | None, wanted: str, *, given: str | None = None, made: bool = True) -> str:
     """The location a run on an existing study uses: the one it recorded when it was made
     (``recorded``), whatever the recipe here computes; a study made before locations were
     recorded keeps using the recipe's (``wanted``). ``--artifacts`` (``given``) that names
-    another location than the recorded one is refused: a study's weights live in one place."""
+    another location than the recorded one (or, for such an old study, the recipe's) is
+    refused: a study's weights live in one place. ``made``: False for a study not made yet."""
+    if recorded is None and not made:
+        return given or wanted  # a new study: it records this
     if recorded is None:
-        return given or wanted
+        if given and given != wanted:  # new weights there, old ones here: export would look in one place only
+            raise RecipeError(f"--artifacts: {given}, but this study was made before studies recorded where their "
+                              f"weights live, and keeps them in the recipe's {wanted}; leave --artifacts out")
+        return wanted
     if given:
         if given != recorded:
             raise RecipeError(f"--artifacts: {given}, but the study keeps its weights in {recorded} (recorded "

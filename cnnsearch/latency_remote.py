@@ -79,13 +79,21 @@ def _loopback(url: str) -> bool:
         return False
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a 3xx is an error here: the token is never sent on to another address
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def call(server: str, path: str, *, body: bytes | None = None, timeout: float = TIMEOUT_S) -> dict:
     """One request to ``server``; LatencyServerError with the reason when it fails."""
     request = urllib.request.Request(server + path, data=body, method="POST" if body is not None else "GET",
                                      headers={"Authorization": f"Bearer {token()}",
                                               "Content-Type": "application/octet-stream"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) only: checked)
+        with _OPENER.open(request, timeout=timeout) as response:  # http(s) only: check_server_url
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:

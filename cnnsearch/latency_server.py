@@ -8,11 +8,11 @@ target's fingerprint (CPU model, cores, OS/arch, onnxruntime version and provide
 figures under the same protocol (``run_protocol``) and the fingerprint.
 
 Every request needs ``Authorization: Bearer <token>`` (401 otherwise; constant-time compare).
-It binds 127.0.0.1 unless told otherwise; a body over ``--max-mb`` is 413, one without a
-length 411; reads time out; a body that is not an ONNX model, or whose tensors refer to
-external data files, is 400 and the server goes on. Models are loaded from the request's
-bytes, never written anywhere. Measurements run one at a time (a queue of 8 places, 503
-beyond): the target is never timed twice at once.
+It binds 127.0.0.1 unless told otherwise; at most 32 connections; a request must arrive within
+30 s; a body over ``--max-mb`` is 413, one without a length 411; a body that is not an ONNX
+model, refers to external data files or runs over 10 s is 400, and the server goes on. Models
+are loaded from the request's bytes, never written anywhere. Measurements run one at a time
+(8 more may wait, 503 beyond): the target is never timed twice at once.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from urllib.parse import parse_qs, urlsplit
 
 TOKEN_ENV = "CNNSEARCH_LATENCY_TOKEN"
 MAX_MB = 64  # the largest model accepted, in MiB (a small CNN is well under 10)
-READ_TIMEOUT_S = 30.0  # a client that stops sending mid-request is dropped after this
+READ_TIMEOUT_S = 30.0  # a client's whole request (headers and body) must arrive within this
+MAX_CONNECTIONS = 32  # beyond: closed at once (a flood of slow clients holds no more threads)
+RUN_LIMIT_S = 10.0  # one inference longer than this is refused (a model that never ends: a Loop)
 
 
 def quartiles(samples: list[float]) -> tuple[float, float, float]:
@@ -140,9 +142,10 @@ class BadModel(ValueError):
     """A request body that is not a self-contained ONNX model (-> 400)."""
 
 
-def _fields(buf: bytes, depth: int):
-    """(field number, wire type, value) of one protobuf message; values of wire type 2 as bytes."""
-    if depth > 64:
+def _fields(buf: memoryview, depth: int):
+    """(field number, wire type, value) of one protobuf message; values of wire type 2 as
+    zero-copy views (nested messages cost no memory)."""
+    if depth > 32:
         raise BadModel("not an ONNX model (nested too deep)")
     i, n = 0, len(buf)
 
@@ -179,7 +182,7 @@ _SCHEMA = {
 }
 
 
-def _external(buf: bytes, kind: str, depth: int = 0) -> bool:
+def _external(buf: memoryview, kind: str, depth: int = 0) -> bool:
     """Whether any tensor in this message refers to data outside the model (TensorProto's
     ``external_data`` (13) or ``data_location`` (14) = EXTERNAL): conservative, every tensor
     in graphs, subgraphs, attributes, sparse tensors and functions is looked at."""
@@ -194,9 +197,10 @@ def _external(buf: bytes, kind: str, depth: int = 0) -> bool:
 
 def check_model(body: bytes) -> None:
     """BadModel unless ``body`` parses as an ONNX ModelProto with a graph and no external data."""
-    if not any(number == 7 and wire == 2 for number, wire, _ in _fields(body, 0)):
+    view = memoryview(body)
+    if not any(number == 7 and wire == 2 for number, wire, _ in _fields(view, 0)):
         raise BadModel("not an ONNX model (no graph)" if body else "empty body: send the ONNX model's bytes")
-    if _external(body, "model"):
+    if _external(view, "model"):
         raise BadModel("the model refers to external data files: send a self-contained model")
 
 
@@ -239,10 +243,16 @@ class Timer:
             if len(inputs) != 1 or inputs[0].type != "tensor(float)":
                 raise BadModel("the model must take one float tensor")
             feed = {inputs[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+            limit = ort.RunOptions()
+            stop = threading.Timer(RUN_LIMIT_S, setattr, (limit, "terminate", True))
+            stop.start()
             try:
-                session.run(None, feed)
+                session.run(None, feed, limit)
             except Exception as exc:
-                raise BadModel(f"the model does not run on shape {','.join(map(str, shape))}: {_line(exc)}") from None
+                over = f"one run takes over {RUN_LIMIT_S:g} s" if limit.terminate else _line(exc)
+                raise BadModel(f"the model does not run on shape {','.join(map(str, shape))}: {over}") from None
+            finally:
+                stop.cancel()
             t0 = time.perf_counter()
             per_round, group, settled = run_protocol(lambda: session.run(None, feed), **self.protocol)
             timing_s = time.perf_counter() - t0
@@ -258,6 +268,21 @@ def _line(exc: BaseException) -> str:
 class Handler(BaseHTTPRequestHandler):
     server_version = "cnnsearch-latency/1"
     timeout = READ_TIMEOUT_S  # per socket read: a stalled client does not hold a thread forever
+
+    def setup(self) -> None:
+        super().setup()  # the whole request within READ_TIMEOUT_S: a slow client cannot hold a thread
+        self.deadline = threading.Timer(READ_TIMEOUT_S, self._drop)
+        self.deadline.start()
+
+    def _drop(self) -> None:
+        try:
+            self.connection.shutdown(2)  # SHUT_RDWR: the handler's read ends, and with it the request
+        except OSError:
+            pass  # closed meanwhile
+
+    def finish(self) -> None:
+        self.deadline.cancel()
+        super().finish()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
         if not self.server.quiet:
@@ -295,26 +320,28 @@ class Handler(BaseHTTPRequestHandler):
         if not (self._authorised() and self._at("/measure")):
             return
         length = self.headers.get("Content-Length", "")
-        too_big = length.isdigit() and int(length) > self.server.max_bytes
-        if not length.isdigit() or too_big:
+        number = length.isascii() and length.isdigit() and len(length) <= 12
+        too_big = number and int(length) > self.server.max_bytes
+        if not number or too_big:
             self.close_connection = True  # the body is never read
             self._send(413 if too_big else 411, {"error": f"the model is over {self.server.max_bytes // 2**20} MiB"
                                                  if too_big else "a Content-Length is needed (no chunked bodies)"})
             return
-        url = urlsplit(self.path)
-        try:
-            body = self.rfile.read(int(length))
-            if len(body) != int(length):
-                raise BadModel("the body ended before its Content-Length")
-            shape = parse_shape(parse_qs(url.query).get("shape", [None])[0])
-        except BadModel as exc:
-            self._send(400, {"error": str(exc)})
-            return
         timer: Timer = self.server.timer
-        if not timer.places.acquire(blocking=False):
+        if not timer.places.acquire(blocking=False):  # before the body: a full queue holds no bodies
+            self.close_connection = True
             self._send(503, {"error": "the queue of measurements is full; try again"})
             return
         try:
+            try:
+                body = self.rfile.read(int(length))
+            except OSError:  # the client stalled past the read timeout or went away: nobody to answer
+                self.close_connection = True
+                return
+            if len(body) != int(length):
+                raise BadModel("the body ended before its Content-Length")
+            self.deadline.cancel()  # the request is in: the measurement may take its time
+            shape = parse_shape(parse_qs(urlsplit(self.path).query).get("shape", [None])[0])
             self._send(200, timer.measure(body, shape))
         except BadModel as exc:
             self._send(400, {"error": str(exc)})
@@ -331,7 +358,20 @@ class LatencyServer(ThreadingHTTPServer):
                  queue: int = 8, quiet: bool = False, **protocol):
         self.token, self.max_bytes, self.quiet = token, max_bytes, quiet
         self.timer = Timer(threads, queue, **protocol)
+        self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, Handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.connections.acquire(blocking=False):
+            self.shutdown_request(request)  # at the cap: closed at once, no thread
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
 
 
 def read_token(path: str | None) -> str:

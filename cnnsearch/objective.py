@@ -276,7 +276,7 @@ class Objective:
             cap = getattr(self.recipe.limits, m.limit) if m.limit else None
             if cap is not None and values[m.name] > cap:
                 return self._infeasible(trial, record, Status.LIMIT, m.over_limit(values[m.name], cap),
-                                        values[m.name] / cap - 1, **values)
+                                        values[m.name] / cap - 1 if cap else 1.0, **values)  # a cap of 0 ms
         return None
 
     def _peers(self, trial: optuna.Trial, known: tuple[str, ...]) -> list[Peer]:

@@ -35,6 +35,7 @@ class LatencySection:
 
 # [limits]: one optional cap per objective that may be one (objectives.METRICS), None: no cap
 Limits = make_dataclass("Limits", [(m.limit, float | None, None) for m in LIMITED], frozen=True)
+Limits.__module__ = __name__  # where pickle and repr find it (make_dataclass says 'types')
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def parse_latency(data: dict) -> LatencySection:
         batch_size=check_value(lt.get("batch_size", LatencySection.batch_size), "latency.batch_size", int, low=1),
         threads=check_value(lt.get("threads", LatencySection.threads), "latency.threads", int, low=1),
         runtime=check_value(lt.get("runtime", LatencySection.runtime), "latency.runtime", str),
-        server=check_server_url(check_value(lt["server"], "latency.server", str)) if lt.get("server") else "",
+        server=check_server_url(check_value(lt["server"], "latency.server", str)) if lt.get("server", "") != "" else "",
     )
     if latency.runtime not in RUNTIMES:
         raise RecipeError(f"latency.runtime: {latency.runtime!r} is not one of {', '.join(RUNTIMES)}")

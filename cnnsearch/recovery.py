@@ -133,8 +133,9 @@ def _retry(study: optuna.Study, trial_id: int) -> bool:
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     frozen = storage_of(study).get_trial(trial_id)
+    again = will_retry(frozen, MAX_RETRY)  # before: the callback appends to the trial's retry history
     RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, frozen)
-    return will_retry(frozen, MAX_RETRY)
+    return again
 
 
 def requeue_failed(study: optuna.Study, trial) -> bool:
@@ -143,10 +144,12 @@ def requeue_failed(study: optuna.Study, trial) -> bool:
     times, without the failure's status and reason; whether it was."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+    again = will_retry(trial, MAX_RETRY)  # before: the callback appends to the retry history it is given
     clean = copy.copy(trial)
     clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("status", "fail_reason", "retry")}
+    clean.system_attrs = copy.deepcopy(trial.system_attrs)  # the callback's append stays off the caller's trial
     RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, clean)
-    return will_retry(trial, MAX_RETRY)
+    return again
 
 
 def requeued_text(requeued: bool) -> str:

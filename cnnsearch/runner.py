@@ -186,7 +186,7 @@ def _prepare(recipe: Recipe, *, trials: int | None, until: int | None, workers: 
     existing = check_existing(storage, recipe) if storage is not None else None
     # the study's recorded artifacts location, whatever this machine's recipe computes
     recipe = replace(recipe, artifacts=settle(existing.user_attrs.get("artifacts") if existing else None,
-                                              recipe.artifacts, given=artifacts))
+                                              recipe.artifacts, given=artifacts, made=existing is not None))
     if existing is not None:
         check_worker(existing, recipe.latency)  # one front, one device: another device's worker is refused
         for number, why in recover_dead_trials(existing):
@@ -290,7 +290,7 @@ def remeasure_front(study: optuna.Study, recipe: Recipe, *, passes: int = 2) -> 
     first as ``latency_remeasured_ms``: the front's own latencies, measured side by side.
     Returns (trial, first, re-measured) per member."""
     from .build import build
-    from .latency_remote import time_candidate
+    from .latency_remote import device_identity, time_candidate
     from .report import trials_frame
     from .spec import ArchSpec
     from .storage import set_finished_trial_user_attrs
@@ -303,9 +303,12 @@ def remeasure_front(study: optuna.Study, recipe: Recipe, *, passes: int = 2) -> 
              if "arch" in trials[int(n)].user_attrs]  # trials added by hand carry no network
     models = [(t, build(ArchSpec.from_dict(t.user_attrs["arch"]))) for t in front]
     best: dict[int, float] = {}
+    recorded = study.user_attrs.get("latency_device", {}).get("device")
     for _ in range(passes):
         for t, model in models:
             lat = time_candidate(model, tuple(t.user_attrs["arch"]["input"]), recipe.latency)
+            if recorded is not None and device_identity(lat.fingerprint) != recorded:
+                return []  # another device answers now (the server's board changed): its figures stay out
             best[t.number] = min(best.get(t.number, math.inf), lat.median_ms)
     for t, _ in models:
         set_finished_trial_user_attrs(study, t, {"latency_remeasured_ms": best[t.number]})

@@ -55,9 +55,15 @@ def is_feasible(t: optuna.trial.FrozenTrial) -> bool:
 def pareto_mask(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[bool]:
     """Which points no other point dominates (ties kept, as Optuna's ``best_trials``).
 
-    ``directions`` holds "maximize" / "minimize" per coordinate.
+    ``directions`` holds "maximize" / "minimize" per coordinate. A point with a NaN
+    coordinate (a study without that objective) is on no front.
     """
     if not points:
         return []
     signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    return [bool(rank == 0) for rank in non_domination_ranks(np.asarray(points, dtype=float) * signs)]
+    loss = np.asarray(points, dtype=float) * signs
+    placed = ~np.isnan(loss).any(axis=1)  # a point missing a coordinate is on no front and hides none
+    front = np.zeros(len(loss), dtype=bool)
+    if placed.any():
+        front[placed] = non_domination_ranks(loss[placed]) == 0
+    return front.tolist()

@@ -4,7 +4,8 @@
 # on the login node; every node needs the same clone path or its own clone, and a Python with
 # cnnsearch's dependencies: .venv/bin/python, or PYTHON=...):
 #
-#   export STORAGE=postgresql+psycopg://user:pass@db-host:5432/cnnsearch STUDY=cifar10 TRIALS=200
+#   export STORAGE=postgresql+psycopg://user@db-host:5432/cnnsearch STUDY=cifar10 TRIALS=200
+#   export PGPASSWORD=...    # the database's password: never in STORAGE (a command line: ps shows it)
 #   export RECIPE=studies/cifar10.toml ARTIFACTS=s3://my-bucket/cnnsearch/cifar10
 #   export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... AWS_ENDPOINT_URL=https://minio.example:9000
 #   mkdir -p logs && sbatch --export=ALL search/slurm_array.sh

@@ -219,3 +219,30 @@ def test_a_study_made_at_9200455_resumes_keeps_its_fingerprint_and_exports(tmp_p
     code, out, err = cli(capsys, "export", path, "--trial", "1", "-o", tmp_path / "m.py",
                          "--weights", tmp_path / "m.safetensors")
     assert code == 0 and (tmp_path / "m.safetensors").stat().st_size > 0, err
+
+
+def test_a_trial_failed_for_its_latency_server_is_retried_twice_and_says_so():
+    """requeue_failed re-queues the same parameters at most MAX_RETRY times and answers
+    truly each time (Optuna's retry callback appends to the trial's history: it must not
+    make the answer of the last retry wrong, or the trial be re-queued a third time)."""
+    import warnings
+
+    from cnnsearch.recovery import MAX_RETRY, requeue_failed
+
+    study = optuna.create_study()
+
+    def down(trial):
+        trial.suggest_float("x", 0, 1)
+        trial.set_user_attr("retry", "latency server")
+        raise RuntimeError("down")
+
+    answers = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.optimize(down, n_trials=1, catch=(Exception,))
+        for _ in range(MAX_RETRY + 1):
+            answers.append(requeue_failed(study, study.trials[-1]))
+            if study.get_trials(states=(optuna.trial.TrialState.WAITING,)):
+                study.optimize(down, n_trials=1, catch=(Exception,))
+    assert answers == [True] * MAX_RETRY + [False]
+    assert len(study.trials) == MAX_RETRY + 1 and len({t.params["x"] for t in study.trials}) == 1

@@ -390,3 +390,43 @@ def test_a_client_that_stops_sending_is_dropped_and_the_server_goes_on(server, m
         assert s.recv(100) == b""  # closed, not answered
         assert time.monotonic() - t0 < 5
     assert ask(server, "/device")[0] == 200
+
+
+def test_a_slow_client_is_dropped_at_the_request_deadline_and_connections_are_capped(monkeypatch):
+    """A client that trickles its request in (each read within the socket timeout) is dropped
+    once the whole request's deadline passes; connections beyond the cap are closed at once,
+    and the server serves again when they go."""
+    from cnnsearch import latency_server
+
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    monkeypatch.setattr(latency_server, "READ_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(latency_server, "MAX_CONNECTIONS", 2)
+    srv = LatencyServer(("127.0.0.1", 0), TOKEN, quiet=True, **FAST)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port, url = srv.server_address[1], f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            t0, answer = time.monotonic(), None
+            for byte in b"GET /device HTTP/1.1\r\nHost: x\r\n":
+                try:
+                    s.sendall(bytes([byte]))
+                except OSError:
+                    break
+                time.sleep(0.1)
+                if time.monotonic() - t0 > 5:
+                    break
+            try:
+                answer = s.recv(100)
+            except OSError:
+                answer = b""
+            assert answer == b"" and time.monotonic() - t0 < 5  # dropped, not answered
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as third:
+            assert third.recv(100) == b""  # over the cap: closed at once
+        for s in held:
+            s.close()
+        time.sleep(1.5)  # their deadlines free the two places
+        assert ask(url, "/device")[0] == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()

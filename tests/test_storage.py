@@ -125,6 +125,9 @@ def test_the_optuna_internals_cnnsearch_uses_exist(tmp_path):
     ([(0.9, 5.0), (0.8, 4.0), (0.8, 6.0), (0.9, 5.0)], ["maximize", "minimize"], [True, True, False, True]),
     ([(1.0, 1.0, 1.0), (0.5, 0.5, 2.0)], ["maximize", "minimize", "maximize"], [True, True]),
     ([(1.0, 2.0), (1.0, 3.0)], ["minimize", "minimize"], [True, False]),
+    ([(0.9, 5.0), (0.8, float("nan")), (0.7, 1.0)], ["maximize", "minimize"], [True, False, True]),
+    ([(0.9, float("inf")), (0.8, 1.0)], ["maximize", "minimize"], [True, True]),
+    ([(float("nan"), 1.0)], ["maximize", "minimize"], [False]),
 ])
 def test_the_pareto_mask_is_optunas_front(points, directions, front):
     from cnnsearch.trials import pareto_mask
