@@ -83,9 +83,17 @@ def test_a_request_without_the_token_is_401(server, token, scheme):
 
 
 def test_an_oversize_body_is_413_and_a_missing_length_411(server):
-    status, got = ask(server, "/measure?shape=1,1,8,8", b"\0" * (2**20 + 1))
-    assert status == 413 and "1 MiB" in got["error"]
     host, port = server.rsplit(":", 1)
+    # the length alone says it: 413 before a byte of the body is read (a client still sending a
+    # body the server will never read may see its connection reset instead: a race, not tested)
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as s:
+        s.sendall(f"POST /measure?shape=1,1,8,8 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                  f"Content-Length: {2**20 + 1}\r\n\r\n".encode())
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"413" and "1 MiB" in json.loads(payload)["error"]
     with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as s:  # chunked: no length
         s.sendall(f"POST /measure?shape=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
                   "Transfer-Encoding: chunked\r\n\r\n".encode())
