@@ -140,3 +140,17 @@ def test_reference_is_off_by_default_written_out_it_changes_nothing_and_switchin
     assert plain.fingerprint() == explicit.fingerprint() and changed_meaning(plain, explicit) == []
     assert changed_meaning(plain, scaled) == ["latency.reference: False -> True"]
     assert scaled.fingerprint() != plain.fingerprint()
+
+
+def test_a_study_with_reference_records_the_scaled_raw_and_reference_figures(tmp_path):
+    from tests.study_helpers import run_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path, extra="[latency]\nreference = true\n", epochs=1, trials=2))
+    study = run_recipe(recipe, until=2)
+    timed = [t.user_attrs for t in study.trials if "latency_ms" in t.user_attrs]
+    assert timed
+    for attrs in timed:
+        lat = attrs["latency"]
+        assert lat["raw_median_ms"] > 0 and lat["reference_ms"] > 0 and lat["reference_calibration_ms"] > 0
+        assert attrs["latency_ms"] > 0
+    assert study.user_attrs["recipe"]["latency"]["reference"] is True
