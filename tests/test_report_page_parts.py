@@ -1,0 +1,39 @@
+"""The HTML report's parts in process: a table's cells as written, a shape table's caption,
+and the page's figures (plotly.js inlined once, before the first figure). The browser test
+checks the page renders; these pin what it holds. Each was a surviving mutant."""
+
+import pandas as pd
+
+from cnnsearch.report_page import _shape_table, _table, write_report
+from tests.test_report_frame import add, new_study
+
+
+def test_a_table_writes_accuracies_to_four_places_counts_with_commas_and_flags_as_stars():
+    df = pd.DataFrame([{"val_accuracy": 0.91234, "latency_ms": 1.23456, "params": 12345, "pareto": True,
+                        "summary": "c4k3"}])
+    cells = _table(df).split("<tbody>")[1]
+    assert cells == ('<tr><td class="">0.9123</td><td class="">1.235</td><td class="">12,345</td>'
+                     '<td class="">*</td><td class="text">c4k3</td></tr></tbody></table>')
+    assert '<th class="text">summary</th>' in _table(df)
+
+
+def test_a_shape_table_is_captioned_with_the_trials_figures():
+    study = new_study()
+    add(study, acc=0.875, lat=1.5)
+    html = _shape_table(study.trials[0])
+    caption = html.split("</h4>")[0]
+    assert caption == "<h4>trial 0: c4k3 &mdash; accuracy 0.8750, 1.500 ms, 475 params, 3.46k FLOPs, spatial 8-&gt;6"
+    assert '<td class="text">conv1</td><td class="text">conv</td><td class="text">4x6x6</td>' in html
+
+
+def test_the_page_inlines_plotly_once_before_its_first_figure(tmp_path):
+    study = new_study()
+    add(study, acc=0.9, lat=1.0)
+    add(study, acc=0.8, lat=0.5)
+    out, csv = write_report([study], tmp_path / "r.html")
+    page = out.read_text()
+    assert csv.name == "r_s.csv"
+    assert 'id="pareto"' in page and 'id="history"' in page
+    assert page.count("* plotly.js v") == 1 and page.index("* plotly.js v") < page.index('id="pareto"')
+    assert '"responsive": true' in page and '"displaylogo": false' in page
+    assert "<th class=\"\">val_accuracy</th>" in page and ">accuracy</th>" not in page
