@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from cnnsearch import finalize as finalize_module
 from cnnsearch.artifacts import download_weights
 from cnnsearch.cli import main
+from cnnsearch.errors import CnnSearchError
 from cnnsearch.finalize import finalize
 from cnnsearch.recipe import load_recipe
 from cnnsearch.results import open_study
@@ -81,3 +82,17 @@ def test_a_tie_on_validation_keeps_the_first_seed(recipe, scripted, monkeypatch)
     study = open_study(recipe.storage, recipe.name)
     _, final = finalize(study, recipe, which="0", seeds=4, epochs=1)
     assert final["best_seed"] == 0
+
+
+def test_what_is_recorded_says_how_long_and_how_many_seeds(recipe, scripted):
+    study = open_study(recipe.storage, recipe.name)
+    _, final = finalize(study, recipe, which="0", seeds=2, epochs=1)
+    assert (final["epochs"], final["seeds"], final["best_seed"]) == (1, 2, 0)
+
+
+@pytest.mark.parametrize("seeds, epochs", [(0, 1), (1, 0)])
+def test_no_seed_or_no_epoch_is_refused_before_any_training(recipe, scripted, seeds, epochs):
+    study = open_study(recipe.storage, recipe.name)
+    with pytest.raises(CnnSearchError, match=r"^--seeds and --epochs must be at least 1$"):
+        finalize(study, recipe, which="0", seeds=seeds, epochs=epochs)
+    assert scripted == []
