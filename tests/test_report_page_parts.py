@@ -37,3 +37,19 @@ def test_the_page_inlines_plotly_once_before_its_first_figure(tmp_path):
     assert page.count("* plotly.js v") == 1 and page.index("* plotly.js v") < page.index('id="pareto"')
     assert '"responsive": true' in page and '"displaylogo": false' in page
     assert "<th class=\"\">val_accuracy</th>" in page and ">accuracy</th>" not in page
+
+
+def test_the_leaderboard_shows_finalize_s_test_score_and_says_which_latency(tmp_path):
+    study = new_study()
+    add(study, acc=0.9, lat=1.0, final={"test_accuracy_mean": 0.91, "test_accuracy_std": 0.012})
+    add(study, acc=0.8, lat=0.5)
+    page = write_report([study], tmp_path / "r.html")[0].read_text()
+    assert "<td class=\"\">0.9100 +- 0.0120</td>" in page
+    assert "Latency: the search's figures (none re-timed).</p><h3>Leaderboard</h3>" in page
+
+
+def test_a_study_without_a_feasible_trial_says_so(tmp_path):
+    study = new_study()
+    add(study, status="over_limit", acc=0.0, lat=1.0)
+    page = write_report([study], tmp_path / "r.html")[0].read_text()
+    assert "<h3>Leaderboard</h3><p>No feasible trial yet.</p>" in page
