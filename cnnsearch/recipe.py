@@ -37,7 +37,7 @@ from .recipe_sections import (  # noqa: F401 (the sections are part of a Recipe:
 from .space import SearchSpace, parse_space
 from .storage import load_existing_study
 
-SAMPLERS = ("tpe", "nsga2", "random", "gp")
+SAMPLERS = ("tpe", "nsga2", "random", "gp", "evolution")
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ SAMPLER_OPTIONS: dict[str, dict[str, Any]] = {
     "nsga2": {},
     "gp": {},
     "random": {},
+    "evolution": {"population": 12, "tournament": 4},  # evolution.py: local search around the Pareto set
 }
 # what each name constructed before studies recorded it (up to commit 6e0b3b5, which required
 # Optuna 5: TPE's constant liar on; a study made under Optuna 4, before 2917ddc, ran without it)
@@ -63,6 +64,10 @@ def make_sampler(name: str, seed: int, options: dict[str, Any] | None = None) ->
         return optuna.samplers.NSGAIISampler(seed=seed, **kwargs)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, **kwargs)
+    if name == "evolution":
+        from .evolution import EvolutionSampler
+
+        return EvolutionSampler(seed=seed, **kwargs)
     return optuna.samplers.RandomSampler(seed=seed, **kwargs)
 
 
