@@ -14,7 +14,13 @@ through the server with ``cnnsearch search --workers K``, then every trained net
 quietly through the server (interleaved, best of two passes): ``study_tau_vs_quiet``
 (target >= 0.9 with K = 2 on a 2-core machine).
 
-    python benchmarks/latency_server.py [--networks 10] [--study-workers 2 --trials 16]
+``--reference``: everything timed as ``[latency] reference = true`` does (the reference
+network sent with each model, the figure scaled by its calibration), and the in-study raw
+figures' tau too (``study_raw_tau_vs_quiet``). ``--runs N``: N runs in fresh processes, one
+JSON line with every run's taus and how many meet 0.9.
+
+    python benchmarks/latency_server.py [--networks 10] [--study-workers 2 --trials 16] [--reference]
+    python benchmarks/latency_server.py --networks 3 --study-workers 2 --trials 4 --epochs 1   # quick
 """
 
 import argparse
@@ -32,10 +38,12 @@ from statistics import median
 import optuna
 import torch
 from latency_rank import SIZES, spec  # this folder
+from repeat import repeat
 from scipy.stats import kendalltau
 
 from cnnsearch import ArchSpec, build
 from cnnsearch.latency import measure, onnx_export
+from cnnsearch.latency_reference import reference_model
 from cnnsearch.latency_remote import call, measure_remote
 from cnnsearch.latency_server import TOKEN_ENV
 
@@ -54,16 +62,17 @@ def start_server(token_file: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def compare(server: str, networks: int) -> dict:
+def compare(server: str, networks: int, reference: bool) -> dict:
     sizes = SIZES[:networks]
     models = [(s, build(spec(*s)).eval()) for s in sizes]
     here, there, overhead, export = {}, {}, [], []
     for s, model in models:  # interleaved: a slow moment touches both alike
-        here[s] = measure(model, (3, 32, 32), runtime="onnxruntime").median_ms
+        here[s] = measure(model, (3, 32, 32), runtime="onnxruntime", reference=reference).median_ms
         t0 = time.perf_counter()
         body, _ = onnx_export(model, torch.randn(1, 3, 32, 32))
+        ref = reference_model() if reference else b""
         t1 = time.perf_counter()
-        got = call(server, "/measure?shape=1,3,32,32", body=body)
+        got = call(server, "/measure?shape=1,3,32,32" + (f"&reference={len(ref)}" if ref else ""), body=ref + body)
         t2 = time.perf_counter()
         there[s] = got["median_ms"]
         export.append((t1 - t0) * 1e3)
@@ -76,7 +85,7 @@ def compare(server: str, networks: int) -> dict:
             "target_overhead_ms": 50, "export_ms_median": round(median(export), 1)}
 
 
-def study(server: str, workers: int, trials: int, epochs: int) -> dict:
+def study(server: str, workers: int, trials: int, epochs: int, reference: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         recipe = Path(tmp) / "served.toml"
         recipe.write_text(f"""name = "served"
@@ -90,6 +99,7 @@ device = "cpu"
 [latency]
 runtime = "onnxruntime"
 server = "{server}"
+reference = {'true' if reference else 'false'}
 """)
         t0 = time.perf_counter()
         run = subprocess.run([sys.executable, "-m", "cnnsearch", "search", str(recipe), "--workers", str(workers)],
@@ -104,12 +114,16 @@ server = "{server}"
         quiet: dict[int, float] = {}
         for _ in range(2):  # interleaved, best of two: the machine's quiet figure
             for t, model in models:
-                lat = measure_remote(model, tuple(t.user_attrs["arch"]["input"]), server=server)
+                lat = measure_remote(model, tuple(t.user_attrs["arch"]["input"]), server=server, reference=reference)
                 quiet[t.number] = min(quiet.get(t.number, float("inf")), lat.median_ms)
         in_study = [t.user_attrs["latency_ms"] for t, _ in models]
         again = [quiet[t.number] for t, _ in models]
         tau = kendalltau(in_study, again).statistic if len(models) > 1 else None
-        return {"study_workers": workers, "study_trials": len(s.trials), "study_networks": len(models),
+        raw = {}
+        if reference and len(models) > 1:  # the same in-study measurements, unscaled
+            unscaled = [t.user_attrs["latency"]["raw_median_ms"] for t, _ in models]
+            raw = {"study_raw_tau_vs_quiet": round(float(kendalltau(unscaled, again).statistic), 4)}
+        return {**raw, "study_reference": reference,"study_workers": workers, "study_trials": len(s.trials), "study_networks": len(models),
                 "study_seconds": round(seconds, 1),
                 "study_tau_vs_quiet": round(float(tau), 4) if tau is not None else None,
                 "study_max_rel_diff": round(max(abs(x / y - 1) for x, y in zip(in_study, again)), 4)}
@@ -121,7 +135,17 @@ def main():
     parser.add_argument("--study-workers", type=int, default=0, help="also a study with this many workers")
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--reference", action="store_true", help="[latency] reference = true throughout")
+    parser.add_argument("--runs", type=int, default=0, help="run it this many times, each in a fresh process")
     args = parser.parse_args()
+    if args.runs:
+        results = repeat(__file__, sys.argv[1:], args.runs)
+        pick = {k: [r.get(k) for r in results] for k in ("kendall_tau", "overhead_ms_median", "study_tau_vs_quiet",
+                                                         "study_raw_tau_vs_quiet")}
+        print(json.dumps({"benchmark": "latency_server", "runs": len(results), "reference": args.reference,
+                          "study_workers": args.study_workers, **pick,
+                          "study_met": sum((t or 0) >= 0.9 for t in pick["study_tau_vs_quiet"])}))
+        return
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         token = secrets.token_urlsafe(32)
@@ -130,9 +154,9 @@ def main():
         proc, server = start_server(Path(tmp) / "token")
         try:
             result = {"benchmark": "latency_server", "device": call(server, "/device")["name"],
-                      **compare(server, args.networks)}
+                      **compare(server, args.networks, args.reference)}
             if args.study_workers:
-                result.update(study(server, args.study_workers, args.trials, args.epochs))
+                result.update(study(server, args.study_workers, args.trials, args.epochs, args.reference))
         finally:
             proc.kill()
             proc.wait()

@@ -15,6 +15,12 @@ sub-millisecond models do not dominate the spread.
 (the TorchScript-based exporter, much faster per small network than the dynamo one) and
 run in an onnxruntime session on the CPU with the same thread count, under the
 same protocol and lock. onnxruntime is an optional dependency (``cnnsearch[onnx]``).
+
+``reference=True`` (CPU only, onnxruntime needed) makes the figure robust to a host whose
+speed drifts: a fixed reference network (``latency_reference.py``) runs in onnxruntime right
+after each group of the candidate's calls, and the figure is the median of their ratios times
+the reference's quiet calibration (taken once per process and thread count, under the lock:
+the lowest of five round medians). The raw figure stays as ``raw_median_ms``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import torch
 from torch import nn
 
 from .interrupt import check as check_interrupt
-from .latency_server import cpu_name, device_fingerprint, run_protocol, summary
+from .latency_server import calibrate, cpu_name, device_fingerprint, run_protocol, session_options, summary
 from .quiet import device_key, quiet_machine
 
 
@@ -46,6 +52,9 @@ class Latency:
     rounds: int = 1  # median_ms is the lowest of the rounds' medians; iqr_ms is that same round's
     round_medians_ms: list = field(default_factory=list)
     server: str = ""  # the latency server that timed it (latency_remote.py); "" for this process
+    raw_median_ms: float | None = None  # with a reference: the lowest round median, unscaled
+    reference_ms: float | None = None  # with a reference: its median in the same window
+    reference_calibration_ms: float | None = None  # ... and its quiet figure, which scales the ratio
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,11 +100,8 @@ def onnx_export(model: nn.Module, x: torch.Tensor, threads: int = 1):
         raise ImportError(ONNX_HINT) from None
     import warnings
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = session_options(ort, threads)
+    options.log_severity_level = 2  # onnxruntime's warnings shown here, as before
     for dynamo in (False, True):  # the TorchScript-based exporter first: fast, needs no onnxscript
         buffer = io.BytesIO()
         try:
@@ -158,18 +164,19 @@ def _machine_lock(device: str | None):
 def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | torch.device = "cpu",
             batch_size: int = 1, threads: int = 1, warmup_s: float = 0.1, min_runs: int = 30,
             max_runs: int = 2000, time_cap_s: float = 3.0, rel_iqr: float = 0.10, lock: bool = True,
-            runtime: str = "torch", rounds: int = 3, pause_s: float = 0.02) -> Latency:
+            runtime: str = "torch", rounds: int = 3, pause_s: float = 0.02, reference: bool = False) -> Latency:
     """Median latency in ms of ``model`` on one batch of ``input_shape`` images. With
     ``lock``, a machine-wide file lock keeps two local workers from timing at once.
-    ``runtime``: eager ``torch``, or ``onnxruntime`` (CPU only)."""
+    ``runtime``: eager ``torch``, or ``onnxruntime`` (CPU only). ``reference``: scaled by the
+    reference network timed beside it (CPU only; see the module's docstring)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
     if rounds < 1:
         raise ValueError(f"rounds {rounds!r} must be >= 1")
     device = torch.device(device)
     cuda = device.type == "cuda"
-    if runtime == "onnxruntime" and cuda:
-        raise ValueError("runtime 'onnxruntime' times on the cpu only")
+    if (runtime == "onnxruntime" or reference) and cuda:
+        raise ValueError(f"{'reference' if reference else 'runtime onnxruntime'}: times on the cpu only")
     was_training = model.training
     model.eval().to(device)
     x = torch.randn(batch_size, *input_shape, device=device)
@@ -191,30 +198,56 @@ def measure(model: nn.Module, input_shape: tuple[int, ...], *, device: str | tor
         with _machine_lock(str(device) if lock else None), \
                 quiet_machine(device_key(device)) if lock else nullcontext(), \
                 _threads(threads), torch.inference_mode():
-            per_round, group, settled = _time(call, device if cuda else None, warmup_s, min_runs, max_runs,
-                                              time_cap_s, rel_iqr, rounds, pause_s)
+            protocol = dict(warmup_s=warmup_s, min_runs=min_runs, max_runs=max_runs, time_cap_s=time_cap_s,
+                            rel_iqr=rel_iqr, rounds=rounds, pause_s=pause_s)
+            ref, calibration = _reference(threads, protocol) if reference else (None, None)
+            per_round, group, settled, refs = _time(call, device if cuda else None, protocol, ref)
     finally:
         model.train(was_training)
         if cuda:
             model.to(memory_format=torch.contiguous_format)
     # the lowest round median: noise from elsewhere on the machine only ever adds time
     # (timeit's advice), and a median per round already ignores a single slow group
-    s = summary(per_round, group, settled)
+    s = summary(per_round, group, settled, refs, calibration)
     return Latency(s["median_ms"], s["iqr_ms"], s["runs"], group, settled, batch_size,
                    fingerprint(device, threads, runtime), runtime, rounds=rounds,
-                   round_medians_ms=s["round_medians_ms"])
+                   round_medians_ms=s["round_medians_ms"], raw_median_ms=s.get("raw_median_ms"),
+                   reference_ms=s.get("reference_ms"), reference_calibration_ms=calibration)
 
 
-def _time(call, cuda: torch.device | None, warmup_s: float, min_runs: int, max_runs: int, time_cap_s: float,
-          rel_iqr: float, rounds: int, pause_s: float) -> tuple[list[list[float]], int, bool]:
+_REFERENCES: dict[int, tuple] = {}  # threads -> (one run of the reference network, its calibration in ms)
+
+
+def _reference(threads: int, protocol: dict):
+    """The reference network's session on ``threads`` threads and its quiet calibration,
+    made once per process (under the caller's lock: no local sibling times or trains)."""
+    if threads not in _REFERENCES:
+        try:
+            import numpy as np
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError(ONNX_HINT) from None
+        from .latency_reference import REFERENCE_SHAPE, reference_model
+
+        session = ort.InferenceSession(reference_model(), session_options(ort, threads),
+                                       providers=["CPUExecutionProvider"])
+        feed = {"x": np.random.default_rng(0).standard_normal(REFERENCE_SHAPE, dtype=np.float32)}
+
+        def call():
+            session.run(None, feed)
+
+        _REFERENCES[threads] = (call, calibrate(call, **protocol, tick=check_interrupt))
+    return _REFERENCES[threads]
+
+
+def _time(call, cuda: torch.device | None, protocol: dict, reference) -> tuple:
     """The protocol (``latency_server.run_protocol``, which a latency server runs too): on a
     GPU, CUDA events around each group, a synchronisation after each warm-up call."""
     # a GPU needs a longer warm-up: on an H200 the first 0.1 s of batch-1 calls ran 35% slow
     # (clocks and host launch path still ramping up), so it gets >= 0.5 s, synchronised per
     # call so that the time is the GPU's and not how fast the host can queue work
     if cuda is None:
-        return run_protocol(call, warmup_s=warmup_s, min_runs=min_runs, max_runs=max_runs, time_cap_s=time_cap_s,
-                            rel_iqr=rel_iqr, rounds=rounds, pause_s=pause_s, tick=check_interrupt)
+        return run_protocol(call, **protocol, tick=check_interrupt, reference=reference)
 
     def timed_group(group: int) -> float:  # pragma: no mutate (GPU only)
         t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -225,6 +258,5 @@ def _time(call, cuda: torch.device | None, warmup_s: float, min_runs: int, max_r
         t1.synchronize()
         return t0.elapsed_time(t1) / group
 
-    return run_protocol(call, warmup_s=max(warmup_s, 0.5), min_runs=min_runs, max_runs=max_runs,
-                        time_cap_s=time_cap_s, rel_iqr=rel_iqr, rounds=rounds, pause_s=pause_s,
+    return run_protocol(call, **{**protocol, "warmup_s": max(protocol["warmup_s"], 0.5)},
                         sync=lambda: torch.cuda.synchronize(cuda), timed_group=timed_group, tick=check_interrupt)

@@ -26,6 +26,7 @@ import torch
 
 from .errors import CnnSearchError, RecipeError
 from .latency import Latency, _machine_lock, fingerprint, measure, onnx_export
+from .latency_reference import reference_model
 from .latency_server import TOKEN_ENV
 from .quiet import quiet_machine
 
@@ -108,8 +109,9 @@ def call(server: str, path: str, *, body: bytes | None = None, timeout: float = 
 
 
 def measure_remote(model: torch.nn.Module, input_shape: tuple[int, ...], *, server: str,
-                   batch_size: int = 1) -> Latency:
-    """``measure``'s figures for ``model``, timed by the latency server at ``server``."""
+                   batch_size: int = 1, reference: bool = False) -> Latency:
+    """``measure``'s figures for ``model``, timed by the latency server at ``server``; with
+    ``reference``, the reference network is sent too and timed interleaved with it there."""
     was_training = model.training
     model.eval()
     try:
@@ -118,14 +120,19 @@ def measure_remote(model: torch.nn.Module, input_shape: tuple[int, ...], *, serv
     finally:
         model.train(was_training)
     shape = ",".join(map(str, x.shape))
+    ref = reference_model() if reference else b""
     # a server on this machine: no local trainer runs while it times (nor another local timer)
     local = _loopback(server)
     with _machine_lock("cpu") if local else nullcontext(), quiet_machine("cpu") if local else nullcontext():
-        got = call(server, f"/measure?shape={shape}", body=body)
+        got = call(server, f"/measure?shape={shape}" + (f"&reference={len(ref)}" if ref else ""), body=ref + body)
+    if ref and isinstance(got, dict) and "median_ms" in got and "reference_calibration_ms" not in got:
+        raise LatencyServerError(f"latency server {server}: no reference figures in its answer (a server from "
+                                 "before [latency] reference): update it", retry=False)
     try:
+        scaled = {k: got[k] for k in ("raw_median_ms", "reference_ms", "reference_calibration_ms")} if ref else {}
         return Latency(got["median_ms"], got["iqr_ms"], got["runs"], got["calls_per_run"], got["settled"],
                        batch_size, got["fingerprint"], "onnxruntime", rounds=got["rounds"],
-                       round_medians_ms=got["round_medians_ms"], server=server)
+                       round_medians_ms=got["round_medians_ms"], server=server, **scaled)
     except (KeyError, TypeError) as exc:
         raise LatencyServerError(f"latency server {server}: an answer without {exc}") from None
 
@@ -133,9 +140,10 @@ def measure_remote(model: torch.nn.Module, input_shape: tuple[int, ...], *, serv
 def time_candidate(model: torch.nn.Module, input_shape: tuple[int, ...], latency) -> Latency:
     """A recipe's ``[latency]`` (a LatencySection): on its server, or here."""
     if latency.server:
-        return measure_remote(model, input_shape, server=latency.server, batch_size=latency.batch_size)
+        return measure_remote(model, input_shape, server=latency.server, batch_size=latency.batch_size,
+                              reference=latency.reference)
     return measure(model, input_shape, device=latency.device, batch_size=latency.batch_size,
-                   threads=latency.threads, runtime=latency.runtime)
+                   threads=latency.threads, runtime=latency.runtime, reference=latency.reference)
 
 
 def device_identity(fp: dict) -> dict:

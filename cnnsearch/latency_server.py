@@ -5,7 +5,8 @@ numpy and onnxruntime runs it as it is (``python3 latency_server.py --token-file
 with cnnsearch installed, ``cnnsearch latency-server`` is the same. ``GET /device``: the
 target's fingerprint (CPU model, cores, OS/arch, onnxruntime version and providers, threads);
 ``POST /measure?shape=1,3,32,32`` with an ONNX model as the body: ``latency.measure``'s
-figures under the same protocol (``run_protocol``) and the fingerprint.
+figures under the same protocol (``run_protocol``) and the fingerprint; with ``&reference=N``
+the body's first N bytes are a reference model, timed interleaved with it (``summary``).
 
 Every request needs ``Authorization: Bearer <token>`` (401 otherwise; constant-time compare).
 It binds 127.0.0.1 unless told otherwise; at most 32 connections; a request must arrive within
@@ -18,6 +19,7 @@ are loaded from the request's bytes, never written anywhere. Measurements run on
 from __future__ import annotations
 
 import argparse
+import hashlib
 import hmac
 import json
 import math
@@ -45,14 +47,42 @@ def quartiles(samples: list[float]) -> tuple[float, float, float]:
 def run_protocol(call: Callable[[], object], *, warmup_s: float = 0.1, min_runs: int = 30, max_runs: int = 2000,
                  time_cap_s: float = 3.0, rel_iqr: float = 0.10, rounds: int = 3, pause_s: float = 0.02,
                  sync: Callable[[], None] | None = None, timed_group: Callable[[int], float] | None = None,
-                 tick: Callable[[], None] | None = None) -> tuple[list[list[float]], int, bool]:
-    """Warm-up (which also sizes groups of calls to ~5 ms), then ``rounds`` rounds a pause
-    apart, each of groups until IQR/median <= rel_iqr or its share of the time cap.
-    ``max_runs`` and ``time_cap_s`` are shared evenly among the rounds, ``min_runs`` too but
-    with at least 10 per round (settling is checked every 10 samples). ``sync`` waits for
-    queued work (a GPU), ``timed_group(n)`` times n calls itself (CUDA events), ``tick`` runs
-    before each sample (a Ctrl-C check). Returns (per-call ms of each group, per round; calls
-    per group; every round settled)."""
+                 tick: Callable[[], None] | None = None, reference: Callable[[], object] | None = None,
+                 ) -> tuple[list[list[float]], int, bool, list[list[float]]]:
+    """Warm-up (which also sizes groups of calls to ~5 ms), then ``rounds`` rounds a pause apart,
+    each of groups until IQR/median <= rel_iqr or its share of the time cap. ``max_runs`` and
+    ``time_cap_s`` are shared evenly among the rounds, ``min_runs`` too but with at least 10 per
+    round (settling is checked every 10 samples). ``sync`` waits for queued work (a GPU),
+    ``timed_group(n)`` times n calls itself (CUDA events), ``tick`` runs before each sample (a
+    Ctrl-C check). With ``reference`` (CPU only), a group of it follows each group of ``call``
+    and rounds settle on the pairs' ratios. Returns (per-call ms of each group, per round; calls
+    per group; every round settled; the reference's paired groups likewise, [] without one)."""
+    group = _warm(call, warmup_s, sync)
+    ref_group = _warm(reference, warmup_s, None) if reference is not None else 0
+    per_round_min = max(10, -(-min_runs // rounds)) if rounds > 1 else min_runs
+    per_round_max = max(per_round_min, max_runs // rounds)
+    result: list[list[float]] = []
+    refs: list[list[float]] = []
+    all_settled = True  # every round
+    for r in range(rounds):
+        if r:
+            # another moment of the machine: a burst of load elsewhere that slowed one
+            # round is over by the next, and the lowest round median ignores it
+            time.sleep(pause_s)
+            for f, n in ((call, group), (reference, ref_group if reference is not None else 0)):
+                for _ in range(n):  # caches after the pause: one untimed group
+                    f()
+            if sync is not None:
+                sync()
+        samples, ref, settled = _round(call, group, per_round_min, per_round_max, time_cap_s / rounds, rel_iqr,
+                                       timed_group, tick, reference, ref_group)
+        result.append(samples)
+        refs += [ref] if reference is not None else []
+        all_settled = all_settled and settled
+    return result, group, all_settled, refs
+
+
+def _warm(call, warmup_s: float, sync) -> int:  # how many calls last ~5 ms
     start, calls = time.perf_counter(), 0
     while time.perf_counter() - start < warmup_s or calls < 3:
         call()
@@ -60,58 +90,55 @@ def run_protocol(call: Callable[[], object], *, warmup_s: float = 0.1, min_runs:
             sync()
         calls += 1
     one = (time.perf_counter() - start) / calls
-    group = max(1, min(1000, round(5e-3 / max(one, 1e-7))))
-    per_round_min = max(10, -(-min_runs // rounds)) if rounds > 1 else min_runs
-    per_round_max = max(per_round_min, max_runs // rounds)
-    result: list[list[float]] = []
-    all_settled = True  # every round
-    for r in range(rounds):
-        if r:
-            # another moment of the machine: a burst of load elsewhere that slowed one
-            # round is over by the next, and the lowest round median ignores it
-            time.sleep(pause_s)
-            for _ in range(group):  # caches after the pause: one untimed group
-                call()
-            if sync is not None:
-                sync()
-        samples, settled = _round(call, group, per_round_min, per_round_max, time_cap_s / rounds, rel_iqr,
-                                  timed_group, tick)
-        result.append(samples)
-        all_settled = all_settled and settled
-    return result, group, all_settled
+    return max(1, min(1000, round(5e-3 / max(one, 1e-7))))
+
+
+def _group_ms(call, group: int) -> float:
+    t0 = time.perf_counter_ns()
+    for _ in range(group):
+        call()
+    return (time.perf_counter_ns() - t0) / 1e6 / group
 
 
 def _round(call, group: int, min_runs: int, max_runs: int, time_cap_s: float, rel_iqr: float,
-           timed_group, tick) -> tuple[list[float], bool]:
+           timed_group, tick, reference, ref_group: int) -> tuple[list[float], list[float], bool]:
     samples: list[float] = []
+    refs: list[float] = []  # the reference's group right after each of call's: the same moment
     begin, settled = time.perf_counter(), False
     while len(samples) < max_runs:
         if tick is not None:
             tick()
-        if timed_group is not None:
-            samples.append(timed_group(group))
-        else:
-            t0 = time.perf_counter_ns()
-            for _ in range(group):
-                call()
-            samples.append((time.perf_counter_ns() - t0) / 1e6 / group)
+        samples.append(timed_group(group) if timed_group is not None else _group_ms(call, group))
+        if reference is not None:
+            refs.append(_group_ms(reference, ref_group))
         if len(samples) >= min_runs and len(samples) % 10 == 0:
-            q1, med, q3 = quartiles(samples)
+            q1, med, q3 = quartiles([a / b for a, b in zip(samples, refs)] if refs else samples)
             if (q3 - q1) <= rel_iqr * med:
                 settled = True
                 break
             if time.perf_counter() - begin > time_cap_s:
                 break
-    return samples, settled
+    return samples, refs, settled
 
 
-def summary(per_round: list[list[float]], group: int, settled: bool) -> dict:
-    """The figure: the lowest round median (load elsewhere only ever adds time) and that
-    round's IQR, with every round's median."""
+def summary(per_round: list[list[float]], group: int, settled: bool, references: list[list[float]] | None = None,
+            calibration_ms: float | None = None) -> dict:
+    """The figure: the lowest round median (load elsewhere only ever adds time) and that round's
+    IQR, with every round's median. With ``references`` (the reference's groups paired with the
+    candidate's) and the reference's quiet ``calibration_ms``: the median (and IQR) of the pairs'
+    ratios over every round times the calibration (a host that slows for a while slows both
+    alike); the lowest round median stays as ``raw_median_ms``."""
     stats = [quartiles(samples) for samples in per_round]
     q1, med, q3 = min(stats, key=lambda q: q[1])
-    return {"median_ms": med, "iqr_ms": q3 - q1, "runs": sum(map(len, per_round)), "calls_per_run": group,
-            "settled": settled, "rounds": len(per_round), "round_medians_ms": [q[1] for q in stats]}
+    found = {"median_ms": med, "iqr_ms": q3 - q1, "runs": sum(map(len, per_round)), "calls_per_run": group,
+             "settled": settled, "rounds": len(per_round), "round_medians_ms": [q[1] for q in stats]}
+    if references:
+        ratios = [a / b for samples, refs in zip(per_round, references) for a, b in zip(samples, refs)]
+        r1, ratio, r3 = quartiles(ratios)
+        found.update(median_ms=ratio * calibration_ms, iqr_ms=(r3 - r1) * calibration_ms, raw_median_ms=med,
+                     reference_ms=statistics.median(v for refs in references for v in refs),
+                     reference_calibration_ms=calibration_ms)
+    return found
 
 
 def cpu_name() -> str:
@@ -172,14 +199,9 @@ def _fields(buf: memoryview, depth: int):
 
 
 # where TensorProtos sit in onnx.proto: message -> {field: the message it holds}
-_SCHEMA = {
-    "model": {7: "graph", 25: "function"},
-    "graph": {1: "node", 5: "tensor", 15: "sparse"},
-    "function": {7: "node"},
-    "node": {5: "attribute"},
-    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
-    "sparse": {1: "tensor", 2: "tensor"},
-}
+_SCHEMA = {"model": {7: "graph", 25: "function"}, "graph": {1: "node", 5: "tensor", 15: "sparse"},
+           "function": {7: "node"}, "node": {5: "attribute"}, "sparse": {1: "tensor", 2: "tensor"},
+           "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"}}
 
 
 def _external(buf: memoryview, kind: str, depth: int = 0) -> bool:
@@ -222,42 +244,65 @@ class Timer:
         self.lock = threading.Lock()
         self.places = threading.BoundedSemaphore(queue + 1)  # the one timing and those waiting
         self.fingerprint = device_fingerprint(threads)
+        self.calibrations: dict[str, float] = {}  # sha256 of a reference model -> its calibration (ms)
 
-    def measure(self, body: bytes, shape: tuple[int, ...]) -> dict:
+    def measure(self, body: bytes, shape: tuple[int, ...], reference: bytes = b"") -> dict:
+        """``summary`` of ``body`` on ``shape``, with a ``reference`` model interleaved (calibrated once)."""
+        with self.lock:
+            call = self._open(body, shape)
+            ref, key = (self._open(reference, None), hashlib.sha256(reference).hexdigest()) if reference else (None, "")
+            if ref is not None and key not in self.calibrations:
+                self.calibrations = {**self.calibrations, key: calibrate(ref, **self.protocol)}
+            t0 = time.perf_counter()
+            per_round, group, settled, refs = run_protocol(call, reference=ref, **self.protocol)
+            timing_s = time.perf_counter() - t0
+        return {**summary(per_round, group, settled, refs, self.calibrations.get(key)), "batch_size": shape[0],
+                "runtime": "onnxruntime", "fingerprint": self.fingerprint, "timing_s": timing_s}
+
+    def _open(self, body: bytes, shape: tuple[int, ...] | None) -> Callable[[], object]:
+        """One run of ``body`` on random inputs of ``shape`` (None: its own), run once; else BadModel."""
         import numpy as np  # here, not at the top: the module imports without them (and says so)
         import onnxruntime as ort
 
-        with self.lock:
-            check_model(body)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.log_severity_level = 4  # its own warnings are not the client's answer
-            try:
-                session = ort.InferenceSession(body, options, providers=["CPUExecutionProvider"])
-            except Exception as exc:
-                raise BadModel(f"onnxruntime cannot load the model: {_line(exc)}") from None
-            inputs = session.get_inputs()
-            if len(inputs) != 1 or inputs[0].type != "tensor(float)":
-                raise BadModel("the model must take one float tensor")
-            feed = {inputs[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
-            limit = ort.RunOptions()
-            stop = threading.Timer(RUN_LIMIT_S, setattr, (limit, "terminate", True))
-            stop.start()
-            try:
-                session.run(None, feed, limit)
-            except Exception as exc:
-                over = f"one run takes over {RUN_LIMIT_S:g} s" if limit.terminate else _line(exc)
-                raise BadModel(f"the model does not run on shape {','.join(map(str, shape))}: {over}") from None
-            finally:
-                stop.cancel()
-            t0 = time.perf_counter()
-            per_round, group, settled = run_protocol(lambda: session.run(None, feed), **self.protocol)
-            timing_s = time.perf_counter() - t0
-        return {**summary(per_round, group, settled), "batch_size": shape[0], "runtime": "onnxruntime",
-                "fingerprint": self.fingerprint, "timing_s": timing_s}
+        check_model(body)
+        try:
+            session = ort.InferenceSession(body, session_options(ort, self.threads), providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise BadModel(f"onnxruntime cannot load the model: {_line(exc)}") from None
+        inputs = session.get_inputs()
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)":
+            raise BadModel("the model must take one float tensor")
+        if shape is None and not all(isinstance(d, int) and d > 0 for d in inputs[0].shape):
+            raise BadModel("the reference model must fix its input's shape")
+        shape = shape or tuple(inputs[0].shape)
+        feed = {inputs[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+        limit = ort.RunOptions()
+        stop = threading.Timer(RUN_LIMIT_S, setattr, (limit, "terminate", True))
+        stop.start()
+        try:
+            session.run(None, feed, limit)
+        except Exception as exc:
+            over = f"one run takes over {RUN_LIMIT_S:g} s" if limit.terminate else _line(exc)
+            raise BadModel(f"the model does not run on shape {','.join(map(str, shape))}: {over}") from None
+        finally:
+            stop.cancel()
+        return lambda: session.run(None, feed)
+
+
+def session_options(ort, threads: int):
+    """onnxruntime's options for timing: ``threads`` threads, sequential, all optimisations."""
+    options = ort.SessionOptions()
+    for name, value in (("intra_op_num_threads", threads), ("inter_op_num_threads", 1),
+                        ("execution_mode", ort.ExecutionMode.ORT_SEQUENTIAL), ("log_severity_level", 4),
+                        ("graph_optimization_level", ort.GraphOptimizationLevel.ORT_ENABLE_ALL)):
+        setattr(options, name, value)  # log level 4: onnxruntime's own warnings are not the client's answer
+    return options
+
+
+def calibrate(reference: Callable[[], object], **protocol) -> float:
+    """The reference network's quiet figure: the lowest of five round medians."""
+    per_round = run_protocol(reference, **{**protocol, "rounds": 5})[0]
+    return min(quartiles(samples)[1] for samples in per_round)
 
 
 def _line(exc: BaseException) -> str:
@@ -299,18 +344,16 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _authorised(self) -> bool:
-        given = self.headers.get("Authorization", "")
-        scheme, _, token = given.partition(" ")
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
         ok = hmac.compare_digest(token.strip().encode(), self.server.token.encode()) and scheme == "Bearer"
         if not ok:
             self._send(401, {"error": "a valid 'Authorization: Bearer <token>' header is needed"})
         return ok
 
     def _at(self, path: str) -> bool:
-        ok = urlsplit(self.path).path == path
-        if not ok:
+        if urlsplit(self.path).path != path:
             self._send(404, {"error": "GET /device or POST /measure?shape=..."})
-        return ok
+        return urlsplit(self.path).path == path
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if self._authorised() and self._at("/device"):
@@ -341,8 +384,11 @@ class Handler(BaseHTTPRequestHandler):
             if len(body) != int(length):
                 raise BadModel("the body ended before its Content-Length")
             self.deadline.cancel()  # the request is in: the measurement may take its time
-            shape = parse_shape(parse_qs(urlsplit(self.path).query).get("shape", [None])[0])
-            self._send(200, timer.measure(body, shape))
+            query = parse_qs(urlsplit(self.path).query)
+            shape, split = parse_shape(query.get("shape", [None])[0]), query.get("reference", ["0"])[0]
+            if not (split.isascii() and split.isdigit() and (int(split) < len(body) or split == "0")):
+                raise BadModel(f"reference: {split!r} must be the length of the reference model the body starts with")
+            self._send(200, timer.measure(body[int(split):], shape, body[:int(split)]))
         except BadModel as exc:
             self._send(400, {"error": str(exc)})
         except Exception as exc:  # the server keeps serving whatever one model did

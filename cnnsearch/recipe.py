@@ -255,11 +255,12 @@ def check_runnable(recipe: Recipe, *, timing: bool = True) -> None:
     """What a valid recipe needs from this machine before a search (or, not ``timing``, a finalize):
     its devices, onnxruntime, its latency server, a folder dataset's folders (not when only read)."""
     import torch
-    if recipe.latency.runtime == "onnxruntime":
+    if recipe.latency.runtime == "onnxruntime" or (recipe.latency.reference and not recipe.latency.server):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            raise RecipeError(f"latency.runtime: {ONNX_HINT}") from None
+            key = "runtime" if recipe.latency.runtime == "onnxruntime" else "reference"
+            raise RecipeError(f"latency.{key}: {ONNX_HINT}") from None
     if recipe.latency.server and timing:  # reachable, the token accepted, the same thread count
         check_server(recipe.latency)
     for key, device in (("train.device", recipe.train.device), ("latency.device", recipe.latency.device)):

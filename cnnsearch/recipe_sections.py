@@ -31,6 +31,7 @@ class LatencySection:
     threads: int = 1
     runtime: str = "torch"  # or "onnxruntime": exported to ONNX and timed in an onnxruntime session
     server: str = ""  # a latency server on the target (latency_remote.py): where, not what (device is compared)
+    reference: bool = False  # scaled by a reference network timed beside each candidate (robust to drift)
 
 
 # [limits]: one optional cap per objective that may be one (objectives.METRICS), None: no cap
@@ -115,6 +116,7 @@ def parse_latency(data: dict) -> LatencySection:
         threads=check_value(lt.get("threads", LatencySection.threads), "latency.threads", int, low=1),
         runtime=check_value(lt.get("runtime", LatencySection.runtime), "latency.runtime", str),
         server=check_server_url(check_value(lt["server"], "latency.server", str)) if lt.get("server", "") != "" else "",
+        reference=check_value(lt.get("reference", LatencySection.reference), "latency.reference", bool),
     )
     if latency.runtime not in RUNTIMES:
         raise RecipeError(f"latency.runtime: {latency.runtime!r} is not one of {', '.join(RUNTIMES)}")
@@ -123,6 +125,8 @@ def parse_latency(data: dict) -> LatencySection:
                           "(the device the network will be deployed on)")
     if latency.runtime == "onnxruntime" and latency.device != "cpu":
         raise RecipeError(f"latency.runtime: 'onnxruntime' times on the cpu only, not {latency.device!r}")
+    if latency.reference and latency.device != "cpu":
+        raise RecipeError(f"latency.reference: the reference network runs on the cpu only, not {latency.device!r}")
     if latency.server and latency.runtime != "onnxruntime":
         raise RecipeError('latency.server: a latency server times ONNX models: add runtime = "onnxruntime"')
     return latency

@@ -12,6 +12,7 @@ READING = {"report", "results", "report_page", "plots", "exporting"}
 WRITING = {"objective", "study", "storage", "train", "latency", "data", "build", "shapes", "blocks", "stages", "spec",
            "space", "recipe", "hparams", "trials", "ops", "errors", "interrupt", "export", "early_stopping",
            "recovery", "quiet", "version", "baselines", "objectives", "artifacts", "latency_server", "recipe_sections",
+           "latency_reference",
            "latency_remote", "runner", "finalize", "cli_format", "samplers", "evolution"}
 # the one crossing: a writer reads its study as data (report.trials_frame, pick_trial, ...):
 # runner re-times the front and sums up, finalize picks the trial it retrains
@@ -127,8 +128,9 @@ def test_the_checker_sees_imports_in_all_their_forms(tmp_path):
 
 
 # latency_server.py is one file by design: it is copied alone onto a board without torch
-# (issue 23), so the protocol it shares with latency.py and its HTTP server cannot be split
-LONGER = {"latency_server.py": 450}
+# (issue 23), so the protocol it shares with latency.py and its HTTP server cannot be split;
+# 490 since the reference network interleaved in that protocol (item 4) and its calibration
+LONGER = {"latency_server.py": 490}
 
 
 def test_no_module_is_over_400_lines():

@@ -37,7 +37,9 @@ def test_onnxruntime_session_computes_the_model_and_is_timed_by_the_same_protoco
     ('runtime = "tensorrt"', "latency.runtime: 'tensorrt' is not one of torch, onnxruntime"),
     ('runtime = "onnxruntime"\ndevice = "cuda"', "latency.runtime: 'onnxruntime' times on the cpu only"),
     ("runtime = 1", "latency.runtime: expected a string, got 1"),
-    ("engine = 1", "latency.engine: unknown key (allowed: device, batch_size, threads, runtime, server)"),
+    ("engine = 1", "latency.engine: unknown key (allowed: device, batch_size, threads, runtime, server, reference)"),
+    ('reference = "yes"', "latency.reference: expected true or false, got 'yes'"),
+    ('reference = true\ndevice = "cuda"', "latency.reference: the reference network runs on the cpu only"),
 ])
 def test_bad_runtime_is_a_recipe_error(tmp_path, latency, message):
     with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
