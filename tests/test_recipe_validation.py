@@ -337,6 +337,7 @@ def test_meaning_is_everything_but_the_budget_flattened(tmp_path):
               "sampler": "random", "data.val_fraction": 0.3, "data.test_fraction": 0.2, "data.seed": 0,
               "train.epochs": 3, "train.batch_size": None, "train.device": "auto", "train.augment": True,
               "latency.device": "cpu", "latency.batch_size": 2, "latency.threads": 1, "latency.runtime": "torch",
+              "latency.reference": False,
               "limits.max_params": 99, "limits.max_flops": None, "limits.max_latency_ms": None,
               "limits.max_memory_bytes": None}
     data = dict(seed=4, sampler="random", data={"val_fraction": 0.3}, train={"epochs": 3, "augment": True},
