@@ -20,8 +20,13 @@ hypervolume code); "half" is the same study's first half of trials.
 
 Prints one JSON line per task (and a per-run line on stderr as it goes).
     python benchmarks/search_quality.py                 # the full run (about 2 h on 2 CPU cores)
-    python benchmarks/search_quality.py --quick         # under 15 minutes
+    python benchmarks/search_quality.py --live-quick    # real studies, under 15 minutes
     --keep DIR keeps the study databases; a rerun with the same DIR reuses finished studies
+
+Replayed on tabular benchmarks (``benchmarks/tabulate.py``, ``benchmarks/replay.py``):
+whole studies in seconds, every strategy with and without early stopping, N seeds:
+    python benchmarks/search_quality.py --table benchmarks/tables/shapes.jsonl.gz --seeds 20
+    python benchmarks/search_quality.py --quick         # the shipped tables, a few minutes
 """
 
 from __future__ import annotations
@@ -35,25 +40,30 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import optuna
-import torch
-from optuna._hypervolume import compute_hypervolume  # Optuna's exact 2-D/N-D hypervolume
-from scipy.stats import kendalltau
+# run as a script, this folder comes first on sys.path, where benchmarks/tabulate.py would
+# shadow the `tabulate` package torch imports: take it off, and load the siblings by path
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
-from cnnsearch.artifacts import download_weights
-from cnnsearch.build import build
-from cnnsearch.data import load_data
-from cnnsearch.early_stopping import Peer, rung_epochs, should_stop
-from cnnsearch.export import load_weights
-from cnnsearch.finalize import EPOCHS_FACTOR, finalize
-from cnnsearch.objective import Objective
-from cnnsearch.recipe import EarlyStopping, load_recipe
-from cnnsearch.report import trial_spec
-from cnnsearch.storage import open_storage
-from cnnsearch.study import open_study, run_worker
-from cnnsearch.train import evaluate
-from cnnsearch.trials import Status
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import torch  # noqa: E402
+from optuna._hypervolume import compute_hypervolume  # noqa: E402 (Optuna's exact hypervolume; benchmarks only)
+from scipy.stats import kendalltau  # noqa: E402
+
+from cnnsearch.artifacts import download_weights  # noqa: E402
+from cnnsearch.build import build  # noqa: E402
+from cnnsearch.data import load_data  # noqa: E402
+from cnnsearch.early_stopping import Peer, rung_epochs, should_stop  # noqa: E402
+from cnnsearch.export import load_weights  # noqa: E402
+from cnnsearch.finalize import EPOCHS_FACTOR, finalize  # noqa: E402
+from cnnsearch.objective import Objective  # noqa: E402
+from cnnsearch.recipe import EarlyStopping, load_recipe  # noqa: E402
+from cnnsearch.report import trial_spec  # noqa: E402
+from cnnsearch.storage import open_storage  # noqa: E402
+from cnnsearch.study import open_study, run_worker  # noqa: E402
+from cnnsearch.train import evaluate  # noqa: E402
+from cnnsearch.trials import Status  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -258,9 +268,40 @@ def run_task(tmp: Path, task_name: str, *, samplers: list[str], default: str, se
     return out
 
 
+def sibling(name: str):
+    """benchmarks/NAME.py, loaded by path (not importable by name: see the sys.path note above)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+SHIPPED_TABLES = ("shapes-mini.jsonl.gz", "shapes-hard-mini.jsonl.gz")
+
+
+def replay_tables(paths: list[str], *, strategies: list[str], seeds: int, budgets: list[int]) -> None:
+    """``--table`` / ``--quick``: one JSON line per table (benchmarks/replay.py)."""
+    tabulate, replay = sibling("tabulate"), sibling("replay")
+    for path in paths:
+        header, rows = tabulate.read_table(Path(path))
+        if header is None:
+            raise SystemExit(f"error: {path}: no such table (benchmarks/tabulate.py makes one)")
+        out = replay.run_table(header["task"], replay.Table(header, rows), strategies=strategies, seeds=seeds,
+                               budgets=budgets)
+        print(json.dumps({"benchmark": "search_quality", "table": str(path), **out}), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 seeds, 16 trials, shapes only: < 15 min")
+    parser.add_argument("--quick", action="store_true",
+                        help="replay on the shipped tables (benchmarks/tables/*-mini.jsonl.gz): 10 seeds, minutes")
+    parser.add_argument("--table", action="append", help="replay on this tabular benchmark (repeatable)")
+    parser.add_argument("--strategies", default="random,tpe,tpe-independent,evolution", help="replay strategies")
+    parser.add_argument("--budgets", default="25,50,100,200", help="replay budgets (trials)")
+    parser.add_argument("--live-quick", action="store_true", help="real studies: 2 seeds, 16 trials, shapes only")
     parser.add_argument("--tasks", default="digits,shapes")
     parser.add_argument("--samplers", default="random,tpe,nsga2,gp")
     parser.add_argument("--default", default="tpe", help="the sampler a recipe's default gives")
@@ -271,7 +312,13 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--keep", help="keep the studies in this folder (a rerun reuses finished ones)")
     args = parser.parse_args()
-    if args.quick:
+    if args.quick or args.table:
+        tables = args.table or [str(HERE / "tables" / name) for name in SHIPPED_TABLES]
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        replay_tables(tables, strategies=args.strategies.split(","), seeds=10 if args.quick else args.seeds,
+                      budgets=[int(b) for b in args.budgets.split(",")])
+        return
+    if args.live_quick:
         args.tasks, args.samplers, args.seeds, args.trials, args.tau_trials = "shapes", "random,tpe", 2, 16, 0
     # one thread: on a shared 2-core machine two threads spin against each other's load and
     # a trial can take 30x longer; one thread gives steady, comparable training seconds

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from .recipe_sections import (  # noqa: F401 (the sections are part of a Recipe:
 from .space import SearchSpace, parse_space
 from .storage import load_existing_study
 
-SAMPLERS = ("tpe", "nsga2", "random", "gp")
+SAMPLERS = ("tpe", "nsga2", "random", "gp", "evolution")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,9 @@ class Recipe:
     limits: Limits = field(default_factory=Limits)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     baselines: tuple[Baseline, ...] = ()  # known networks run as trials; not part of the meaning
+    # the search settings (``sampler``, ``early_stopping.KEY``) the recipe file leaves to their
+    # defaults: resuming a study, they take its recorded ones (samplers.resolve). Not stored.
+    unwritten: frozenset[str] = field(default=frozenset(), compare=False, metadata={"stored": False})
 
     @property
     def directions(self) -> list[str]:
@@ -94,7 +97,10 @@ class Recipe:
         return {k: str(v) if isinstance(v, Path) else v for k, v in (loader_defaults(self.dataset) or {}).items()}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The recipe as stored with its study (what it resolved to, not which keys were written)."""
+        d = asdict(self)
+        d.pop("unwritten")
+        return d
 
     def fingerprint(self) -> str:
         return fingerprint(self)
@@ -231,10 +237,18 @@ def from_dict(data: dict, base: Path, *, space_toml: str | None = None) -> Recip
         max_consecutive_failures=check_value(data.get("max_consecutive_failures", Recipe.max_consecutive_failures),
                                         "max_consecutive_failures", int, low=1), artifacts=artifacts, train=train, latency=latency,
         limits=limits, early_stopping=early, baselines=parse_baselines(data.get("baselines", []), base),
+        unwritten=unwritten_settings(data),
     )
     check_sampler(recipe.sampler, recipe.baselines)
     recipe.load_space()  # a bad space is a bad recipe: say so before any trial
     return recipe
+
+
+def unwritten_settings(data: dict) -> frozenset[str]:
+    """The search settings ``data`` leaves to their defaults: ``sampler``, ``early_stopping.KEY``."""
+    es = data.get("early_stopping", {})
+    return frozenset({"sampler"} - set(data)) | frozenset(
+        f"early_stopping.{k}" for k in EarlyStopping.__dataclass_fields__ if k not in es)
 
 
 def check_runnable(recipe: Recipe, *, timing: bool = True) -> None:
@@ -292,9 +306,9 @@ def resolve_recipe(path: str | None, storage: str | None = None, study: str | No
         if storage or study:  # a given --study is honoured, never replaced by the recipe's name
             # the recipe's storage (a URL on the command line is relative to the working
             # directory) and artifacts folder, under the study name asked for
-            recipe = from_dict({**recipe.to_dict(), "name": study or recipe.name,
-                                "storage": absolute_url(storage, Path.cwd()) if storage else recipe.storage},
-                               Path(path).parent)
+            recipe = replace(from_dict({**recipe.to_dict(), "name": study or recipe.name,
+                                        "storage": absolute_url(storage, Path.cwd()) if storage else recipe.storage},
+                                       Path(path).parent), unwritten=recipe.unwritten)
         return recipe
     if not (storage and study):
         raise RecipeError("give a recipe (.toml), or --storage URL and --study NAME")

@@ -15,7 +15,7 @@ import optuna
 import torch
 
 from .artifacts import check_writable, is_url, settle
-from .baselines import enqueue_baselines, missing_baselines
+from .baselines import check_sampler, enqueue_baselines, missing_baselines
 from .cli_format import BALANCED_HINT, imbalance
 from .data import load_data
 from .latency_remote import check_worker
@@ -30,6 +30,7 @@ from .study import (
     finished_count,
     open_worker,
     record_data,
+    resolve_search,
     run_worker,
 )
 from .trials import FINISHED, status_of
@@ -184,6 +185,8 @@ def _prepare(recipe: Recipe, *, trials: int | None, until: int | None, workers: 
     # budget is judged, so that none stays RUNNING for every later run; a met budget loads nothing
     storage = open_storage(recipe.storage) if storage_exists(recipe.storage) else None
     existing = check_existing(storage, recipe) if storage is not None else None
+    recipe = resolve_search(existing, recipe)  # its sampler and early stopping: the study's, where unwritten
+    check_sampler(recipe.sampler, recipe.baselines)  # baselines need a sampler that takes them
     # the study's recorded artifacts location, whatever this machine's recipe computes
     recipe = replace(recipe, artifacts=settle(existing.user_attrs.get("artifacts") if existing else None,
                                               recipe.artifacts, given=artifacts, made=existing is not None))

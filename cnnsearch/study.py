@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .artifacts import ArtifactsLost, wait_for_store
 from .errors import CnnSearchError, FailingTrials, RecipeError
 from .interrupt import check as check_interrupt
-from .recipe import SAMPLERS, Recipe, changed_meaning
+from .recipe import Recipe, changed_meaning
 from .recovery import (
     fail_interrupted_trial,
     outage_deadline,
@@ -33,23 +33,11 @@ from .recovery import (
     requeued_text,
     wait_for_database,
 )
+from .samplers import RECORD_KEY, make_sampler, record_of, recorded, resolve, sampler_for  # noqa: F401 (make_sampler: importable from here)
 from .storage import DatabaseLost, count_trials, database_lost
 from .trials import FINISHED, REJECTED, is_feasible
 
 INFEASIBLE_CHECK_AFTER = 20  # with no feasible trial after this many, stop and say why
-
-
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Samplers read the constraint each trial sets (Optuna 5's Trial.set_constraint)."""
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise RecipeError(f"sampler: {name!r} is not one of {', '.join(SAMPLERS)}")
 
 
 def sampler_seed(recipe_seed: int, trials_in_study: int, worker: str) -> int:
@@ -81,6 +69,14 @@ def check_existing(storage, recipe: Recipe) -> optuna.Study | None:
     return existing
 
 
+def resolve_search(study: optuna.Study | None, recipe: Recipe) -> Recipe:
+    """``recipe`` with the sampler and early-stopping settings it leaves unwritten taken from
+    ``study``'s record (``samplers.resolve``); unchanged for no study, or one left empty."""
+    if study is None or _left_empty(study):
+        return recipe
+    return resolve(recipe, recorded(study.user_attrs))
+
+
 def _left_empty(study: optuna.Study) -> bool:
     """No trial and no data description: what a run that failed before its data loaded left."""
     return "data" not in study.user_attrs and not study.get_trials(deepcopy=False)
@@ -107,7 +103,9 @@ def open_worker(recipe: Recipe, storage, *, worker: str = "0") -> Seat:
     the study it seeds the sampler (``sampler_seed``), and the returned seat says which
     seed, for the objective to record on each trial. The study's early-stopping
     fingerprint is fixed when it is made (``user_attrs["fingerprint"]``), so that a later
-    version that computes fingerprints otherwise never splits its trials into strangers."""
+    version that computes fingerprints otherwise never splits its trials into strangers; so
+    are its sampler and early-stopping settings (``user_attrs["search"]``, ``samplers.py``),
+    which the sampler is made from: a later change of default never changes a study's."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=, metric names
     existing = check_existing(storage, recipe)
     empty = existing is not None and _left_empty(existing)
@@ -118,7 +116,10 @@ def open_worker(recipe: Recipe, storage, *, worker: str = "0") -> Seat:
     if trials and worker == "0":  # a plain run resuming: two such runs must not share a seed
         worker = f"0@{socket.gethostname()}:{os.getpid()}"
     seed = sampler_seed(recipe.seed, len(trials), worker)
-    study.sampler = make_sampler(recipe.sampler, seed)
+    if RECORD_KEY not in study.user_attrs or empty:  # made now, or before records: what it resolves to
+        fresh = existing is None or empty
+        study.set_user_attr(RECORD_KEY, record_of(recipe) if fresh else recorded(study.user_attrs))
+    study.sampler = sampler_for(study.user_attrs[RECORD_KEY], seed)
     if study.metric_names != list(recipe.objectives):
         study.set_metric_names(list(recipe.objectives))
     if (existing is None or empty) and "artifacts" not in study.user_attrs and recipe.artifacts:
@@ -127,8 +128,8 @@ def open_worker(recipe: Recipe, storage, *, worker: str = "0") -> Seat:
         study.set_user_attr("recipe", recipe.to_dict())
     if "fingerprint" not in study.user_attrs:
         # a study made before fingerprints were stored: its trials' own (the latest), else the recipe's
-        recorded = [t.user_attrs["fingerprint"] for t in trials if "fingerprint" in t.user_attrs]
-        study.set_user_attr("fingerprint", recorded[-1] if recorded else recipe.fingerprint())
+        prints = [t.user_attrs["fingerprint"] for t in trials if "fingerprint" in t.user_attrs]
+        study.set_user_attr("fingerprint", prints[-1] if prints else recipe.fingerprint())
     return Seat(study=study, sampler_seed=seed, worker=worker)
 
 
@@ -178,6 +179,7 @@ def check_recipe(study: optuna.Study, recipe: Recipe) -> None:
     its trials mean would mix incomparable trials into one front."""
     from .recipe import from_dict
 
+    recipe = resolve(recipe, recorded(study.user_attrs))  # the settings it leaves unwritten: the study's
     stored = study.user_attrs.get("recipe")
     if not stored:
         return  # not made by cnnsearch, or made before recipes were stored

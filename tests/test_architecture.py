@@ -13,7 +13,7 @@ WRITING = {"objective", "study", "storage", "train", "latency", "data", "build",
            "space", "recipe", "hparams", "trials", "ops", "errors", "interrupt", "export", "early_stopping",
            "recovery", "quiet", "version", "baselines", "objectives", "artifacts", "latency_server", "recipe_sections",
            "latency_reference",
-           "latency_remote", "runner", "finalize", "cli_format"}
+           "latency_remote", "runner", "finalize", "cli_format", "samplers", "evolution"}
 # the one crossing: a writer reads its study as data (report.trials_frame, pick_trial, ...):
 # runner re-times the front and sums up, finalize picks the trial it retrains
 STUDY_AS_DATA = {"report"}

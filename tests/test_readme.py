@@ -202,8 +202,8 @@ def test_the_annotated_recipe_names_every_recipe_setting():
     text_ = annotated.lower()
     sections = {"train": TrainSection, "latency": LatencySection, "limits": Limits,
                 "early_stopping": EarlyStopping}
-    missing = [f.name for f in fields(Recipe)
-               if f.name not in ("space_toml", *sections) and f.name not in text_]
+    missing = [f.name for f in fields(Recipe)  # not a setting: which settings a recipe file leaves out
+               if f.name not in ("space_toml", *sections) and f.metadata.get("stored", True) and f.name not in text_]
     missing += [f"{section}.{f.name}" for section, cls in sections.items() for f in fields(cls)
                 if f.name not in text_]
     assert not missing, f"the README's annotated recipe does not mention {missing}"

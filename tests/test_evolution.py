@@ -1,0 +1,108 @@
+"""The multi-objective regularized evolution sampler (cnnsearch/evolution.py)."""
+
+import warnings
+
+import optuna
+import pytest
+
+from cnnsearch.evolution import EvolutionSampler
+from cnnsearch.recipe import load_recipe
+from cnnsearch.samplers import make_sampler
+from cnnsearch.space import parse_space
+from cnnsearch.storage import non_domination_ranks
+from tests.study_helpers import TINY_SPACE, write_recipe
+
+CHOICES = {"a": [0, 1, 2], "b": [0, 1, 2], "c": [0, 1, 2], "d": [0, 1, 2]}
+
+
+def objective(trial):
+    x = {k: trial.suggest_categorical(k, v) for k, v in CHOICES.items()}
+    return x["a"] + x["b"] * 0.5, (2 - x["a"]) + x["c"] + x["d"] * 0.1  # a trade-off on "a"
+
+
+def run(sampler, n=40):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.optimize(objective, n_trials=n)
+    return study
+
+
+def hamming(p, q):
+    return sum(p[k] != q.get(k) for k in p)
+
+
+def test_after_the_population_each_child_is_a_population_member_with_one_decision_changed():
+    study = run(EvolutionSampler(population=6, tournament=6, seed=3))
+    trials = study.trials
+    for t in trials[6:]:
+        population = trials[t.number - 6:t.number]
+        points = [[-p.values[0], p.values[1]] for p in population]
+        front = [p for p, r in zip(population, non_domination_ranks(points)) if r == 0]
+        # tournament = population: the parent is on the population's front, one decision away
+        assert any(hamming(t.params, p.params) == 1 for p in front), t.number
+
+
+def test_children_do_not_repeat_trials_while_the_space_has_room():
+    study = run(EvolutionSampler(population=6, tournament=3, seed=0), n=40)  # 81 points in the space
+    keys = [tuple(sorted(t.params.items())) for t in study.trials]
+    for n in range(6, len(keys)):  # the first 6 are random and may repeat; a child repeats no earlier trial
+        assert keys[n] not in keys[:n], n
+
+
+def test_it_is_seeded():
+    first = [t.params for t in run(EvolutionSampler(seed=5), n=25).trials]
+    assert first == [t.params for t in run(EvolutionSampler(seed=5), n=25).trials]
+    assert first != [t.params for t in run(EvolutionSampler(seed=6), n=25).trials]
+
+
+def test_it_beats_random_on_a_simple_front():
+    """A one-decision local search finds the (a, b=2, c=0, d=0) front faster than random."""
+    def front_found(study):
+        return sum(1 for t in study.best_trials if t.params["b"] == 2 and t.params["c"] == 0 and t.params["d"] == 0)
+
+    evo = [front_found(run(EvolutionSampler(population=8, seed=s), n=40)) for s in range(5)]
+    rnd = [front_found(run(optuna.samplers.RandomSampler(seed=s), n=40)) for s in range(5)]
+    assert sum(evo) > sum(rnd)
+
+
+def test_a_conditional_space_samples_valid_architectures():
+    """Depth decides which blocks exist: a deeper child's new blocks are drawn at random."""
+    space = parse_space(TINY_SPACE)
+
+    def arch(trial):
+        spec = space.sample(trial, input=(1, 8, 8), num_classes=10)
+        return float(len(spec.blocks)), float(sum(b.out_channels for b in spec.blocks))
+
+    study = run(EvolutionSampler(population=4, tournament=2, seed=1), n=0)
+    study.optimize(arch, n_trials=30)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert {len([k for k in t.params if k.startswith("b1_")]) > 0 for t in study.trials} == {True, False}
+
+
+def test_a_recipe_names_it_and_its_study_records_its_options(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path, top='sampler = "evolution"'))
+    assert recipe.sampler == "evolution"
+    sampler = make_sampler("evolution", 0)
+    assert isinstance(sampler, EvolutionSampler) and (sampler.population, sampler.tournament) == (12, 4)
+    with pytest.raises(ValueError, match="tournament 5"):
+        EvolutionSampler(population=4, tournament=5)
+
+
+def test_infeasible_trials_are_no_parents_while_a_feasible_one_exists():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+
+        def constrained(trial):
+            x = {k: trial.suggest_categorical(k, v) for k, v in CHOICES.items()}
+            trial.set_constraint("infeasible", 1.0 if x["a"] == 2 else 0.0)
+            return float(x["a"]), 0.0
+
+        study = optuna.create_study(directions=["maximize", "minimize"],
+                                    sampler=EvolutionSampler(population=8, tournament=8, seed=2))
+        study.optimize(constrained, n_trials=40)
+    # a = 2 dominates but is infeasible: parents have a < 2, so a child with a = 2 is one mutation of "a"
+    for t in study.trials[8:]:
+        population = study.trials[t.number - 8:t.number]
+        feasible = [p for p in population if p.params["a"] != 2]
+        if feasible:
+            assert any(hamming(t.params, p.params) <= 1 for p in feasible), t.number

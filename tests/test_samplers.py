@@ -1,0 +1,134 @@
+"""A study records its resolved sampler and early-stopping settings when it is made, so a
+later change of default never refuses (or silently changes) a study made before."""
+
+import shutil
+
+import optuna
+import pytest
+
+from cnnsearch import samplers
+from cnnsearch.cli import main
+from cnnsearch.errors import RecipeError
+from cnnsearch.recipe import EarlyStopping, Recipe, load_recipe, resolve_recipe
+from cnnsearch.samplers import RECORD_KEY, recorded, resolve
+from cnnsearch.storage import open_storage
+from cnnsearch.study import check_existing, open_worker
+from tests.conftest import ROOT
+from tests.study_helpers import load, new_study, write_recipe
+
+FIXTURE = ROOT / "tests" / "fixtures" / "study_9200455"
+
+
+@pytest.fixture
+def new_defaults(monkeypatch):
+    """What a later version might ship: another default sampler, early stopping on, and
+    "tpe" constructing another TPE."""
+    monkeypatch.setattr(Recipe, "sampler", "random")
+    monkeypatch.setattr(EarlyStopping, "enabled", True)
+    monkeypatch.setattr(EarlyStopping, "keep", 0.5)
+    monkeypatch.setitem(samplers.SAMPLER_OPTIONS, "tpe", {"multivariate": True, "group": True, "constant_liar": True,
+                                                           "n_startup_trials": 20})
+
+
+def open_seat(path):
+    recipe = load_recipe(path)
+    return open_worker(recipe, open_storage(recipe.storage))
+
+
+def test_a_recipe_file_says_which_search_settings_it_leaves_out(tmp_path):
+    bare = load_recipe(write_recipe(tmp_path))
+    assert bare.unwritten == {"sampler", *(f"early_stopping.{k}" for k in EarlyStopping.__dataclass_fields__)}
+    written = load_recipe(write_recipe(tmp_path, top='sampler = "tpe"', extra="[early_stopping]\nkeep = 0.5\n"))
+    assert written.unwritten == {f"early_stopping.{k}" for k in ("enabled", "margin", "rungs", "min_epoch")}
+    assert written == bare.__class__(**{**vars(bare), "early_stopping": EarlyStopping(keep=0.5)})
+    assert "unwritten" not in written.to_dict()  # the stored recipe is what it resolved to
+    # --study beside a recipe file keeps what the file left out
+    assert resolve_recipe(str(write_recipe(tmp_path)), None, "other").unwritten == bare.unwritten
+
+
+def test_a_new_study_records_its_resolved_sampler_and_early_stopping(tmp_path):
+    seat = open_seat(write_recipe(tmp_path, extra="[early_stopping]\nrungs = [0.5]\n"))
+    assert seat.study.user_attrs[RECORD_KEY] == {
+        "sampler": "tpe", "sampler_options": {"multivariate": True, "group": True, "constant_liar": True},
+        "early_stopping": {"enabled": False, "margin": 0.0, "rungs": [0.5], "keep": 1 / 3, "min_epoch": 1}}
+    assert isinstance(seat.study.sampler, optuna.samplers.TPESampler)
+
+
+def test_a_changed_default_resumes_a_study_with_its_recorded_settings(tmp_path, new_defaults):
+    path = write_recipe(tmp_path)
+    record = {"sampler": "tpe", "sampler_options": {"multivariate": True, "group": True},
+              "early_stopping": {"enabled": False, "margin": 0.0, "rungs": [0.5], "keep": 0.25, "min_epoch": 2}}
+    recipe = load_recipe(path)
+    assert (recipe.sampler, recipe.early_stopping.enabled) == ("random", True)  # today's (patched) defaults
+    resolved = resolve(recipe, record)
+    assert resolved.sampler == "tpe"
+    assert resolved.early_stopping == EarlyStopping(enabled=False, rungs=(0.5,), keep=0.25, min_epoch=2)
+    # what a recipe writes stays written; the rest is the study's
+    written = load_recipe(write_recipe(tmp_path, extra="[early_stopping]\nenabled = true\nkeep = 0.5\n"))
+    assert resolve(written, record).early_stopping == EarlyStopping(enabled=True, rungs=(0.5,), keep=0.5,
+                                                                    min_epoch=2)
+    assert resolve(recipe, None) is recipe  # a study yet to be made takes the recipe as it is
+
+
+def test_a_study_without_a_record_resolves_to_what_was_shipped_then():
+    assert recorded({}) == {"sampler": "tpe", "sampler_options": {"multivariate": True, "group": True,
+                                                                  "constant_liar": True},
+                            "early_stopping": {"enabled": False, "margin": 0.0, "rungs": [1 / 6, 1 / 3, 2 / 3],
+                                               "keep": 1 / 3, "min_epoch": 1}}
+    # a stored recipe holds what it resolved to; keys from before early stopping's rework are dropped
+    old = recorded({"recipe": {"sampler": "nsga2", "early_stopping": {"enabled": True, "patience": 2}}})
+    assert old["sampler"] == "nsga2" and old["sampler_options"] == {}
+    assert old["early_stopping"]["enabled"] is True and "patience" not in old["early_stopping"]
+    assert recorded({RECORD_KEY: {"sampler": "gp"}, "recipe": {"sampler": "tpe"}}) == {"sampler": "gp"}
+
+
+def test_a_recipe_naming_another_sampler_is_refused_naming_both_and_the_way_out(tmp_path, capsys):
+    path = write_recipe(tmp_path, trials=1, epochs=1)
+    new_study(load_recipe(path))  # with its data recorded: not a study left empty
+    other = load_recipe(write_recipe(tmp_path, trials=1, epochs=1, top='sampler = "random"'))
+    with pytest.raises(RecipeError) as info:
+        check_existing(open_storage(other.storage), other)
+    assert str(info.value) == (
+        "study 'tiny' was made with sampler 'tpe' (recorded when it was made) and this recipe names 'random': "
+        "remove the recipe's `sampler` line to resume it with 'tpe', or give the recipe a new name (or another "
+        "storage) to search with 'random'")
+    code = main(["search", str(tmp_path / "tiny.toml"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "'random'" in err
+    # naming the study's own sampler is no change
+    same = load_recipe(write_recipe(tmp_path, trials=1, epochs=1, top='sampler = "tpe"'))
+    assert check_existing(open_storage(same.storage), same) is not None
+
+
+def test_the_recorded_sampler_options_build_the_sampler_not_todays(tmp_path, new_defaults):
+    path = write_recipe(tmp_path, top='sampler = "tpe"')
+    study = new_study(load_recipe(path))
+    assert study.user_attrs[RECORD_KEY]["sampler_options"]["n_startup_trials"] == 20
+    record = {**study.user_attrs[RECORD_KEY], "sampler_options": {"multivariate": True, "group": True,
+                                                                  "constant_liar": False}}
+    study.set_user_attr(RECORD_KEY, record)  # as if made by a version whose "tpe" was another TPE
+    again = open_seat(path).study
+    assert again.user_attrs[RECORD_KEY] == record
+    tpe = again.sampler  # test-only peeks at the TPE it built
+    assert (tpe._constant_liar, tpe._multivariate, tpe._group, tpe._n_startup_trials) == (False, True, True, 10)
+
+
+def test_the_study_made_at_9200455_resumes_under_changed_defaults(tmp_path, capsys, new_defaults):
+    """The fixture's recipe names no sampler; its early stopping writes only `enabled`."""
+    shutil.copytree(FIXTURE, tmp_path / "s")
+    path = tmp_path / "s" / "old.toml"
+    stored = load(path, "old").user_attrs["recipe"]
+    assert RECORD_KEY not in load(path, "old").user_attrs
+    code = main(["search", str(path), "--trials", "1", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    study = load(path, "old")
+    assert len(study.trials) == 3
+    record = study.user_attrs[RECORD_KEY]  # written on its first resume: what it ran with
+    assert record["sampler"] == "tpe" and record["sampler_options"] == {"multivariate": True, "group": True,
+                                                                        "constant_liar": True}
+    assert record["early_stopping"] == stored["early_stopping"]  # keep 1/3 there, not today's 0.5
+    assert study.user_attrs["recipe"] == stored  # its recipe untouched
+    # a recipe naming another sampler is refused with the way out
+    path.write_text(path.read_text().replace('seed = 0', 'seed = 0\nsampler = "nsga2"'))
+    assert main(["search", str(path), "--trials", "1", "--quiet"]) == 2
+    assert "made with sampler 'tpe'" in capsys.readouterr().err
