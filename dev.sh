@@ -3,7 +3,7 @@
 # missing (or when pyproject.toml changed since it was made), then:
 #   bash dev.sh demo   the main job on the embedded default (scikit-learn's digits)
 #   bash dev.sh test   the test suite (what CI runs)
-#   bash dev.sh mutate [MODULE...]   mutation testing of the core modules (or only these,
+#   bash dev.sh mutate [MODULE...]   mutation testing of every module with logic (or only these,
 #                      e.g. spec shapes), then the score per module; resumes where it stopped
 set -euo pipefail
 cd "$(dirname "$0")"

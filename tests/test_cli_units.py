@@ -147,3 +147,9 @@ def test_class_lines_put_each_split_beside_the_class():
     assert lines[0] == "  a   train     10  val      2"
     assert lines[1] == "  bb  train  1,000  val    200"
     assert lines[2].startswith("  imbalanced: the largest class has 100.0x the images of the smallest")
+
+
+def test_human_counts_from_a_thousand_as_k():
+    from cnnsearch.cli_format import human
+
+    assert (human(999), human(1000), human(1001), human(12498500), human(2.5e9)) == ("999", "1k", "1k", "12.5M", "2.5G")

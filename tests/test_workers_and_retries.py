@@ -88,3 +88,44 @@ def test_a_server_timing_with_other_threads_is_refused(monkeypatch):
     assert str(err.value) == ("latency.threads: 1, but the server at http://127.0.0.1:9 times with 2 thread(s) "
                               "(its --threads): make them equal")
     check_server(SimpleNamespace(server="http://127.0.0.1:9", threads=2))  # equal: accepted
+
+
+def test_a_worker_asks_the_study_s_server_for_its_device(monkeypatch):
+    asked = []
+    monkeypatch.setattr(latency_remote, "call", lambda server, path, timeout: asked.append((server, path, timeout))
+                        or {"name": "Pi", "cpus": 4, "runtime": "onnxruntime", "threads": 1})
+    latency = SimpleNamespace(server="http://10.0.0.2:8765")
+    assert latency_remote.worker_device(latency) == {"name": "Pi", "cpus": 4, "runtime": "onnxruntime", "threads": 1}
+    assert asked == [("http://10.0.0.2:8765", "/device", 10.0)]
+
+
+def test_a_refusal_names_the_server_only_where_there_is_one():
+    mine = {"name": "Xeon", "cpus": 2, "runtime": "torch", "torch": "2.9", "threads": 1}
+    theirs = {**mine, "name": "Epyc"}
+    study = SimpleNamespace(study_name="s", user_attrs={"latency_device": {"device": theirs}})
+    text = latency_remote.refusal(study, mine, "")
+    assert text.startswith("latency: study 's' is timed on Epyc (cpu, 2 cores, torch 2.9, 1 thread(s)), but this")
+    assert " via " not in text and "serve that machine with `cnnsearch latency-server`" in text
+    study.user_attrs["latency_device"]["server"] = "http://h:1"
+    assert " via http://h:1, but this worker" in latency_remote.refusal(study, mine, "")
+    assert latency_remote.refusal(SimpleNamespace(study_name="s", user_attrs={"latency_device": {"device": mine}}),
+                                  mine, "") is None
+
+
+def test_a_trial_line_tags_baselines_and_gives_the_reason_it_failed():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    trial = study.ask()
+    for key, value in {"accuracy": 0.5, "latency_ms": 1.25, "params": 1234, "summary": "c4k3",
+                       "baseline": "resnet", "status": "failed", "fail_reason": "out of memory"}.items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, state=TrialState.FAIL)
+    line = runner.trial_line(study.trials[0])
+    assert line == ("trial    0 failed        acc 0.5000     1.250 ms       1,234 params  c4k3  [baseline resnet]"
+                    "  (out of memory)")
+
+
+def test_only_a_plain_single_search_is_worker_0():
+    assert runner.worker_identity(0, None, False) == "0"
+    assert runner.worker_identity(0, None, True).startswith("0@")
+    assert runner.worker_identity(1, None, False).startswith("1@")
+    assert runner.worker_identity(3, "node7", True) == "node7"
