@@ -153,3 +153,29 @@ def test_human_counts_from_a_thousand_as_k():
     from cnnsearch.cli_format import human
 
     assert (human(999), human(1000), human(1001), human(12498500), human(2.5e9)) == ("999", "1k", "1k", "12.5M", "2.5G")
+
+
+def test_an_empty_output_path_is_one_line(tmp_path, capsys):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(SPEC))
+    assert main(["export", "--spec", str(path), "-o", ""]) == 2
+    assert capsys.readouterr().err == "error: an output path is empty; give a file name\n"
+
+
+def test_status_marks_the_front_under_its_header(tmp_path, capsys):
+    from cnnsearch.recipe import load_recipe
+    from tests.study_helpers import write_recipe
+    from tests.test_report_frame import add, new_study
+
+    path = write_recipe(tmp_path, trials=2, epochs=1)
+    recipe = load_recipe(path)
+    study = new_study(name=recipe.name, storage=recipe.storage)
+    study.set_user_attr("recipe", recipe.to_dict())
+    add(study, acc=0.9, lat=2.0)
+    add(study, acc=0.8, lat=3.0)
+    assert main(["status", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("rank"))
+    assert header.endswith("   FLOPs  pareto  architecture")
+    rows = [line for line in lines if line.endswith("c4k3")]
+    assert rows[0].endswith("    *     c4k3") and rows[1].endswith("          c4k3")
