@@ -20,3 +20,24 @@ def test_the_history_gives_each_study_one_colour_and_names_its_axes():
     assert points.marker.size == 7 and list(best.y) == [0.7, 0.9]
     assert fig.layout.yaxis.title.text == "validation accuracy" and fig.layout.xaxis.title.text == "trial"
     assert fig.layout.height == 420
+
+
+def test_the_pareto_figure_draws_each_kind_of_trial_apart():
+    from cnnsearch.plots import pareto_figure
+
+    study = new_study("a")
+    add(study, acc=0.9, lat=2.0)
+    add(study, acc=0.8, lat=1.0, baseline="lenet")
+    add(study, status="early_stopped", acc=0.0, lat=1.5)
+    add(study, status="over_limit", acc=0.0, lat=0.5)
+    fig = pareto_figure({"a": trials_frame(study)})
+    traces = {t.meta["role"]: t for t in fig.data}
+    assert set(traces) == {"trained", "baseline", "front", "pruned", "infeasible"}
+    assert all(t.meta["study"] == "a" for t in fig.data)
+    assert traces["trained"].mode == "markers" and list(traces["trained"].x) == [2.0]
+    star = traces["baseline"]
+    assert star.mode == "markers+text" and list(star.text) == ["lenet"]
+    assert star.marker.symbol == "star" and star.marker.line.width == 1 and star.marker.line.color == "black"
+    assert list(traces["front"].x) == [1.0, 2.0]
+    trained = traces["trained"].customdata[0]
+    assert list(trained[:4]) == [0, "c4k3", 1234, 5000] and trained[6] == "search"
