@@ -438,3 +438,31 @@ def test_a_slow_client_is_dropped_at_the_request_deadline_and_connections_are_ca
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_401_names_the_scheme_it_wants(server):
+    request = urllib.request.Request(server + "/device")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=30)
+    assert err.value.code == 401
+    assert err.value.headers["WWW-Authenticate"] == 'Bearer realm="cnnsearch-latency"'
+
+
+def test_serve_listens_where_asked_and_says_on_what(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from cnnsearch import latency_server
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LatencyServer, "serve_forever", interrupted)
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    args = argparse.Namespace(host="127.0.0.1", port=0, threads=1, max_mb=1, quiet=True,
+                              token_file=str(tmp_path / "token"))
+    assert latency_server.serve(args) == 0
+    line = capsys.readouterr().out.strip()
+    fp = latency_server.device_fingerprint(1)
+    assert line.startswith("latency server on http://127.0.0.1:")
+    assert line.endswith(f"({fp['name']}, {fp['cpus']} cores, {fp['os']}/{fp['arch']}, "
+                         f"onnxruntime {fp['onnxruntime']}, 1 thread(s))")
