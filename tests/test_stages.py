@@ -144,3 +144,38 @@ def test_a_stage_pool_is_offered_only_if_the_map_after_all_repeats_allows_it(tmp
         spec = space.sample(optuna.trial.FixedTrial({"s0_pool": "max"}, number=n), input=(1, 16, 16), num_classes=3)
         assert [b.pool for b in spec.blocks] == ["none"] * 3
         assert check(spec).rows[-1].shape  # and it builds its table without a ShapeError
+
+
+def test_a_stage_without_blocks_leaves_the_next_stages_in(tmp_path):
+    space = load_space(write(tmp_path, """
+        [[stages]]
+        repeats = {low = 0, high = 1}
+        out_channels = 8
+        kernel_size = 3
+        padding = 1
+        [[stages]]
+        out_channels = 16
+        kernel_size = 3
+        padding = 1
+    """))
+    spec = space.sample(optuna.trial.FixedTrial({"s0_repeats": 0}), input=(1, 8, 8), num_classes=3)
+    assert [b.out_channels for b in spec.blocks] == [16]
+
+
+@pytest.mark.parametrize("min_side, pooled", [(4, "max"), (5, "none")])
+def test_repeats_shrink_the_map_by_their_dilated_kernel(tmp_path, min_side, pooled):
+    """kernel 3, dilation 2, no padding: 16 -> 12 -> 8 after two blocks; a 2x2 pool leaves 4,
+    so it is offered at min_side 4 and not at 5 (a repeat counted without its dilation would
+    leave 10 -> 5 and offer it)."""
+    space = load_space(write(tmp_path, f"""
+        min_side = {min_side}
+        [[stages]]
+        repeats = 2
+        out_channels = 8
+        kernel_size = 3
+        dilation = 2
+        pool = ["max", "none"]
+    """))
+    spec = space.sample(optuna.trial.FixedTrial({"s0_pool": "max"}), input=(1, 16, 16), num_classes=3)
+    assert [b.pool for b in spec.blocks] == ["none", pooled]
+    assert check(spec).rows[-1].shape
