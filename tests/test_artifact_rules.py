@@ -71,3 +71,11 @@ def test_downloading_over_an_existing_file_is_not_called_a_store_failure(tmp_pat
     with pytest.raises(FileExistsError):
         download(str(tmp_path / "store"), "some-id", tmp_path / "w.safetensors")
     assert (tmp_path / "w.safetensors").read_bytes() == b"mine"
+
+
+def test_a_missing_artifacts_folder_is_made_with_its_parents(tmp_path):
+    folder = tmp_path / "a" / "b" / "weights"
+    artifacts.check_writable(str(folder), create=True)
+    assert folder.is_dir() and not list(folder.iterdir())  # the probe is gone
+    with pytest.raises(RecipeError, match="does not exist on this machine"):
+        artifacts.check_writable(str(tmp_path / "elsewhere"), create=False)
