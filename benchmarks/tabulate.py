@@ -224,10 +224,12 @@ def main() -> None:
         return
     header = header_for(args, space_text, len(archs))
     header["commits"] = sorted({*(old_header or {}).get("commits", []), header["commit"]})  # whose code made rows
-    with gzip.open(out, "wt", encoding="utf-8", compresslevel=9) as f:
+    partial = out.with_name(out.name + ".writing")  # a kill mid-write leaves the old table whole
+    with gzip.open(partial, "wt", encoding="utf-8", compresslevel=9) as f:
         f.write(json.dumps({"header": header}, separators=(",", ":")) + "\n")
         for row in sorted({r["digest"]: r for r in rows}.values(), key=lambda r: r["index"]):
             f.write(json.dumps(row, separators=(",", ":")) + "\n")
+    os.replace(partial, out)
     for p in out.parent.glob(out.name + ".part*"):
         p.unlink()
     print(json.dumps({"benchmark": "tabulate", "task": args.task, "table": str(out), "rows": len(rows),

@@ -216,3 +216,6 @@ def check_server(latency) -> None:
     if device.get("threads") != latency.threads:
         raise RecipeError(f"latency.threads: {latency.threads}, but the server at {latency.server} times with "
                           f"{device.get('threads')} thread(s) (its --threads): make them equal")
+    if getattr(latency, "reference", False) and "reference" not in device.get("features", ()):
+        raise RecipeError(f"latency.reference: the latency server at {latency.server} predates timing with a "
+                          "reference network: copy this version's latency_server.py to it, or set reference = false")

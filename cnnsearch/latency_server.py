@@ -274,7 +274,7 @@ class Timer:
             raise BadModel("the model must take one float tensor")
         if shape is None and not all(isinstance(d, int) and d > 0 for d in inputs[0].shape):
             raise BadModel("the reference model must fix its input's shape")
-        shape = shape or tuple(inputs[0].shape)
+        shape = shape or parse_shape(",".join(map(str, inputs[0].shape)))  # a reference's own: the same caps
         feed = {inputs[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
         limit = ort.RunOptions()
         stop = threading.Timer(RUN_LIMIT_S, setattr, (limit, "terminate", True))
@@ -357,7 +357,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if self._authorised() and self._at("/device"):
-            self._send(200, self.server.timer.fingerprint)
+            self._send(200, {**self.server.timer.fingerprint, "features": ["reference"]})  # what it can do
 
     def do_POST(self) -> None:  # noqa: N802
         if not (self._authorised() and self._at("/measure")):

@@ -69,6 +69,7 @@ def test_device_and_measure_give_measure_s_figures_and_the_same_device_as_in_pro
     status, got = ask(server, "/measure?shape=1,1,8,8", model_bytes())
     assert status == 200, got
     assert got["median_ms"] > 0 and got["runs"] >= 10 and got["rounds"] == 3 and len(got["round_medians_ms"]) == 3
+    assert device.pop("features") == ["reference"]  # what the server can do, beside the fingerprint
     assert {"iqr_ms", "calls_per_run", "settled"} <= set(got) and got["fingerprint"] == device
     # one machine, one device: in-process onnxruntime figures may share a front with these
     assert device_identity(device) == device_identity(fingerprint(torch.device("cpu"), 1, "onnxruntime"))
@@ -466,3 +467,30 @@ def test_serve_listens_where_asked_and_says_on_what(tmp_path, monkeypatch, capsy
     assert line.startswith("latency server on http://127.0.0.1:")
     assert line.endswith(f"({fp['name']}, {fp['cpus']} cores, {fp['os']}/{fp['arch']}, "
                          f"onnxruntime {fp['onnxruntime']}, 1 thread(s))")
+
+
+def test_a_reference_too_large_to_feed_is_refused(server):
+    """The reference's own input is held to a candidate's caps (it is allocated before the run limit)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "big",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 60000, 60000])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 60000, 60000])])
+    big = onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    status, got = ask(server, f"/measure?shape=1,1,8,8&reference={len(big)}", big + model_bytes())
+    assert status == 400 and "2**26 elements" in got["error"]
+    assert ask(server, "/device")[0] == 200  # and it keeps serving
+
+
+def test_a_server_without_reference_timing_is_refused_before_a_study(monkeypatch):
+    from types import SimpleNamespace
+
+    from cnnsearch import latency_remote
+    from cnnsearch.errors import RecipeError
+
+    monkeypatch.setattr(latency_remote, "call", lambda server, path, timeout: {"threads": 1})  # an older server
+    latency = SimpleNamespace(server="http://127.0.0.1:9", threads=1, reference=True)
+    with pytest.raises(RecipeError, match="predates timing with a reference network"):
+        latency_remote.check_server(latency)
+    latency_remote.check_server(SimpleNamespace(server="http://127.0.0.1:9", threads=1, reference=False))
