@@ -314,6 +314,9 @@ def main():
     args = parser.parse_args()
     if args.quick or args.table:
         tables = args.table or [str(HERE / "tables" / name) for name in SHIPPED_TABLES]
+        default = sibling("replay").DEFAULT
+        if not {"random", default} <= set(args.strategies.split(",")):  # the figures compare the two
+            parser.error(f"--strategies must include random and {default}")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         replay_tables(tables, strategies=args.strategies.split(","), seeds=10 if args.quick else args.seeds,
                       budgets=[int(b) for b in args.budgets.split(",")])
