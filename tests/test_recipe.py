@@ -10,7 +10,7 @@ from tests.study_helpers import write_recipe
 
 @pytest.mark.parametrize("extra, top, message", [
     ("[limits]\nmax_parms = 10\n", "", "limits.max_parms: unknown key"),
-    ("", 'sampler = "cmaes"', "sampler: 'cmaes' is not one of tpe, nsga2, random, gp"),
+    ("", 'sampler = "cmaes"', "sampler: 'cmaes' is not one of tpe, nsga2, random, gp, evolution"),
     ("", 'objectives = ["accuracy", "speed"]', "objectives: ['accuracy', 'speed'] must be distinct"),
     ("", 'colour = "red"', "colour: unknown key"),
     ("[latency]\nbatch_size = 0\n", "", "latency.batch_size: 0 must be >= 1"),
