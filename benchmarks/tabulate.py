@@ -58,7 +58,7 @@ LONG_FACTOR = 3
 # Tasks: small tensors, so one architecture (brief + long run + latency) costs seconds on one core.
 TASKS = {
     "shapes": {"dataset": "shapes", "data": {"n": 1600, "size": 16, "classes": 8, "noise": 0.35}, "epochs": 4},
-    "shapes-hard": {"dataset": "shapes", "data": {"n": 1600, "size": 16, "classes": 8, "noise": 0.7}, "epochs": 4},
+    "shapes-hard": {"dataset": "shapes", "data": {"n": 1600, "size": 16, "classes": 8, "noise": 0.5}, "epochs": 4},
 }
 # a short latency protocol: the full one (three rounds of >= 30 samples) would dominate the cost
 LATENCY = {"threads": 1, "batch_size": 1, "warmup_s": 0.02, "min_runs": 10, "max_runs": 200, "time_cap_s": 0.3,
