@@ -27,7 +27,7 @@ from scipy.stats import kendalltau
 
 from cnnsearch.early_stopping import Peer, rung_epochs, should_stop
 from cnnsearch.evolution import EvolutionSampler
-from cnnsearch.recipe import EarlyStopping
+from cnnsearch.recipe import EarlyStopping, Recipe
 from cnnsearch.samplers import SAMPLER_OPTIONS
 from cnnsearch.space import parse_space
 from cnnsearch.trials import CONSTRAINT
@@ -42,7 +42,8 @@ STRATEGIES = {
     "tpe-independent": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=False, constant_liar=False),
     "evolution": lambda seed: EvolutionSampler(seed=seed, **SAMPLER_OPTIONS["evolution"]),
 }
-DEFAULT = "tpe"  # what a recipe without a `sampler` line gets today (early stopping off)
+# what a recipe without a `sampler` line or an [early_stopping] table gets today, as a strategy label
+DEFAULT = Recipe.sampler + ("+es" if EarlyStopping.enabled else "")
 
 
 class Table:
@@ -175,3 +176,20 @@ def run_table(task: str, table: Table, *, strategies: list[str], seeds: int, bud
             "hv50_default_vs_random": default["hv_vs_random"].get(50, math.nan),
             **rank_taus(table), "seconds_per_study": round(study_s, 2), "strategies": per,
             "table_commit": table.header.get("commit"), "table_command": table.header.get("command")}
+
+
+def markdown(out: dict) -> str:
+    """``run_table``'s figures as a Markdown table (the README's search-quality section)."""
+    budgets = out["budgets"]
+    lines = [f"{out['task']} ({out['architectures']} architectures, {out['seeds']} seeds; medians; "
+             f"default `{out['default']}`)", "",
+             "| strategy | epochs to random's final HV | reached | " + " | ".join(f"HV/random @{b}" for b in budgets)
+             + f" | epochs @{budgets[-1]} |",
+             "|---|---|---|" + "---|" * len(budgets) + "---|"]
+    random_epochs = out["strategies"]["random"]["epochs"][budgets[-1]]
+    for label, s in out["strategies"].items():
+        to = s["epochs_to_random_final"]
+        lines.append(f"| {label} | {'never' if to is None else f'{to:.2f}'} | {s['reaches_random_final']} | "
+                     + " | ".join(f"{s['hv_vs_random'][b]:.3f}" for b in budgets)
+                     + f" | {s['epochs'][budgets[-1]] / random_epochs:.2f} |")
+    return "\n".join(lines)

@@ -292,6 +292,7 @@ def replay_tables(paths: list[str], *, strategies: list[str], seeds: int, budget
         out = replay.run_table(header["task"], replay.Table(header, rows), strategies=strategies, seeds=seeds,
                                budgets=budgets)
         print(json.dumps({"benchmark": "search_quality", "table": str(path), **out}), flush=True)
+        print(replay.markdown(out) + "\n", file=sys.stderr, flush=True)
 
 
 def main():
@@ -314,7 +315,7 @@ def main():
     args = parser.parse_args()
     if args.quick or args.table:
         tables = args.table or [str(HERE / "tables" / name) for name in SHIPPED_TABLES]
-        default = sibling("replay").DEFAULT
+        default = sibling("replay").DEFAULT.split("+")[0]  # a sampler: each strategy runs with and without es
         if not {"random", default} <= set(args.strategies.split(",")):  # the figures compare the two
             parser.error(f"--strategies must include random and {default}")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
