@@ -57,10 +57,11 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
         return {}
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        trials = study.get_trials(deepcopy=False)  # one storage read: a trial's cost on a remote database
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
         if len(done) < self.population:
             return
-        seen = {_key(t.params) for t in study.get_trials(deepcopy=False) if t.number != trial.number}
+        seen = {_key(t.params) for t in trials if t.number != trial.number}
         child: dict[str, Any] = {}
         for _ in range(self.retries + 1):
             child = self._mutate(self._parent(study, done[-self.population:]))
