@@ -4,9 +4,11 @@ Regularized (aging) evolution (Real et al. 2019), which with local search beats 
 sampling on tabular NAS benchmarks at ~150 evaluations (White et al. 2020), made
 multi-objective: the population is the last ``population`` completed trials; a parent is
 the best of ``tournament`` of them drawn at random, by non-domination rank on the study's
-objectives (ties broken at random); the child is the parent with ONE decision changed to
-another of its allowed values. Parameters the parent lacks (a deeper child's new blocks)
-are drawn at random. Until ``population`` trials have completed, trials are random.
+objectives (ties broken at random); the child is the parent with ONE decision changed: a
+categorical or integer one to another of its allowed values, a continuous one (a learning
+rate) by a Gaussian step of a sixth of its range (on the log scale where it is log),
+clipped inside. Parameters the parent lacks (a deeper child's new blocks) are drawn at
+random. Until ``population`` trials have completed, trials are random.
 
 A child equal to a trial already run is redrawn (up to ``retries`` times, then kept), so a
 small space is not spent on repeats. Trials an early stopping cut short (PRUNED) and
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from .storage import non_domination_ranks
@@ -91,17 +93,39 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
     def _mutate(self, parent: FrozenTrial) -> dict[str, Any]:
         """The parent's params with one decision, of those that have another value, changed."""
         child = dict(parent.params)
-        movable = [n for n, d in parent.distributions.items() if len(_values(d)) > 1]
+        movable = [n for n, d in parent.distributions.items() if len(_values(d)) > 1 or _continuous(d)]
         if not movable:
             return child
         name = movable[self._rng.randint(len(movable))]
-        others = [v for v in _values(parent.distributions[name]) if v != child[name]]
+        distribution = parent.distributions[name]
+        if _continuous(distribution):
+            child[name] = self._step(distribution, child[name])
+            return child
+        others = [v for v in _values(distribution) if v != child[name]]
         child[name] = others[self._rng.randint(len(others))]
         return child
 
+    def _step(self, distribution: FloatDistribution | IntDistribution, value: float) -> float | int:
+        """``value`` moved by a Gaussian step of a sixth of the range (log scale if log), kept inside."""
+        scale = np.log if distribution.log else (lambda x: x)
+        low, high = scale(distribution.low), scale(distribution.high)
+        moved = float(np.clip(scale(value) + self._rng.normal(0.0, (high - low) / 6), low, high))
+        moved = float(np.exp(moved)) if distribution.log else moved
+        if isinstance(distribution, IntDistribution) or distribution.step is not None:
+            step = distribution.step or 1
+            moved = min(distribution.high, distribution.low + round((moved - distribution.low) / step) * step)
+            return int(moved) if isinstance(distribution, IntDistribution) else moved
+        return min(max(moved, distribution.low), distribution.high)  # exp(log(x)) may round past an end
+
+
+def _continuous(distribution: BaseDistribution) -> bool:
+    """A float, or a log-scaled integer: mutated by a step, not by a draw among its values."""
+    return (isinstance(distribution, FloatDistribution) or (isinstance(distribution, IntDistribution)
+                                                             and distribution.log)) and distribution.low < distribution.high
+
 
 def _values(distribution: BaseDistribution) -> list:
-    """A categorical or integer parameter's values; a float's is its one current value (never mutated)."""
+    """A categorical or (linear) integer parameter's values; none for a continuous one (``_continuous``)."""
     if isinstance(distribution, CategoricalDistribution):
         return list(distribution.choices)
     if isinstance(distribution, IntDistribution) and not distribution.log:

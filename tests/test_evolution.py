@@ -1,5 +1,7 @@
 """The multi-objective regularized evolution sampler (cnnsearch/evolution.py)."""
 
+import math
+import statistics
 import warnings
 
 import optuna
@@ -106,3 +108,30 @@ def test_infeasible_trials_are_no_parents_while_a_feasible_one_exists():
         feasible = [p for p in population if p.params["a"] != 2]
         if feasible:
             assert any(hamming(t.params, p.params) <= 1 for p in feasible), t.number
+
+
+def test_a_continuous_decision_moves_by_a_step_inside_its_range():
+    """A learning rate (log float), a weight decay on a grid and a log integer are mutated
+    too, one decision at a time, by a step that stays inside the range (and on the grid)."""
+    def mixed(trial):
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        wd = trial.suggest_float("wd", 0.0, 0.5, step=0.1)
+        width = trial.suggest_int("width", 4, 64, log=True)
+        kind = trial.suggest_categorical("kind", ["a", "b"])
+        return -abs(lr - 0.01) - wd + (kind == "a"), width
+
+    study = run(EvolutionSampler(population=5, tournament=2, seed=2), n=0)
+    study.optimize(mixed, n_trials=60)
+    moved = {"lr": 0, "wd": 0, "width": 0, "kind": 0}
+    for t in study.trials[5:]:
+        lr, wd, width = t.params["lr"], t.params["wd"], t.params["width"]
+        assert 1e-4 <= lr <= 1e-1 and 0 <= wd <= 0.5 and 4 <= width <= 64 and isinstance(width, int)
+        assert abs(wd * 10 - round(wd * 10)) < 1e-9  # on the 0.1 grid
+        changed = [k for k in moved if all(p.params[k] != t.params[k] for p in study.trials[:t.number])]
+        for k in changed:
+            moved[k] += 1
+    assert min(moved["lr"], moved["width"]) > 0  # continuous values are explored, not frozen at the first draws
+    steps = [abs(math.log(t.params["lr"] / p.params["lr"])) for t in study.trials[5:]
+             for p in study.trials[:t.number] if hamming(t.params, p.params) == 1 and t.params["lr"] != p.params["lr"]]
+    # a step (median |N(0, range/6)| ~ 0.11 of the range), not a redraw (median ~ 0.29 of it)
+    assert steps and statistics.median(steps) < math.log(1e3) / 5
