@@ -93,31 +93,22 @@ def recorded(user_attrs: dict[str, Any]) -> dict[str, Any]:
             "early_stopping": {**es, "rungs": list(es["rungs"])}}
 
 
-def vouched(user_attrs: dict[str, Any]) -> bool:
-    """Whether a study says what it searched with: a record, or a stored recipe naming it.
-    One with neither (made by other Optuna code, or by cnnsearch before recipes were
-    stored) gives its unwritten settings what was shipped then, but refuses no written one."""
-    return RECORD_KEY in user_attrs or bool(user_attrs.get("recipe"))
-
-
-def resolve(recipe: Recipe, record: dict[str, Any] | None, *, refuse: bool = True) -> Recipe:
+def resolve(recipe: Recipe, record: dict[str, Any] | None) -> Recipe:
     """``recipe`` with the settings it does not write taken from a study's ``record``.
 
     Args:
         recipe: the recipe a run was given; ``recipe.unwritten`` names what it leaves to defaults.
         record: the study's record (``recorded``), or None for a study yet to be made.
-        refuse: refuse a written sampler other than the record's (False where the record is
-            only what was shipped then, ``vouched``: the written one is taken).
 
     Returns:
         The recipe to run: unchanged for a new study.
 
     Raises:
-        RecipeError: the recipe writes a sampler other than the study's (with ``refuse``).
+        RecipeError: the recipe writes a sampler other than the study's.
     """
     if record is None:
         return recipe
-    sampler = record["sampler"] if "sampler" in recipe.unwritten or refuse else recipe.sampler
+    sampler = record["sampler"]
     if "sampler" not in recipe.unwritten and recipe.sampler != sampler:
         raise RecipeError(f"study {recipe.name!r} was made with sampler {sampler!r} (recorded when "
                           f"it was made) and this recipe names {recipe.sampler!r}: remove the recipe's `sampler` "

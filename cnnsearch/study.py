@@ -33,7 +33,7 @@ from .recovery import (
     requeued_text,
     wait_for_database,
 )
-from .samplers import RECORD_KEY, make_sampler, record_of, recorded, resolve, sampler_for, vouched  # noqa: F401 (make_sampler: importable from here)
+from .samplers import RECORD_KEY, make_sampler, record_of, recorded, resolve, sampler_for  # noqa: F401 (make_sampler: importable from here)
 from .storage import DatabaseLost, count_trials, database_lost
 from .trials import FINISHED, REJECTED, is_feasible
 
@@ -74,7 +74,7 @@ def resolve_search(study: optuna.Study | None, recipe: Recipe) -> Recipe:
     ``study``'s record (``samplers.resolve``); unchanged for no study, or one left empty."""
     if study is None or _left_empty(study):
         return recipe
-    return resolve(recipe, recorded(study.user_attrs), refuse=vouched(study.user_attrs))
+    return resolve(recipe, recorded(study.user_attrs))
 
 
 def _left_empty(study: optuna.Study) -> bool:
@@ -108,7 +108,6 @@ def open_worker(recipe: Recipe, storage, *, worker: str = "0") -> Seat:
     which the sampler is made from: a later change of default never changes a study's."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=, metric names
     existing = check_existing(storage, recipe)
-    recipe = resolve_search(existing, recipe)  # what it leaves unwritten: the study's (runner resolved it already)
     empty = existing is not None and _left_empty(existing)
     study = optuna.create_study(study_name=recipe.name, storage=storage, sampler=optuna.samplers.RandomSampler(),
                                 directions=recipe.directions, load_if_exists=True)
@@ -119,8 +118,7 @@ def open_worker(recipe: Recipe, storage, *, worker: str = "0") -> Seat:
     seed = sampler_seed(recipe.seed, len(trials), worker)
     if RECORD_KEY not in study.user_attrs or empty:  # made now, or before records: what it resolves to
         fresh = existing is None or empty
-        study.set_user_attr(RECORD_KEY, recorded(study.user_attrs) if vouched(study.user_attrs) and not fresh
-                            else record_of(recipe))
+        study.set_user_attr(RECORD_KEY, record_of(recipe) if fresh else recorded(study.user_attrs))
     study.sampler = sampler_for(study.user_attrs[RECORD_KEY], seed)
     if study.metric_names != list(recipe.objectives):
         study.set_metric_names(list(recipe.objectives))
@@ -181,10 +179,10 @@ def check_recipe(study: optuna.Study, recipe: Recipe) -> None:
     its trials mean would mix incomparable trials into one front."""
     from .recipe import from_dict
 
+    recipe = resolve(recipe, recorded(study.user_attrs))  # the settings it leaves unwritten: the study's
     stored = study.user_attrs.get("recipe")
     if not stored:
         return  # not made by cnnsearch, or made before recipes were stored
-    recipe = resolve(recipe, recorded(study.user_attrs))  # the settings it leaves unwritten: the study's
     try:
         old = from_dict({**stored, "storage": recipe.storage, "artifacts": recipe.artifacts}, Path.cwd())
     except RecipeError as exc:  # not a silent pass: nothing could then be compared

@@ -132,24 +132,3 @@ def test_the_study_made_at_9200455_resumes_under_changed_defaults(tmp_path, caps
     path.write_text(path.read_text().replace('seed = 0', 'seed = 0\nsampler = "nsga2"'))
     assert main(["search", str(path), "--trials", "1", "--quiet"]) == 2
     assert "made with sampler 'tpe'" in capsys.readouterr().err
-
-
-def test_a_study_that_says_nothing_of_its_sampler_takes_a_written_one_and_refuses_nothing(tmp_path, new_defaults):
-    """A study made by other Optuna code (no record, no stored recipe): nothing says what it
-    searched with, so a recipe's written sampler is taken, not refused as 'recorded'; an
-    unwritten one is what was shipped then, not today's default."""
-    written = load_recipe(write_recipe(tmp_path, top='sampler = "evolution"'))
-    foreign = optuna.create_study(study_name="tiny", storage=written.storage, directions=written.directions)
-    foreign.enqueue_trial({"depth": 1})  # a trial: not a study left empty
-    assert check_existing(open_storage(written.storage), written) is not None
-    seat = open_worker(written, open_storage(written.storage))
-    assert seat.study.user_attrs[RECORD_KEY]["sampler"] == "evolution"
-    assert type(seat.study.sampler).__name__ == "EvolutionSampler"
-    # from now on it is recorded: another written sampler is refused, the recorded one named
-    other = load_recipe(write_recipe(tmp_path, top='sampler = "random"'))
-    with pytest.raises(RecipeError, match="made with sampler 'evolution'"):
-        check_existing(open_storage(other.storage), other)
-    # an unwritten sampler on a study that says nothing: what was shipped then
-    bare = load_recipe(write_recipe(tmp_path, name="plain"))
-    optuna.create_study(study_name="plain", storage=bare.storage, directions=bare.directions).enqueue_trial({})
-    assert open_worker(bare, open_storage(bare.storage)).study.user_attrs[RECORD_KEY]["sampler"] == "tpe"
