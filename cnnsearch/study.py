@@ -64,6 +64,8 @@ def check_existing(storage, recipe: Recipe) -> optuna.Study | None:
         raise RecipeError(f"objectives: study {recipe.name!r} already exists with "
                           f"{existing.metric_names or len(existing.directions)} objectives; use another name or "
                           "storage" + (" (it has no trial: `optuna delete-study` removes it)" if empty else ""))
+    if not empty and "data" not in existing.user_attrs:  # refused here, before a worker writes to it
+        raise RecipeError(_NOT_OURS.format(name=recipe.name))
     if not empty:
         check_recipe(existing, recipe)
     return existing
@@ -146,15 +148,17 @@ def record_data(study: optuna.Study, description: dict) -> None:
         study.set_user_attr("data", description)
 
 
+_NOT_OURS = ("study {name!r} has trials but no stored data description: it was made by other Optuna code, or by an "
+             "older cnnsearch (whose split had no test set); give the recipe a new name or another storage")
+
+
 def check_data(study: optuna.Study, description: dict) -> None:
     """Refuse data that is not what the study's trials were trained on: a changed folder,
     other split defaults, or a study from before train/val/test splits."""
     stored = study.user_attrs.get("data")
     if stored is None:
         if study.get_trials(deepcopy=False):  # pragma: no mutate (deepcopy is a speed option: any value gives the same trials)
-            raise RecipeError(f"study {study.study_name!r} was made by an older cnnsearch (no stored data "
-                              "description: its split had no test set); give the recipe a new name or "
-                              "another storage")
+            raise RecipeError(_NOT_OURS.format(name=study.study_name))
         return
     changed = sorted(k for k in set(stored) | set(description) if stored.get(k) != description.get(k))
     if changed:
@@ -179,10 +183,10 @@ def check_recipe(study: optuna.Study, recipe: Recipe) -> None:
     its trials mean would mix incomparable trials into one front."""
     from .recipe import from_dict
 
-    recipe = resolve(recipe, recorded(study.user_attrs))  # the settings it leaves unwritten: the study's
     stored = study.user_attrs.get("recipe")
     if not stored:
-        return  # not made by cnnsearch, or made before recipes were stored
+        return  # not made by cnnsearch (check_existing refuses one with trials) or left empty
+    recipe = resolve(recipe, recorded(study.user_attrs))  # the settings it leaves unwritten: the study's
     try:
         old = from_dict({**stored, "storage": recipe.storage, "artifacts": recipe.artifacts}, Path.cwd())
     except RecipeError as exc:  # not a silent pass: nothing could then be compared

@@ -132,3 +132,21 @@ def test_the_study_made_at_9200455_resumes_under_changed_defaults(tmp_path, caps
     path.write_text(path.read_text().replace('seed = 0', 'seed = 0\nsampler = "nsga2"'))
     assert main(["search", str(path), "--trials", "1", "--quiet"]) == 2
     assert "made with sampler 'tpe'" in capsys.readouterr().err
+
+
+def test_a_study_made_by_other_optuna_code_is_refused_before_anything_is_written(tmp_path, capsys):
+    """No stored data description and trials: not a cnnsearch study. Refused as that (not
+    as a changed sampler 'recorded when it was made', which it never recorded), before a
+    worker writes a record, a recipe or a fingerprint into it."""
+    path = write_recipe(tmp_path, trials=1, epochs=1, top='sampler = "evolution"')
+    written = load_recipe(path)
+    foreign = optuna.create_study(study_name="tiny", storage=written.storage, directions=written.directions)
+    foreign.enqueue_trial({"depth": 1})
+    with pytest.raises(RecipeError) as info:
+        check_existing(open_storage(written.storage), written)
+    assert str(info.value).startswith("study 'tiny' has trials but no stored data description: it was made by "
+                                      "other Optuna code")
+    assert main(["search", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "other Optuna code" in err
+    assert load(path).user_attrs == {} and len(load(path).trials) == 1
