@@ -5,9 +5,9 @@ sampling on tabular NAS benchmarks at ~150 evaluations (White et al. 2020), made
 multi-objective: the population is the last ``population`` completed trials; a parent is
 the best of ``tournament`` of them drawn at random, by non-domination rank on the study's
 objectives (ties broken at random); the child is the parent with ONE decision changed: a
-categorical or integer one to another of its allowed values, a continuous one (a learning
-rate) by a Gaussian step of a sixth of its range (on the log scale where it is log),
-clipped inside. Parameters the parent lacks (a deeper child's new blocks) are drawn at
+categorical or (linear) integer one to another of its allowed values, a continuous one (a
+learning rate, a log-scale integer) by a Gaussian step of a sixth of its range (on the log
+scale where it is log), reflected inside, of at least one grid point where it has a grid. Parameters the parent lacks (a deeper child's new blocks) are drawn at
 random. Until ``population`` trials have completed, trials are random.
 
 A child equal to a trial already run is redrawn (up to ``retries`` times, then kept), so a
@@ -106,16 +106,24 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
         return child
 
     def _step(self, distribution: FloatDistribution | IntDistribution, value: float) -> float | int:
-        """``value`` moved by a Gaussian step of a sixth of the range (log scale if log), kept inside."""
+        """``value`` moved by a Gaussian step of a sixth of the range (log scale if log),
+        reflected back inside at an end; on a grid (an integer, a float with ``step``), at
+        least one grid point, so that the child differs from its parent."""
         scale = np.log if distribution.log else (lambda x: x)
         low, high = scale(distribution.low), scale(distribution.high)
-        moved = float(np.clip(scale(value) + self._rng.normal(0.0, (high - low) / 6), low, high))
+        moved = scale(value) + self._rng.normal(0.0, (high - low) / 6)
+        moved = float(np.clip(2 * low - moved if moved < low else 2 * high - moved if moved > high else moved,
+                              low, high))
         moved = float(np.exp(moved)) if distribution.log else moved
-        if isinstance(distribution, IntDistribution) or distribution.step is not None:
-            step = distribution.step or 1
-            moved = min(distribution.high, distribution.low + round((moved - distribution.low) / step) * step)
-            return int(moved) if isinstance(distribution, IntDistribution) else moved
-        return min(max(moved, distribution.low), distribution.high)  # exp(log(x)) may round past an end
+        grid = 1 if isinstance(distribution, IntDistribution) else distribution.step
+        if grid is None:
+            return min(max(moved, distribution.low), distribution.high)  # exp(log(x)) may round past an end
+        points = round((distribution.high - distribution.low) / grid)
+        at, to = (round((v - distribution.low) / grid) for v in (value, moved))
+        if to == at:  # a step smaller than the grid: the next point towards it (or the only other way)
+            to = at + (1 if (moved > value and at < points) or at == 0 else -1)
+        moved = distribution.low + min(max(to, 0), points) * grid
+        return int(moved) if isinstance(distribution, IntDistribution) else moved
 
 
 def _continuous(distribution: BaseDistribution) -> bool:

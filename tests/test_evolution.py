@@ -122,16 +122,37 @@ def test_a_continuous_decision_moves_by_a_step_inside_its_range():
 
     study = run(EvolutionSampler(population=5, tournament=2, seed=2), n=0)
     study.optimize(mixed, n_trials=60)
-    moved = {"lr": 0, "wd": 0, "width": 0, "kind": 0}
+    moved = {"lr": 0, "wd": 0, "width": 0}  # values no earlier trial had
     for t in study.trials[5:]:
         lr, wd, width = t.params["lr"], t.params["wd"], t.params["width"]
-        assert 1e-4 <= lr <= 1e-1 and 0 <= wd <= 0.5 and 4 <= width <= 64 and isinstance(width, int)
-        assert abs(wd * 10 - round(wd * 10)) < 1e-9  # on the 0.1 grid
         changed = [k for k in moved if all(p.params[k] != t.params[k] for p in study.trials[:t.number])]
         for k in changed:
             moved[k] += 1
-    assert min(moved["lr"], moved["width"]) > 0  # continuous values are explored, not frozen at the first draws
+    assert min(moved.values()) > 0  # every kind of decision is explored, none frozen at the first draws
     steps = [abs(math.log(t.params["lr"] / p.params["lr"])) for t in study.trials[5:]
              for p in study.trials[:t.number] if hamming(t.params, p.params) == 1 and t.params["lr"] != p.params["lr"]]
     # a step (median |N(0, range/6)| ~ 0.11 of the range), not a redraw (median ~ 0.29 of it)
     assert steps and statistics.median(steps) < math.log(1e3) / 5
+
+
+@pytest.mark.parametrize("distribution", [
+    optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+    optuna.distributions.FloatDistribution(0.0, 0.5, step=0.1),
+    optuna.distributions.FloatDistribution(-1.0, 1.0),
+    optuna.distributions.IntDistribution(4, 64, log=True),
+    optuna.distributions.IntDistribution(1, 2, log=True),
+])
+def test_a_step_stays_inside_moves_off_its_start_and_keeps_to_the_grid(distribution):
+    """From either end and the middle: inside the range, on the grid, and never the value it
+    started from (a child equal to its parent would be a wasted trial)."""
+    sampler = EvolutionSampler(seed=0)
+    grid = 1 if isinstance(distribution, optuna.distributions.IntDistribution) else distribution.step
+    middle = distribution.low + ((distribution.high - distribution.low) // 2 if grid == 1 else
+                                 (distribution.high - distribution.low) / 2)
+    for start in (distribution.low, distribution.high, middle):
+        for _ in range(200):
+            value = sampler._step(distribution, start)
+            assert distribution.low <= value <= distribution.high and value != start
+            assert type(value) is type(start) or grid != 1
+            if grid is not None:
+                assert abs((value - distribution.low) / grid - round((value - distribution.low) / grid)) < 1e-9
