@@ -183,8 +183,8 @@ def markdown(out: dict) -> str:
     budgets = out["budgets"]
     lines = [f"{out['task']} ({out['architectures']} architectures, {out['seeds']} seeds; medians; "
              f"default `{out['default']}`)", "",
-             "| strategy | epochs to random's final HV | reached | " + " | ".join(f"HV/random @{b}" for b in budgets)
-             + f" | epochs @{budgets[-1]} |",
+             "| strategy | epochs to random's final HV (x random's) | reached | "
+             + " | ".join(f"HV/random @{b}" for b in budgets) + f" | epochs @{budgets[-1]} (x random's) |",
              "|---|---|---|" + "---|" * len(budgets) + "---|"]
     random_epochs = out["strategies"]["random"]["epochs"][budgets[-1]]
     for label, s in out["strategies"].items():

@@ -315,7 +315,10 @@ def main():
     args = parser.parse_args()
     if args.quick or args.table:
         tables = args.table or [str(HERE / "tables" / name) for name in SHIPPED_TABLES]
-        default = sibling("replay").DEFAULT.split("+")[0]  # a sampler: each strategy runs with and without es
+        replay = sibling("replay")
+        default = replay.DEFAULT.split("+")[0]  # a sampler: each strategy runs with and without es
+        if default not in replay.STRATEGIES:
+            parser.error(f"the default sampler {default!r} has no replay strategy: add it to replay.STRATEGIES")
         if not {"random", default} <= set(args.strategies.split(",")):  # the figures compare the two
             parser.error(f"--strategies must include random and {default}")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
