@@ -60,8 +60,8 @@ def pareto_mask(points: Sequence[Sequence[float]], directions: Sequence[str]) ->
     """
     if not points:
         return []
-    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    loss = np.asarray(points, dtype=float) * signs
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])  # pragma: no mutate (any positive multiple of a sign orders the points alike)
+    loss = np.asarray(points, dtype=float) * signs  # pragma: no mutate (dividing by +-1 is multiplying by it)
     placed = ~np.isnan(loss).any(axis=1)  # a point missing a coordinate is on no front and hides none
     front = np.zeros(len(loss), dtype=bool)
     if placed.any():

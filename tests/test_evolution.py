@@ -124,7 +124,6 @@ def test_a_continuous_decision_moves_by_a_step_inside_its_range():
     study.optimize(mixed, n_trials=60)
     moved = {"lr": 0, "wd": 0, "width": 0}  # values no earlier trial had
     for t in study.trials[5:]:
-        lr, wd, width = t.params["lr"], t.params["wd"], t.params["width"]
         changed = [k for k in moved if all(p.params[k] != t.params[k] for p in study.trials[:t.number])]
         for k in changed:
             moved[k] += 1
