@@ -26,7 +26,7 @@ Prints one JSON line per task (and a per-run line on stderr as it goes).
 Replayed on tabular benchmarks (``benchmarks/tabulate.py``, ``benchmarks/replay.py``):
 whole studies in seconds, every strategy with and without early stopping, N seeds:
     python benchmarks/search_quality.py --table benchmarks/tables/shapes.jsonl.gz --seeds 20
-    python benchmarks/search_quality.py --quick         # the shipped tables, a few minutes
+    python benchmarks/search_quality.py --quick         # the shipped tables, 20 seeds, minutes
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def sibling(name: str):
     return module
 
 
-SHIPPED_TABLES = ("shapes-mini.jsonl.gz", "shapes-hard-mini.jsonl.gz")
+SHIPPED_TABLES = ("shapes.jsonl.gz", "shapes-hard.jsonl.gz")  # 584 architectures each (tabulate.py)
 
 
 def replay_tables(paths: list[str], *, strategies: list[str], seeds: int, budgets: list[int]) -> None:
@@ -298,7 +298,7 @@ def replay_tables(paths: list[str], *, strategies: list[str], seeds: int, budget
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="replay on the shipped tables (benchmarks/tables/*-mini.jsonl.gz): 10 seeds, minutes")
+                        help="replay on the shipped tables (benchmarks/tables/shapes*.jsonl.gz): 20 seeds, minutes")
     parser.add_argument("--table", action="append", help="replay on this tabular benchmark (repeatable)")
     parser.add_argument("--strategies", default="random,tpe,tpe-independent,evolution", help="replay strategies")
     parser.add_argument("--budgets", default="25,50,100,200", help="replay budgets (trials)")
@@ -322,7 +322,7 @@ def main():
         if not {"random", default} <= set(args.strategies.split(",")):  # the figures compare the two
             parser.error(f"--strategies must include random and {default}")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        replay_tables(tables, strategies=args.strategies.split(","), seeds=10 if args.quick else args.seeds,
+        replay_tables(tables, strategies=args.strategies.split(","), seeds=20 if args.quick else args.seeds,
                       budgets=[int(b) for b in args.budgets.split(",")])
         return
     if args.live_quick:
