@@ -15,7 +15,7 @@ Prints one JSON line: per strategy the median final hypervolume and training sec
 ``default_train_s_to_random_final``: the training seconds the default needed (per seed) to
 reach random search's final hypervolume of the same seed, as a fraction of random's; median.
 
-    python benchmarks/confirm.py --task shapes --trials 100 --seeds 3
+    python benchmarks/confirm.py --task shapes --trials 100 --seeds 3 --jobs 2
 """
 
 from __future__ import annotations
@@ -24,10 +24,13 @@ import argparse
 import importlib.util
 import json
 import math
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -102,6 +105,12 @@ def run_study(tmp: Path, task: dict, *, default: bool, seed: int, trials: int, t
     return out
 
 
+def _one(tmp: Path, task: dict, trials: int, test_data, job: tuple[str, int]) -> dict:
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return run_study(tmp, task, default=job[0] == "default", seed=job[1], trials=trials, test_data=test_data)
+
+
 def curve(rows: list[dict], ref: tuple[float, float], hypervolume) -> list[tuple[float, float]]:
     """(training seconds so far, hypervolume so far) after each trial."""
     points, spent, out = [], 0.0, []
@@ -119,6 +128,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--keep", help="keep the studies in this folder")
+    parser.add_argument("--jobs", type=int, default=1, help="studies run side by side (one core each)")
     args = parser.parse_args()
     tabulate, replay = sibling("tabulate"), sibling("replay")
     if args.task not in tabulate.TASKS:
@@ -130,8 +140,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         tmp = Path(args.keep or scratch)
         tmp.mkdir(parents=True, exist_ok=True)
-        runs = {kind: [run_study(tmp, task, default=kind == "default", seed=s, trials=args.trials,
-                                 test_data=test_data) for s in range(args.seeds)] for kind in ("random", "default")}
+        jobs = [(kind, s) for kind in ("random", "default") for s in range(args.seeds)]
+        # spawned, not forked: torch is not fork-safe once it has run
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(partial(_one, tmp, task, args.trials, test_data), jobs))
+        runs = {kind: [run for (k, _), run in zip(jobs, done) if k == kind] for kind in ("random", "default")}
     lat = max(r["latency_ms"] for rs in runs.values() for run in rs for r in run["rows"] if r["latency_ms"])
     ref = (1 - 1 / test_data.num_classes, lat)  # as the replay's: chance error, the slowest network timed
     curves = {k: [curve(run["rows"], ref, replay.hypervolume) for run in rs] for k, rs in runs.items()}

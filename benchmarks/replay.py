@@ -70,9 +70,11 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> 
     return float(compute_hypervolume(inside, np.array(ref, dtype=float))) if len(inside) else 0.0
 
 
-def replay_study(table: Table, sampler: optuna.samplers.BaseSampler, *, trials: int, early: bool) -> list[dict]:
-    """One study of ``trials`` trials; per trial: its row, epochs trained, whether stopped."""
-    es = EarlyStopping(enabled=True)
+def replay_study(table: Table, sampler: optuna.samplers.BaseSampler, *, trials: int, early: bool,
+                 settings: EarlyStopping | None = None) -> list[dict]:
+    """One study of ``trials`` trials; per trial: its row, epochs trained, whether stopped.
+    With ``early``, early stopping has ``settings`` (default: a recipe's defaults, switched on)."""
+    es = settings or EarlyStopping(enabled=True)
     rungs = rung_epochs(table.epochs, es.rungs, es.min_epoch) if early else frozenset()
     log: list[dict] = []
     peers: list[Peer] = []

@@ -50,7 +50,7 @@ class Recipe:
     objectives: tuple[str, ...] = ("accuracy", "latency_ms")
     trials: int = 20
     seed: int = 0
-    sampler: str = "tpe"
+    sampler: str = "evolution"  # picked by replayed searches (issue 22, docs/benchmarks.md); "tpe" until then
     max_consecutive_failures: int = 5  # this many FAILed trials in a row stop the search (exit 1)
     storage: str = ""
     artifacts: str = ""  # trained weights: a folder, or s3://bucket/prefix (artifacts.py)

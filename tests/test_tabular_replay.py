@@ -32,9 +32,14 @@ def test_the_spaces_enumerate_every_architecture_once():
 
 def test_a_shipped_table_is_complete_and_holds_what_the_replay_reads():
     tab = sibling("tabulate")
-    for path in sorted((BENCH / "tables").glob("*-mini.jsonl.gz")):
+    paths = sorted((BENCH / "tables").glob("*.jsonl.gz"))
+    assert [p.name for p in paths] == ["shapes-hard.jsonl.gz", "shapes-mini.jsonl.gz", "shapes.jsonl.gz"]
+    for path in paths:
         header, rows = tab.read_table(path)
-        assert header["command"].startswith("python benchmarks/tabulate.py") and len(rows) == 42
+        assert header["command"].startswith("python benchmarks/tabulate.py")
+        assert len(rows) == len({r["digest"] for r in rows}) == header["architectures_in_space"] in (42, 584)
+        if header["space_name"] == "full":  # the task the replay names is the one that made it
+            assert header["data"] == tab.TASKS[header["task"]]["data"]
         assert header["long_epochs"] == 3 * header["brief_epochs"]
         for row in rows:
             assert len(row["brief"]["val"]) == len(row["brief"]["train_loss_sum"]) == header["brief_epochs"]
@@ -44,8 +49,8 @@ def test_a_shipped_table_is_complete_and_holds_what_the_replay_reads():
 def test_a_replay_counts_epochs_and_early_stopping_saves_some():
     tab, replay = sibling("tabulate"), sibling("replay")
     table = replay.Table(*tab.read_table(BENCH / "tables" / "shapes-mini.jsonl.gz"))
-    out = replay.run_table("shapes", table, strategies=["random", "tpe"], seeds=2, budgets=[25, 50])
-    assert out["architectures"] == 42 and out["default"] == "tpe" and out["seeds"] == 2
+    out = replay.run_table("shapes", table, strategies=["random", "evolution"], seeds=2, budgets=[25, 50])
+    assert out["architectures"] == 42 and out["default"] == replay.DEFAULT == "evolution+es" and out["seeds"] == 2
     for key in ("default_epochs_to_random_final", "hv50_default_vs_random", "kendall_tau_brief_long",
                 "kendall_tau_ci90"):
         assert key in out
