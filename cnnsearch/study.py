@@ -64,7 +64,7 @@ def check_existing(storage, recipe: Recipe) -> optuna.Study | None:
         raise RecipeError(f"objectives: study {recipe.name!r} already exists with "
                           f"{existing.metric_names or len(existing.directions)} objectives; use another name or "
                           "storage" + (" (it has no trial: `optuna delete-study` removes it)" if empty else ""))
-    if not empty and "data" not in existing.user_attrs:  # refused here, before a worker writes to it
+    if not empty and not {"data", "recipe"} & set(existing.user_attrs):  # not ours: refused before a worker writes
         raise RecipeError(_NOT_OURS.format(name=recipe.name))
     if not empty:
         check_recipe(existing, recipe)

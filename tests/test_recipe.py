@@ -42,7 +42,7 @@ def test_defaults_and_paths_relative_to_the_recipe(tmp_path):
     assert recipe.objectives == ("accuracy", "latency_ms") and recipe.directions == ["maximize", "minimize"]
     assert recipe.storage == f"sqlite:///{tmp_path / 'tiny.db'}"
     assert recipe.artifacts == str(tmp_path / "tiny_artifacts")
-    assert recipe.sampler == "tpe" and not recipe.early_stopping.enabled  # off unless asked for
+    assert recipe.sampler == "evolution" and recipe.early_stopping.enabled  # the defaults (issue 22)
 
 
 @pytest.mark.parametrize("name", ["digits.toml", "cifar10.toml"])

@@ -136,7 +136,7 @@ def test_defaults(tmp_path):
     recipe = make(tmp_path)
     assert (recipe.dataset, recipe.data, recipe.objectives) == ("digits", {}, ("accuracy", "latency_ms"))
     assert recipe.directions == ["maximize", "minimize"]
-    assert (recipe.trials, recipe.seed, recipe.sampler, recipe.max_consecutive_failures) == (20, 0, "tpe", 5)
+    assert (recipe.trials, recipe.seed, recipe.sampler, recipe.max_consecutive_failures) == (20, 0, "evolution", 5)
     assert recipe.storage == f"sqlite:///{(tmp_path / 'tiny.db').resolve()}"  # next to the recipe
     assert recipe.artifacts == str((tmp_path / "tiny_artifacts").resolve())
     # training as TrainConfig's defaults (5 epochs, the best device there is, no augmentation),
@@ -144,7 +144,7 @@ def test_defaults(tmp_path):
     assert recipe.train == TrainSection(epochs=5, batch_size=None, device="auto", augment=False)
     assert recipe.latency == LatencySection(device="cpu", batch_size=1, threads=1, runtime="torch")
     assert recipe.limits == Limits(max_params=None, max_flops=None, max_latency_ms=None, max_memory_bytes=None)
-    assert recipe.early_stopping == EarlyStopping(enabled=False, margin=0.0, rungs=(1 / 6, 1 / 3, 2 / 3),
+    assert recipe.early_stopping == EarlyStopping(enabled=True, margin=0.03, rungs=(1 / 6, 1 / 3, 2 / 3),
                                                   keep=1 / 3, min_epoch=1)
     # an empty table is the same as none
     assert make(tmp_path, train={}, latency={}, limits={}, early_stopping={}, data={}) == recipe
@@ -343,7 +343,7 @@ def test_meaning_is_everything_but_the_budget_flattened(tmp_path):
     data = dict(seed=4, sampler="random", data={"val_fraction": 0.3}, train={"epochs": 3, "augment": True},
                 latency={"batch_size": 2}, limits={"max_params": 99}, trials=3, max_consecutive_failures=2,
                 storage="sqlite:////x.db", artifacts="/y")
-    assert meaning_of(tmp_path, **data) == {**common, "early_stopping.enabled": False}
+    assert meaning_of(tmp_path, **data, early_stopping={"enabled": False}) == {**common, "early_stopping.enabled": False}
     on = {"enabled": True, "margin": 0.5, "rungs": [0.5], "keep": 0.5, "min_epoch": 2}
     assert meaning_of(tmp_path, **data, early_stopping=on) == {
         **common, "early_stopping.enabled": True, "early_stopping.margin": 0.5, "early_stopping.rungs": (0.5,),
@@ -364,7 +364,7 @@ CHANGES = [  # (change, the line changed_meaning reports)
     ({"dataset": "shapes"}, "dataset: 'digits' -> 'shapes'"),
     ({"objectives": ["accuracy"]}, "objectives: ['accuracy', 'latency_ms'] -> ['accuracy']"),
     ({"seed": 1}, "seed: 0 -> 1"),
-    ({"sampler": "random"}, "sampler: 'tpe' -> 'random'"),
+    ({"sampler": "random"}, "sampler: 'evolution' -> 'random'"),
     ({"data": {"seed": 3}}, "data.seed: 0 -> 3"),
     ({"train": {"epochs": 6}}, "train.epochs: 5 -> 6"),
     ({"train": {"batch_size": 8}}, "train.batch_size: None -> 8"),
@@ -377,7 +377,7 @@ CHANGES = [  # (change, the line changed_meaning reports)
     ({"limits": {"max_params": 10}}, "limits.max_params: None -> 10"),
     ({"limits": {"max_flops": 10}}, "limits.max_flops: None -> 10"),
     ({"limits": {"max_latency_ms": 2.5}}, "limits.max_latency_ms: None -> 2.5"),
-    ({"early_stopping": {"enabled": True}}, "early_stopping.enabled: False -> True"),
+    ({"early_stopping": {"enabled": False}}, "early_stopping.enabled: True -> False"),
 ]
 
 
@@ -385,9 +385,9 @@ CHANGES = [  # (change, the line changed_meaning reports)
 def test_changed_meaning_reports_each_change(tmp_path, change, line):
     old, new = make(tmp_path), make(tmp_path, **change)
     reported = changed_meaning(old, new)
-    if "early_stopping" in change:  # switched on: its settings appear with it
+    if "early_stopping" in change:  # switched off (on by default): its settings go with it
         assert line in reported and all(c.startswith("early_stopping.") for c in reported)
-        assert "early_stopping.keep: (unset) -> 0.3333333333333333" in reported
+        assert "early_stopping.keep: 0.3333333333333333 -> (unset)" in reported
     else:
         assert reported == [line]
     key, values = line.split(": ", 1)

@@ -9,6 +9,7 @@ import pytest
 from cnnsearch import samplers
 from cnnsearch.cli import main
 from cnnsearch.errors import RecipeError
+from cnnsearch.evolution import EvolutionSampler
 from cnnsearch.recipe import EarlyStopping, Recipe, load_recipe, resolve_recipe
 from cnnsearch.samplers import RECORD_KEY, recorded, resolve
 from cnnsearch.storage import open_storage
@@ -40,7 +41,7 @@ def test_a_recipe_file_says_which_search_settings_it_leaves_out(tmp_path):
     assert bare.unwritten == {"sampler", *(f"early_stopping.{k}" for k in EarlyStopping.__dataclass_fields__)}
     written = load_recipe(write_recipe(tmp_path, top='sampler = "tpe"', extra="[early_stopping]\nkeep = 0.5\n"))
     assert written.unwritten == {f"early_stopping.{k}" for k in ("enabled", "margin", "rungs", "min_epoch")}
-    assert written == bare.__class__(**{**vars(bare), "early_stopping": EarlyStopping(keep=0.5)})
+    assert written == bare.__class__(**{**vars(bare), "sampler": "tpe", "early_stopping": EarlyStopping(keep=0.5)})
     assert "unwritten" not in written.to_dict()  # the stored recipe is what it resolved to
     # --study beside a recipe file keeps what the file left out
     assert resolve_recipe(str(write_recipe(tmp_path)), None, "other").unwritten == bare.unwritten
@@ -49,9 +50,9 @@ def test_a_recipe_file_says_which_search_settings_it_leaves_out(tmp_path):
 def test_a_new_study_records_its_resolved_sampler_and_early_stopping(tmp_path):
     seat = open_seat(write_recipe(tmp_path, extra="[early_stopping]\nrungs = [0.5]\n"))
     assert seat.study.user_attrs[RECORD_KEY] == {
-        "sampler": "tpe", "sampler_options": {"multivariate": True, "group": True, "constant_liar": True},
-        "early_stopping": {"enabled": False, "margin": 0.0, "rungs": [0.5], "keep": 1 / 3, "min_epoch": 1}}
-    assert isinstance(seat.study.sampler, optuna.samplers.TPESampler)
+        "sampler": "evolution", "sampler_options": {"population": 12, "tournament": 4},
+        "early_stopping": {"enabled": True, "margin": 0.03, "rungs": [0.5], "keep": 1 / 3, "min_epoch": 1}}
+    assert isinstance(seat.study.sampler, EvolutionSampler)
 
 
 def test_a_changed_default_resumes_a_study_with_its_recorded_settings(tmp_path, new_defaults):
@@ -62,10 +63,10 @@ def test_a_changed_default_resumes_a_study_with_its_recorded_settings(tmp_path, 
     assert (recipe.sampler, recipe.early_stopping.enabled) == ("random", True)  # today's (patched) defaults
     resolved = resolve(recipe, record)
     assert resolved.sampler == "tpe"
-    assert resolved.early_stopping == EarlyStopping(enabled=False, rungs=(0.5,), keep=0.25, min_epoch=2)
+    assert resolved.early_stopping == EarlyStopping(enabled=False, margin=0.0, rungs=(0.5,), keep=0.25, min_epoch=2)
     # what a recipe writes stays written; the rest is the study's
     written = load_recipe(write_recipe(tmp_path, extra="[early_stopping]\nenabled = true\nkeep = 0.5\n"))
-    assert resolve(written, record).early_stopping == EarlyStopping(enabled=True, rungs=(0.5,), keep=0.5,
+    assert resolve(written, record).early_stopping == EarlyStopping(enabled=True, margin=0.0, rungs=(0.5,), keep=0.5,
                                                                     min_epoch=2)
     assert resolve(recipe, None) is recipe  # a study yet to be made takes the recipe as it is
 
@@ -83,7 +84,7 @@ def test_a_study_without_a_record_resolves_to_what_was_shipped_then():
 
 
 def test_a_recipe_naming_another_sampler_is_refused_naming_both_and_the_way_out(tmp_path, capsys):
-    path = write_recipe(tmp_path, trials=1, epochs=1)
+    path = write_recipe(tmp_path, trials=1, epochs=1, top='sampler = "tpe"')
     new_study(load_recipe(path))  # with its data recorded: not a study left empty
     other = load_recipe(write_recipe(tmp_path, trials=1, epochs=1, top='sampler = "random"'))
     with pytest.raises(RecipeError) as info:

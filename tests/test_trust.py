@@ -64,7 +64,7 @@ def test_a_changed_recipe_is_refused_and_the_study_untouched(tmp_path):
     write_recipe(tmp_path, trials=2, epochs=2, top='sampler = "random"')
     result = run_cli("search", str(recipe), "--trials", "1")
     assert result.returncode == 2 and result.stderr.startswith(
-        "error: study 'tiny' was made with sampler 'tpe' (recorded when it was made) and this recipe names 'random'")
+        "error: study 'tiny' was made with sampler 'evolution' (recorded when it was made) and this recipe names 'random'")
     assert [(t.number, t.state, t.params, t.user_attrs) for t in load(recipe).trials] == before
     write_recipe(tmp_path, trials=3, epochs=2, top="max_consecutive_failures = 2")  # the budget: fine
     assert run_cli("search", str(recipe)).returncode == 0
