@@ -18,7 +18,8 @@ def trained(tmp_path_factory):
 
 
 def test_every_phase_is_timed_and_together_they_make_the_trial(trained):
-    assert trained
+    assert len(trained) == 2
+    shares = []
     for t in trained:
         phases = t.user_attrs["phases"]
         assert set(phases) == PHASES and all(v >= 0 for v in phases.values())
@@ -26,7 +27,11 @@ def test_every_phase_is_timed_and_together_they_make_the_trial(trained):
         assert phases["latency"] > 0 and phases["weights"] > 0 and phases["storage"] > 0
         assert phases["paused"] < 0.01  # no sibling timed anything
         span = (t.datetime_complete - t.datetime_start).total_seconds()
-        assert 0.5 * span < sum(phases.values()) <= span  # the rest: Optuna's ask and tell, the last write
+        assert sum(phases.values()) <= span  # the rest: Optuna's ask and tell, the last write
+        shares.append(sum(phases.values()) / span)
+    # most of a trial is in its phases (locally 95%+); the best of two, since a storage stall
+    # inside Optuna's tell, outside the objective, once took 0.85 s of a 1.3 s trial on CI
+    assert max(shares) > 0.5
 
 
 def test_training_images_are_the_steps_taken_times_the_batch(trained):
