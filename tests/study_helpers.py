@@ -27,7 +27,12 @@ batch_size = 64
 
 
 def write_recipe(tmp_path: Path, *, name: str = "tiny", extra: str = "", space: str = TINY_SPACE,
-                 trials: int = 4, epochs: int = 2, top: str = "") -> Path:
+                 trials: int = 4, epochs: int = 2, top: str = "", early_stopping: bool | None = False) -> Path:
+    """A digits recipe. Early stopping is written off (``early_stopping``; None: not written,
+    the default, on) unless ``extra`` has its own table: the suite's studies train every trial
+    unless a test asks for early stopping, since whether a trial stops hangs on measured latency."""
+    if early_stopping is not None and "[early_stopping]" not in extra:
+        extra += f"\n[early_stopping]\nenabled = {str(early_stopping).lower()}\n"
     (tmp_path / "space.toml").write_text(textwrap.dedent(space))
     recipe = tmp_path / f"{name}.toml"
     recipe.write_text(textwrap.dedent(f"""

@@ -38,7 +38,7 @@ def test_bad_space_is_a_bad_recipe(tmp_path):
 
 
 def test_defaults_and_paths_relative_to_the_recipe(tmp_path):
-    recipe = load_recipe(write_recipe(tmp_path))
+    recipe = load_recipe(write_recipe(tmp_path, early_stopping=None))
     assert recipe.objectives == ("accuracy", "latency_ms") and recipe.directions == ["maximize", "minimize"]
     assert recipe.storage == f"sqlite:///{tmp_path / 'tiny.db'}"
     assert recipe.artifacts == str(tmp_path / "tiny_artifacts")

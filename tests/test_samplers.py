@@ -14,10 +14,16 @@ from cnnsearch.recipe import EarlyStopping, Recipe, load_recipe, resolve_recipe
 from cnnsearch.samplers import RECORD_KEY, recorded, resolve
 from cnnsearch.storage import open_storage
 from cnnsearch.study import check_existing, open_worker
+from tests import study_helpers
 from tests.conftest import ROOT
-from tests.study_helpers import load, new_study, write_recipe
+from tests.study_helpers import load, new_study
 
 FIXTURE = ROOT / "tests" / "fixtures" / "study_9200455"
+
+
+def write_recipe(tmp_path, **kwargs):
+    """These tests are about what a recipe leaves unwritten: early stopping too."""
+    return study_helpers.write_recipe(tmp_path, **{"early_stopping": None, **kwargs})
 
 
 @pytest.fixture
