@@ -96,15 +96,15 @@ def parse_baselines(entries: Any, base: Path) -> tuple[Baseline, ...]:
 
 # samplers whose relative search space is the intersection of every trial's parameters: a
 # baseline (training parameters only) would shrink it to those, and the architecture would
-# then be drawn at random for the rest of the study. TPE (grouped) and random sampling are not.
+# then be drawn at random for the rest of the study. Evolution, TPE (grouped) and random sampling are not.
 INTERSECTION_SAMPLERS = ("nsga2", "gp")
 
 
 def check_sampler(sampler: str, baselines: tuple[Baseline, ...]) -> None:
     if baselines and sampler in INTERSECTION_SAMPLERS:
         raise RecipeError(f"baselines: sampler {sampler!r} searches only the parameters every trial has, and a "
-                          "baseline has no architecture parameters: use sampler \"tpe\" (the default) or "
-                          "\"random\" with baselines")
+                          "baseline has no architecture parameters: use sampler \"evolution\" (the default), "
+                          "\"tpe\" or \"random\" with baselines")
 
 
 def of_trial(trial: optuna.Trial | optuna.trial.FrozenTrial) -> Baseline | None:

@@ -251,9 +251,10 @@ class Objective:
         """train()'s per-epoch callback: records the validation curve, reports progress, and
         says whether early stopping stops the trial at this epoch (one of its rungs)."""
         r, es = self.recipe, self.recipe.early_stopping
-        # accuracy is what it compares: without it among the objectives there is nothing to stop for
-        rungs = (rung_epochs(r.train.epochs, es.rungs, es.min_epoch) if es.enabled and "accuracy" in r.objectives
-                 else frozenset())
+        # accuracy is what it compares: without it among the objectives there is nothing to stop for;
+        # a baseline is there to be compared in full, so it is never stopped
+        rungs = (rung_epochs(r.train.epochs, es.rungs, es.min_epoch)
+                 if es.enabled and "accuracy" in r.objectives and of_trial(trial) is None else frozenset())
         peers = self._peers(trial, known) if rungs else []
         started = time.perf_counter()
 

@@ -15,7 +15,7 @@ from cnnsearch.recipe import load_recipe
 from cnnsearch.report import trained_study
 from cnnsearch.storage import open_storage
 from tests.conftest import ROOT, run_cli
-from tests.study_helpers import PG_URL, new_study, write_recipe
+from tests.study_helpers import PG_URL, new_study, perfect_peer, run_recipe, write_recipe
 
 SHIPPED = ROOT / "baselines"
 # the tutorial's Net (fits 8x8 digits) and its CNN (two 5x5 convs: cannot fit 8x8)
@@ -180,3 +180,19 @@ def test_a_run_refused_for_its_data_leaves_no_baseline_queued(tmp_path, capsys):
     fixed = write_recipe(tmp_path, trials=3, epochs=1, extra=RECIPE_BASELINES)
     assert main(["search", str(fixed), "--quiet"]) == 0
     assert sorted(_baselines(optuna.load_study(study_name="tiny", storage=url))) == ["tutorial Net", "tutorial_cnn"]
+
+
+def test_a_baseline_is_never_stopped_early_where_a_candidate_is(tmp_path):
+    """A known network is there to be compared in full: early stopping (on by default) never
+    cuts it short, where the same peers cut a sampled candidate."""
+    net = f'[[baselines]]\nspec = "{SHIPPED / "tutorial_net.json"}"\n'
+    recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=4, extra=net + "[early_stopping]\nenabled = true\n"))
+    study = run_recipe(recipe, until=1)
+    for _ in range(2):  # as fast as anything, 100% at every epoch: they dominate every trial at its rungs
+        study.add_trial(perfect_peer(recipe, epochs=4))
+    assert enqueue_baselines(study, recipe.baselines, url=recipe.storage) == ["tutorial_net"]
+    study = run_recipe(recipe, until=5)
+    baseline, candidate = study.trials[3], study.trials[4]
+    assert baseline.user_attrs["baseline"] == "tutorial_net"
+    assert baseline.user_attrs["status"] == "ok" and baseline.user_attrs["epochs"] == 4
+    assert "baseline" not in candidate.user_attrs and candidate.user_attrs["status"] == "early_stopped"
