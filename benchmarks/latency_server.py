@@ -93,6 +93,7 @@ space = "{ROOT / 'spaces' / 'small-images.toml'}"
 dataset = "digits"
 trials = {trials}
 seed = 0
+sampler = "tpe"
 [train]
 epochs = {epochs}
 device = "cpu"
@@ -100,6 +101,8 @@ device = "cpu"
 runtime = "onnxruntime"
 server = "{server}"
 reference = {'true' if reference else 'false'}
+[early_stopping]
+enabled = false
 """)
         t0 = time.perf_counter()
         run = subprocess.run([sys.executable, "-m", "cnnsearch", "search", str(recipe), "--workers", str(workers)],

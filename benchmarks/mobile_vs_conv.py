@@ -57,6 +57,7 @@ def run_space(space: str, folder: Path, args) -> list[dict]:
         dataset = "shapes"
         trials = {args.trials}
         seed = {args.seed}
+        sampler = "tpe"  # as the figures were measured (the default then)
         [data]
         n = {args.n}
         size = 32
@@ -66,6 +67,8 @@ def run_space(space: str, folder: Path, args) -> list[dict]:
         device = "cpu"
         [limits]
         max_params = 1_000_000
+        [early_stopping]
+        enabled = false
     """))
     recipe = load_recipe(recipe_path)
     study = open_study(recipe, open_storage(recipe.storage))

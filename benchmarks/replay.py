@@ -32,8 +32,8 @@ from cnnsearch.samplers import SAMPLER_OPTIONS
 from cnnsearch.space import parse_space
 from cnnsearch.trials import CONSTRAINT
 
-# strategies: a sampler; each also runs with early stopping ("+es"). "tpe" is the recipe's
-# default as shipped (multivariate, group, constant liar: Optuna 5's default, so the
+# strategies: a sampler; each also runs with early stopping ("+es"). "tpe" is TPE as cnnsearch
+# builds it, the default before issue 22 (multivariate, group, constant liar: Optuna 5's default, so the
 # issue's "TPE multivariate+group+constant_liar" is this one); "tpe-independent" is
 # Optuna's plain TPESampler (independent per parameter for several objectives).
 STRATEGIES = {

@@ -56,7 +56,8 @@ for _name in ("infer_relative_search_space", "sample_relative", "sample_independ
 
 def run(tmp: Path, *, name: str, trials: int, epochs: int, sampler: str, early: bool):
     text = (ROOT / "studies" / "digits.toml").read_text()
-    text = text.replace('name = "digits"', f'name = "{name}"').replace('sampler = "tpe"', f'sampler = "{sampler}"')
+    text = text.replace('name = "digits"', f'name = "{name}"').replace("seed = 0\n", f'seed = 0\nsampler = "{sampler}"\n', 1)
+    assert f'sampler = "{sampler}"' in text, "studies/digits.toml changed: the sampler line was not written"
     text = text.replace("trials = 24", f"trials = {trials}").replace("epochs = 6", f"epochs = {epochs}")
     text = text.replace("enabled = true", f"enabled = {'true' if early else 'false'}")
     text = text.replace("../spaces/", f"{ROOT}/spaces/")
