@@ -171,7 +171,7 @@ def test_a_study_stored_before_the_rework_resumes_whatever_its_early_stopping(tm
 
     from cnnsearch.study import check_recipe
 
-    recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=2))
+    recipe = load_recipe(write_recipe(tmp_path, trials=1, epochs=2, early_stopping=None))
     study = new_study(recipe)
     stored = json.loads(json.dumps(study.user_attrs["recipe"]))
     stored["early_stopping"] = {"enabled": True, "margin": 0.03, "min_epoch": 1}

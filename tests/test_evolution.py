@@ -146,8 +146,8 @@ def test_a_step_stays_inside_moves_off_its_start_and_keeps_to_the_grid(distribut
     started from (a child equal to its parent would be a wasted trial)."""
     sampler = EvolutionSampler(seed=0)
     grid = 1 if isinstance(distribution, optuna.distributions.IntDistribution) else distribution.step
-    middle = distribution.low + ((distribution.high - distribution.low) // 2 if grid == 1 else
-                                 (distribution.high - distribution.low) / 2)
+    points = round((distribution.high - distribution.low) / grid) if grid else None
+    middle = (distribution.low + (points // 2 or 1) * grid if grid else (distribution.low + distribution.high) / 2)
     for start in (distribution.low, distribution.high, middle):
         for _ in range(200):
             value = sampler._step(distribution, start)

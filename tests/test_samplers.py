@@ -28,10 +28,10 @@ def write_recipe(tmp_path, **kwargs):
 
 @pytest.fixture
 def new_defaults(monkeypatch):
-    """What a later version might ship: another default sampler, early stopping on, and
+    """What a later version might ship: another default sampler, early stopping off, and
     "tpe" constructing another TPE."""
     monkeypatch.setattr(Recipe, "sampler", "random")
-    monkeypatch.setattr(EarlyStopping, "enabled", True)
+    monkeypatch.setattr(EarlyStopping, "enabled", False)
     monkeypatch.setattr(EarlyStopping, "keep", 0.5)
     monkeypatch.setitem(samplers.SAMPLER_OPTIONS, "tpe", {"multivariate": True, "group": True, "constant_liar": True,
                                                            "n_startup_trials": 20})
@@ -64,12 +64,12 @@ def test_a_new_study_records_its_resolved_sampler_and_early_stopping(tmp_path):
 def test_a_changed_default_resumes_a_study_with_its_recorded_settings(tmp_path, new_defaults):
     path = write_recipe(tmp_path)
     record = {"sampler": "tpe", "sampler_options": {"multivariate": True, "group": True},
-              "early_stopping": {"enabled": False, "margin": 0.0, "rungs": [0.5], "keep": 0.25, "min_epoch": 2}}
+              "early_stopping": {"enabled": True, "margin": 0.0, "rungs": [0.5], "keep": 0.25, "min_epoch": 2}}
     recipe = load_recipe(path)
-    assert (recipe.sampler, recipe.early_stopping.enabled) == ("random", True)  # today's (patched) defaults
+    assert (recipe.sampler, recipe.early_stopping.enabled) == ("random", False)  # today's (patched) defaults
     resolved = resolve(recipe, record)
     assert resolved.sampler == "tpe"
-    assert resolved.early_stopping == EarlyStopping(enabled=False, margin=0.0, rungs=(0.5,), keep=0.25, min_epoch=2)
+    assert resolved.early_stopping == EarlyStopping(enabled=True, margin=0.0, rungs=(0.5,), keep=0.25, min_epoch=2)
     # what a recipe writes stays written; the rest is the study's
     written = load_recipe(write_recipe(tmp_path, extra="[early_stopping]\nenabled = true\nkeep = 0.5\n"))
     assert resolve(written, record).early_stopping == EarlyStopping(enabled=True, margin=0.0, rungs=(0.5,), keep=0.5,
@@ -122,6 +122,16 @@ def test_the_recorded_sampler_options_build_the_sampler_not_todays(tmp_path, new
 
 def test_the_study_made_at_9200455_resumes_under_changed_defaults(tmp_path, capsys, new_defaults):
     """The fixture's recipe names no sampler; its early stopping writes only `enabled`."""
+    resume_9200455(tmp_path, capsys)
+
+
+def test_the_study_made_at_9200455_resumes_under_todays_defaults(tmp_path, capsys):
+    """evolution and early stopping with margin 0.03 today: the old study stays on its tpe."""
+    assert (Recipe.sampler, EarlyStopping.enabled, EarlyStopping.margin) == ("evolution", True, 0.03)
+    resume_9200455(tmp_path, capsys)
+
+
+def resume_9200455(tmp_path, capsys):
     shutil.copytree(FIXTURE, tmp_path / "s")
     path = tmp_path / "s" / "old.toml"
     stored = load(path, "old").user_attrs["recipe"]
