@@ -39,16 +39,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # see t
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from cnnsearch.artifacts import download_weights  # noqa: E402
-from cnnsearch.build import build  # noqa: E402
 from cnnsearch.data import load_data  # noqa: E402
-from cnnsearch.export import load_weights  # noqa: E402
 from cnnsearch.objective import Objective  # noqa: E402
 from cnnsearch.recipe import load_recipe  # noqa: E402
-from cnnsearch.report import trial_spec  # noqa: E402
 from cnnsearch.storage import open_storage  # noqa: E402
 from cnnsearch.study import open_worker, record_data, run_worker  # noqa: E402
-from cnnsearch.train import evaluate  # noqa: E402
 from cnnsearch.trials import Status  # noqa: E402
 
 
@@ -85,16 +80,13 @@ def run_study(tmp: Path, task: dict, *, default: bool, seed: int, trials: int, t
     t0 = time.perf_counter()
     run_worker(seat.study, objective, until=trials, infeasible_after=trials)
     wall = time.perf_counter() - t0
+    test_accuracy = sibling("search_quality").test_accuracy  # the live benchmark's scoring, loaded once
     rows = []
     for t in seat.study.get_trials(deepcopy=False):
         a = t.user_attrs
         row = {"train_s": a.get("train_seconds", 0.0), "latency_ms": a.get("latency_ms"), "status": a.get("status")}
         if a.get("status") == Status.OK:
-            model = build(trial_spec(t))
-            weights = tmp / f"{name}-{t.number}.safetensors"
-            download_weights(a["weights"], recipe.artifacts, weights, what="weights")
-            load_weights(model, weights)
-            row["test"] = evaluate(model, test_data.x_test, test_data.y_test, prepare=test_data.prepare)[1]
+            row["test"] = test_accuracy(t, recipe, test_data, tmp / f"{name}-{t.number}.safetensors")
         rows.append(row)
     record = seat.study.user_attrs["search"]
     out = {"strategy": record["sampler"] + ("+es" if record["early_stopping"]["enabled"] else ""), "seed": seed,

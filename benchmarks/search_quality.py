@@ -129,6 +129,14 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> 
     return float(compute_hypervolume(inside, np.array(ref, dtype=float)))
 
 
+def test_accuracy(trial, recipe, test_data, weights: Path) -> float:
+    """A trained trial's stored weights (downloaded to ``weights``) scored on the test split."""
+    model = build(trial_spec(trial))
+    download_weights(trial.user_attrs["weights"], recipe.artifacts, weights, what="weights")
+    load_weights(model, weights)
+    return evaluate(model, test_data.x_test, test_data.y_test, prepare=test_data.prepare)[1]
+
+
 def run_study(tmp: Path, task_name: str, *, sampler: str, seed: int, trials: int, early: bool,
               test_data) -> dict:
     """One study; every trained trial scored on the test split from its stored weights."""
@@ -152,11 +160,7 @@ def run_study(tmp: Path, task_name: str, *, sampler: str, seed: int, trials: int
                "latency_ms": a.get("latency_ms"), "val": a.get("accuracy"), "curve": a.get("curve"),
                "steps_per_epoch": a.get("steps_per_epoch")}
         if a.get("status") == Status.OK:
-            model = build(trial_spec(t))
-            weights = tmp / f"{name}-{t.number}.safetensors"
-            download_weights(a["weights"], recipe.artifacts, weights, what="weights")
-            load_weights(model, weights)
-            row["test"] = evaluate(model, test_data.x_test, test_data.y_test)[1]
+            row["test"] = test_accuracy(t, recipe, test_data, tmp / f"{name}-{t.number}.safetensors")
         rows.append(row)
 
     def hv(limit: int) -> float:

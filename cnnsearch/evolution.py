@@ -7,8 +7,9 @@ the best of ``tournament`` of them drawn at random, by non-domination rank on th
 objectives (ties broken at random); the child is the parent with ONE decision changed: a
 categorical or (linear) integer one to another of its allowed values, a continuous one (a
 learning rate, a log-scale integer) by a Gaussian step of a sixth of its range (on the log
-scale where it is log), reflected inside, of at least one grid point where it has a grid. Parameters the parent lacks (a deeper child's new blocks) are drawn at
-random. Until ``population`` trials have completed, trials are random.
+scale where it is log), reflected inside, of at least one grid point where it has a grid.
+Parameters the parent lacks (a deeper child's new blocks) are drawn at random. Until
+``population`` trials have completed, trials are random.
 
 A child equal to a trial already run is redrawn (up to ``retries`` times, then kept), so a
 small space is not spent on repeats. Trials an early stopping cut short (PRUNED) and
