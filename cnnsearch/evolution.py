@@ -85,7 +85,7 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
         """The best of ``tournament`` trials drawn from ``population`` (feasible ones first)."""
         feasible = [t for t in population if t.constraints.get(CONSTRAINT, 0.0) <= 0] or population
         drawn = [feasible[i] for i in self._rng.choice(len(feasible), min(self.tournament, len(feasible)),
-                                                       replace=False)]
+                                                       replace=False)]  # pragma: no mutate (None: as falsy, the same draw)
         signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions]
         ranks = non_domination_ranks(np.array([[s * v for s, v in zip(signs, t.values)] for t in drawn]))
         best = np.flatnonzero(ranks == ranks.min())
@@ -113,8 +113,12 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
         scale = np.log if distribution.log else (lambda x: x)
         low, high = scale(distribution.low), scale(distribution.high)
         moved = scale(value) + self._rng.normal(0.0, (high - low) / 6)
-        moved = float(np.clip(2 * low - moved if moved < low else 2 * high - moved if moved > high else moved,
-                              low, high))
+        # reflected at an end (at an end exactly, reflecting leaves it there: < and <= agree)
+        if moved < low:  # pragma: no mutate (<= is the same: see above)
+            moved = 2 * low - moved
+        elif moved > high:  # pragma: no mutate (>= is the same: see above)
+            moved = 2 * high - moved
+        moved = float(np.clip(moved, low, high))  # a step past both ends
         moved = float(np.exp(moved)) if distribution.log else moved
         grid = 1 if isinstance(distribution, IntDistribution) else distribution.step
         if grid is None:

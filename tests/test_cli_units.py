@@ -179,3 +179,30 @@ def test_status_marks_the_front_under_its_header(tmp_path, capsys):
     assert header.endswith("   FLOPs  pareto  architecture")
     rows = [line for line in lines if line.endswith("c4k3")]
     assert rows[0].endswith("    *     c4k3") and rows[1].endswith("          c4k3")
+
+
+def test_the_demo_runs_search_finalize_status_and_export_on_the_checkout_s_digits_recipe(tmp_path, monkeypatch):
+    """The demo's steps in order, on studies/digits.toml beside the package, exporting into
+    studies/exports/; without the recipe (an installed wheel), one line that says so."""
+    import shutil
+
+    from cnnsearch import cli, runner
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "cnnsearch" / "cli.py"))
+    with pytest.raises(UsageError, match=r"digits.toml is missing: run the demo from a cnnsearch checkout"):
+        cli.cmd_demo(None)
+    (tmp_path / "studies").mkdir()
+    shutil.copy(ROOT / "studies" / "digits.toml", tmp_path / "studies" / "digits.toml")
+    shutil.copytree(ROOT / "spaces", tmp_path / "spaces")
+    recipe = str(tmp_path / "studies" / "digits.toml")
+    calls = []
+    monkeypatch.setattr(runner, "search", lambda path, *a, **k: calls.append(("search", path)) or 0)
+    for step in ("finalize", "status", "export"):
+        monkeypatch.setattr(cli, f"cmd_{step}", lambda args, step=step: calls.append((step, args)) or 0)
+    assert cli.cmd_demo(None) == 0
+    assert [c[0] for c in calls] == ["search", "finalize", "status", "export"] and calls[0][1] == recipe
+    export = calls[3][1]
+    assert (export.recipe, export.trial) == (recipe, "best")
+    assert export.output == str(tmp_path / "studies" / "exports" / "digits_best.py")
+    assert (tmp_path / "studies" / "exports").is_dir()

@@ -155,3 +155,23 @@ def test_a_step_stays_inside_moves_off_its_start_and_keeps_to_the_grid(distribut
             assert type(value) is type(start) or grid != 1
             if grid is not None:
                 assert abs((value - distribution.low) / grid - round((value - distribution.low) / grid)) < 1e-9
+
+
+def test_an_integer_s_values_are_its_grid_from_low_to_high_and_a_plan_s_value_is_checked_against_it():
+    """A linear integer with a step is mutated among its grid points; a planned value is
+    used only where the child's distribution can give it (a bool or a string never a number)."""
+    from cnnsearch.evolution import _allowed, _values
+    Int, Float = optuna.distributions.IntDistribution, optuna.distributions.FloatDistribution
+    assert _values(Int(2, 8, step=2)) == [2, 4, 6, 8]
+    assert _values(Int(4, 64, log=True)) == [] and _values(Float(0.0, 1.0)) == []
+    assert _allowed(Int(2, 8, step=2), 8) and _allowed(Int(2, 8, step=2), 2) and _allowed(Int(2, 8, step=2), 4)
+    assert not _allowed(Int(2, 8, step=2), 5) and not _allowed(Int(2, 8, step=2), 10)
+    assert _allowed(Float(0.0, 0.5), 0.5) and not _allowed(Float(0.0, 0.5), 0.6)
+    for foreign in (True, "0.1", None):
+        assert not _allowed(Float(0.0, 1.0), foreign)
+    # an integer-only space is mutated too: each child is new, one grid step from an earlier trial
+    study = run(EvolutionSampler(population=4, tournament=2, seed=1), n=0)
+    study.optimize(lambda t: (t.suggest_int("a", 2, 8, step=2) + t.suggest_int("b", 2, 8, step=2), 0.0), n_trials=12)
+    for t in study.trials[4:]:
+        earlier = study.trials[:t.number]
+        assert min(hamming(t.params, p.params) for p in earlier) == 1, t.number

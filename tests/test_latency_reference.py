@@ -154,3 +154,11 @@ def test_a_study_with_reference_records_the_scaled_raw_and_reference_figures(tmp
         assert lat["raw_median_ms"] > 0 and lat["reference_ms"] > 0 and lat["reference_calibration_ms"] > 0
         assert attrs["latency_ms"] > 0
     assert study.user_attrs["recipe"]["latency"]["reference"] is True
+
+
+def test_varints_set_the_continuation_bit_only_past_seven_bits():
+    from cnnsearch.latency_reference import _pb
+    assert _pb((1, 127)) == b"\x08\x7f"
+    assert _pb((1, 128)) == b"\x08\x80\x01"
+    assert _pb((2, "ab")) == b"\x12\x02ab"
+    assert _pb((1, -1)) == b"\x08" + b"\xff" * 9 + b"\x01"

@@ -17,7 +17,7 @@ import torch
 from cnnsearch import ArchSpec, RecipeError, build
 from cnnsearch.errors import FailingTrials
 from cnnsearch.latency import fingerprint, onnx_export
-from cnnsearch.latency_remote import device_identity, measure_remote
+from cnnsearch.latency_remote import check_server_url, device_identity, measure_remote
 from cnnsearch.latency_server import TOKEN_ENV, BadModel, LatencyServer, check_model
 from cnnsearch.objective import Objective
 from cnnsearch.recipe import changed_meaning, load_recipe
@@ -494,3 +494,11 @@ def test_a_server_without_reference_timing_is_refused_before_a_study(monkeypatch
     with pytest.raises(RecipeError, match="predates timing with a reference network"):
         latency_remote.check_server(latency)
     latency_remote.check_server(SimpleNamespace(server="http://127.0.0.1:9", threads=1, reference=False))
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8765?x=1", "http://127.0.0.1:8765#here", "http://a:b@127.0.0.1:8765",
+                                 "http://u@127.0.0.1:8765", "http://127.0.0.1:8765/path", "http://:8765"])
+def test_an_address_with_anything_but_scheme_host_and_port_is_refused(url):
+    with pytest.raises(RecipeError, match="must be http://HOST:PORT"):
+        check_server_url(url)
+    assert check_server_url("https://127.0.0.1:8765/") == "https://127.0.0.1:8765"

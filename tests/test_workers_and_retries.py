@@ -129,3 +129,33 @@ def test_only_a_plain_single_search_is_worker_0():
     assert runner.worker_identity(0, None, True).startswith("0@")
     assert runner.worker_identity(1, None, False).startswith("1@")
     assert runner.worker_identity(3, "node7", True) == "node7"
+
+
+def test_a_trial_whose_weights_the_store_refused_fails_is_requeued_and_the_store_is_waited_for(monkeypatch, tmp_path):
+    """The store went away mid-trial: the trial fails with the store's reason, its candidate
+    is queued again, the worker says so in one line and waits for that store, and such
+    failures count towards the limit of failures in a row."""
+    from cnnsearch import study as study_module
+    from cnnsearch.artifacts import ArtifactsLost
+    from cnnsearch.errors import FailingTrials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    waited = []
+    monkeypatch.setattr(study_module, "wait_for_store",
+                        lambda location, exc, *, on_note=None: waited.append((location, exc, on_note)))
+    notes = []
+    watch = study_module._Watch(until=5, infeasible_after=3, max_failures=2, on_trial=None, on_note=notes.append)
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}")
+    trial = study.ask({"width": optuna.distributions.IntDistribution(1, 8)})
+    exc = ArtifactsLost("s3://bucket/w", "connection refused")
+    watch.artifacts_lost(study, trial, exc)
+    failed, again = study.get_trials(deepcopy=False)
+    assert failed.state == TrialState.FAIL and again.state == TrialState.WAITING
+    assert failed.user_attrs["fail_reason"] == "the artifact store failed mid-trial: connection refused"
+    assert again.params == failed.params
+    assert notes == ["trial    0 failed: the artifact store refused its weights (connection refused); re-queued"]
+    assert waited == [("s3://bucket/w", exc, watch.on_note)] and watch.failures == 1
+    with pytest.raises(FailingTrials, match=r"^2 trials in a row failed; the last: the artifact store failed "
+                                            r"mid-trial \(connection refused\)$"):
+        watch.artifacts_lost(study, None, exc)  # no trial was running: nothing to fail, the store still waited for
+    assert len(waited) == 2 and len(notes) == 1
