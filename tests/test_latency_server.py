@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from cnnsearch import ArchSpec, RecipeError, build
+from cnnsearch import latency_server as ls
 from cnnsearch.errors import FailingTrials
 from cnnsearch.latency import fingerprint, onnx_export
-from cnnsearch.latency_remote import check_server_url, device_identity, measure_remote
+from cnnsearch.latency_remote import LatencyServerError, check_server_url, device_identity, measure_remote
 from cnnsearch.latency_server import TOKEN_ENV, BadModel, LatencyServer, check_model
 from cnnsearch.objective import Objective
 from cnnsearch.recipe import changed_meaning, load_recipe
@@ -502,3 +503,35 @@ def test_an_address_with_anything_but_scheme_host_and_port_is_refused(url):
     with pytest.raises(RecipeError, match="must be http://HOST:PORT"):
         check_server_url(url)
     assert check_server_url("https://127.0.0.1:8765/") == "https://127.0.0.1:8765"
+
+
+def test_a_model_that_takes_anything_but_one_float_tensor_is_refused_in_words():
+    onnx = pytest.importorskip("onnx")
+    T = onnx.TensorProto
+    ints = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+                                  [onnx.helper.make_tensor_value_info("x", T.INT64, [1, 4])],
+                                  [onnx.helper.make_tensor_value_info("y", T.INT64, [1, 4])])
+    two = onnx.helper.make_graph([onnx.helper.make_node("Add", ["x", "z"], ["y"])], "g",
+                                 [onnx.helper.make_tensor_value_info(n, T.FLOAT, [1, 4]) for n in ("x", "z")],
+                                 [onnx.helper.make_tensor_value_info("y", T.FLOAT, [1, 4])])
+    timer = ls.Timer()
+    for graph in (ints, two):
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        with pytest.raises(BadModel, match="^the model must take one float tensor$"):
+            timer.measure(model.SerializeToString(), (1, 4))
+
+
+def test_the_token_s_absence_and_an_unreachable_server_are_said_plainly(monkeypatch):
+    from cnnsearch.latency_remote import call, token
+
+    monkeypatch.setenv(TOKEN_ENV, "  ")
+    with pytest.raises(RecipeError, match=rf"^latency.server: set {TOKEN_ENV} to the server's token \(the first "
+                                          r"line of its --token-file\)$"):
+        token()
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(LatencyServerError) as caught:
+        call(closed, "/device", timeout=5)
+    assert str(caught.value).startswith(f"latency server {closed} unreachable: [Errno")  # the reason, not urlopen's repr
+    assert "urlopen" not in str(caught.value)

@@ -181,12 +181,18 @@ def test_export_trial_writes_the_trials_weights_and_says_what_it_wrote(weighted_
 
 
 def test_export_trial_prefers_finalized_weights_and_raw_images(weighted_study, tmp_path):
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
     study, artifacts, _ = weighted_study
     study.set_user_attr("data", DATA)
     trial = study.trials[0]
+    torch.manual_seed(4)  # finalize's weights differ from the search's
+    final_model = build(ArchSpec.from_dict(ARCH))
+    save_weights(final_model, tmp_path / "final.safetensors")
+    final = upload_artifact(artifact_store=FileSystemArtifactStore(artifacts),
+                            file_path=str(tmp_path / "final.safetensors"), study_or_trial=study)
     set_finished_trial_user_attrs(study, trial, {"final": {
-        "seeds": 3, "epochs": 12, "test_accuracy_mean": 0.91234, "test_accuracy_std": 0.00456,
-        "weights": trial.user_attrs["weights"]}})
+        "seeds": 3, "epochs": 12, "test_accuracy_mean": 0.91234, "test_accuracy_std": 0.00456, "weights": final}})
     study = optuna.load_study(study_name="w", storage=f"sqlite:///{tmp_path / 'w.db'}")  # as export, later
     out, line = export_trial(study, which="best", artifacts=artifacts, output=tmp_path / "m.py")
     assert "finalized weights (best of 3 seeds, 12 epochs): test accuracy 0.9123 +- 0.0046" in line
@@ -195,6 +201,13 @@ def test_export_trial_prefers_finalized_weights_and_raw_images(weighted_study, t
     namespace = {}
     exec(compile(out.read_text(), str(out), "exec"), namespace)  # the code carries its classes
     assert list(namespace["Net"].classes) == ["a", "b", "c"]
+    out, _ = export_trial(study, which="best", artifacts=artifacts, output=tmp_path / "d.py", class_name="Digits",
+                          weights=tmp_path / "d.safetensors")
+    got = load_file(tmp_path / "d.safetensors")
+    assert all(torch.equal(got[k], v) for k, v in final_model.state_dict().items())
+    namespace = {}
+    exec(compile(out.read_text(), str(out), "exec"), namespace)
+    assert "Digits" in namespace and "Net" not in namespace
 
 
 def test_export_trial_names_missing_weights(weighted_study, tmp_path):
