@@ -535,3 +535,10 @@ def test_the_token_s_absence_and_an_unreachable_server_are_said_plainly(monkeypa
         call(closed, "/device", timeout=5)
     assert str(caught.value).startswith(f"latency server {closed} unreachable: [Errno")  # the reason, not urlopen's repr
     assert "urlopen" not in str(caught.value)
+
+
+def test_a_timer_s_places_are_the_one_timing_and_its_queue():
+    timer = ls.Timer(queue=0)  # no waiting room: one model at a time, the next refused
+    assert timer.places.acquire(blocking=False) and not timer.places.acquire(blocking=False)
+    timer = ls.Timer(queue=2)
+    assert [timer.places.acquire(blocking=False) for _ in range(4)] == [True, True, True, False]
