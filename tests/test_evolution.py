@@ -175,3 +175,22 @@ def test_an_integer_s_values_are_its_grid_from_low_to_high_and_a_plan_s_value_is
     for t in study.trials[4:]:
         earlier = study.trials[:t.number]
         assert min(hamming(t.params, p.params) for p in earlier) == 1, t.number
+
+
+def test_a_trial_with_no_constraint_recorded_can_be_a_parent_as_a_feasible_one():
+    """Only a trial recorded infeasible is set aside; one that recorded no constraint (a
+    study's older trials) is a parent like any feasible one, here the best."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for a in (3, 1, 2):
+        study.enqueue_trial({"a": a})
+
+    def some_constrained(trial):
+        a = trial.suggest_int("a", 0, 5)
+        if a != 3:
+            trial.set_constraint("infeasible", 0.0)
+        return float(a), 0.0
+
+    study.optimize(some_constrained, n_trials=3)
+    parent = EvolutionSampler(population=3, tournament=3, seed=0)._parent(study, study.trials)
+    assert parent.params["a"] == 3

@@ -88,6 +88,9 @@ def test_what_is_recorded_says_how_long_and_how_many_seeds(recipe, scripted):
     study = open_study(recipe.storage, recipe.name)
     _, final = finalize(study, recipe, which="0", seeds=2, epochs=1)
     assert (final["epochs"], final["seeds"], final["best_seed"]) == (1, 2, 0)
+    assert final["test_accuracy_std"] == pytest.approx(statistics.stdev(TEST[:2]), abs=1e-12)  # two seeds: a spread
+    _, final = finalize(study, recipe, which="0", seeds=1, epochs=1)
+    assert (final["seeds"], final["test_accuracy_std"]) == (1, 0.0)  # one seed: no spread, not an error
 
 
 @pytest.mark.parametrize("seeds, epochs", [(0, 1), (1, 0)])
