@@ -33,12 +33,18 @@ def recipe(tmp_path_factory):
     return load_recipe(path)
 
 
+class Seeds(list):
+    """The seeds trained, in order, with ``calls``."""
+
+
 @pytest.fixture
 def scripted(monkeypatch):
-    seeds = []
+    seeds = Seeds()
+    seeds.calls = []  # (epochs, progress, the data's device) of each training
 
-    def train(model, data, cfg, progress=False):
+    def train(model, data, cfg, progress=None):
         seeds.append(cfg.seed)
+        seeds.calls.append((cfg.epochs, progress, data.x_train.device.type))
         with torch.no_grad():  # the weights say which seed trained them
             for p in model.parameters():
                 p.fill_(float(cfg.seed))
@@ -99,3 +105,12 @@ def test_no_seed_or_no_epoch_is_refused_before_any_training(recipe, scripted, se
     with pytest.raises(CnnSearchError, match=r"^--seeds and --epochs must be at least 1$"):
         finalize(study, recipe, which="0", seeds=seeds, epochs=epochs)
     assert scripted == []
+
+
+def test_by_default_three_times_the_search_s_epochs_without_progress_bars_on_the_resolved_device(
+        recipe, scripted, monkeypatch):
+    monkeypatch.setattr(finalize_module, "resolve_device", lambda name: torch.device("meta"))
+    study = open_study(recipe.storage, recipe.name)
+    _, final = finalize(study, recipe, which="0", seeds=1)
+    assert recipe.train.epochs == 1 and final["epochs"] == 3 and type(final["epochs"]) is int
+    assert scripted.calls == [(3, False, "meta")]  # the data moved where training runs
