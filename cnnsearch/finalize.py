@@ -56,7 +56,7 @@ def finalize(study: optuna.Study, recipe: Recipe, *, which: str = "best", epochs
     # the ones the space fixes (never suggested, so not in params) from the space
     # (a study made before fixed values left the parameters has the recipe's batch size in
     # them too: the recipe's value is what trained, and wins here as it did there)
-    space = recipe.load_space()  # pragma: no mutate (None: train_config loads the same space itself, each seed)
+    space = recipe.load_space()
     tests, balanced, vals, best = [], [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):

@@ -114,3 +114,17 @@ def test_by_default_three_times_the_search_s_epochs_without_progress_bars_on_the
     _, final = finalize(study, recipe, which="0", seeds=1)
     assert recipe.train.epochs == 1 and final["epochs"] == 3 and type(final["epochs"]) is int
     assert scripted.calls == [(3, False, "meta")]  # the data moved where training runs
+
+
+def test_the_space_is_read_once_not_once_a_seed(recipe, scripted, monkeypatch):
+    from cnnsearch import recipe as recipe_module
+
+    reads = []
+    parse = recipe_module.parse_space
+    monkeypatch.setattr(recipe_module, "parse_space", lambda *a, **k: reads.append(1) or parse(*a, **k))
+    counts = []
+    for seeds in (1, 3):
+        reads.clear()
+        finalize(open_study(recipe.storage, recipe.name), recipe, which="0", seeds=seeds, epochs=1)
+        counts.append(len(reads))
+    assert counts[0] == counts[1] and scripted == [0, 0, 1, 2]  # more seeds, no more reads
