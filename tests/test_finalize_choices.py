@@ -41,6 +41,7 @@ class Seeds(list):
 def scripted(monkeypatch):
     seeds = Seeds()
     seeds.calls = []  # (epochs, progress, the data's device) of each training
+    seeds.autocast = []  # of each test evaluation
 
     def train(model, data, cfg, progress=None):
         seeds.append(cfg.seed)
@@ -52,6 +53,7 @@ def scripted(monkeypatch):
         return TrainResult(TrainStatus.OK, epochs=[stats], device="cpu", batch_size=cfg.batch_size)
 
     def evaluate_metrics(model, x, y, **kwargs):
+        seeds.autocast.append(kwargs.get("autocast"))
         seed = int(next(model.parameters()).flatten()[0].item())
         return Evaluation(0.3, TEST[seed], BALANCED[seed])
 
@@ -107,13 +109,46 @@ def test_no_seed_or_no_epoch_is_refused_before_any_training(recipe, scripted, se
     assert scripted == []
 
 
+class _Moved:
+    """Data that records where it was asked to move and stays on the CPU (no GPU here)."""
+
+    def __init__(self, data, moves):
+        self.data, self.moves = data, moves
+
+    def description(self):
+        return self.data.description()
+
+    def to(self, device):
+        self.moves.append(torch.device(device).type)
+        return self.data
+
+
+@pytest.mark.parametrize("device", ["meta", "cuda"])
 def test_by_default_three_times_the_search_s_epochs_without_progress_bars_on_the_resolved_device(
-        recipe, scripted, monkeypatch):
-    monkeypatch.setattr(finalize_module, "resolve_device", lambda name: torch.device("meta"))
+        recipe, scripted, monkeypatch, device):
+    """Autocast on a GPU only; the data moved to the device training runs on."""
+    moves, load = [], finalize_module.load_data
+    monkeypatch.setattr(finalize_module, "load_data", lambda *a, **k: _Moved(load(*a, **k), moves))
+    monkeypatch.setattr(finalize_module, "resolve_device", lambda name: torch.device(device))
     study = open_study(recipe.storage, recipe.name)
     _, final = finalize(study, recipe, which="0", seeds=1)
     assert recipe.train.epochs == 1 and final["epochs"] == 3 and type(final["epochs"]) is int
-    assert scripted.calls == [(3, False, "meta")]  # the data moved where training runs
+    assert scripted.calls == [(3, False, "cpu")] and moves == [device]
+    assert scripted.autocast == [device == "cuda"]
+
+
+def test_a_seed_whose_training_fails_stops_finalize_in_one_line_recording_nothing(recipe, scripted, monkeypatch):
+    def fails(model, data, cfg, progress=None):
+        return TrainResult(TrainStatus.DIVERGED, epochs=[], device="cpu", batch_size=cfg.batch_size,
+                           detail="loss nan at epoch 1")
+
+    monkeypatch.setattr(finalize_module, "train", fails)
+    study = open_study(recipe.storage, recipe.name)
+    before = study.trials[0].user_attrs.get("final")
+    with pytest.raises(CnnSearchError, match=r"^trial 0, seed 0: training ended diverged \(loss nan at epoch 1\); "
+                                             r"nothing was recorded$"):
+        finalize(study, recipe, which="0", seeds=2, epochs=1)
+    assert open_study(recipe.storage, recipe.name).trials[0].user_attrs.get("final") == before
 
 
 def test_the_space_is_read_once_not_once_a_seed(recipe, scripted, monkeypatch):
