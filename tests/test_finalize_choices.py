@@ -163,3 +163,29 @@ def test_the_space_is_read_once_not_once_a_seed(recipe, scripted, monkeypatch):
         finalize(open_study(recipe.storage, recipe.name), recipe, which="0", seeds=seeds, epochs=1)
         counts.append(len(reads))
     assert counts[0] == counts[1] and scripted == [0, 0, 1, 2]  # more seeds, no more reads
+
+
+def test_each_seed_is_reported_as_it_ends_with_its_test_and_validation_accuracy_and_seconds(recipe, scripted):
+    seen = []
+    study = open_study(recipe.storage, recipe.name)
+    finalize(study, recipe, which="0", seeds=2, epochs=1, on_seed=lambda *args: seen.append(args))
+    assert [args[:3] for args in seen] == [(0, TEST[0], VAL[0]), (1, TEST[1], VAL[1])]
+    assert all(0 <= args[3] < 60 for args in seen)  # seconds that seed took
+
+
+def test_a_store_that_refuses_the_finalized_weights_stops_finalize_in_one_line(recipe, scripted, monkeypatch):
+    from cnnsearch.artifacts import ArtifactsLost
+    from cnnsearch.errors import FailingTrials
+
+    def refuse(*args, **kwargs):
+        raise ArtifactsLost(str(recipe.artifacts), "the bucket is gone")
+
+    monkeypatch.setattr(finalize_module, "upload", refuse)
+    study = open_study(recipe.storage, recipe.name)
+    before = study.trials[0].user_attrs.get("final")
+    message = (f"artifacts: {recipe.artifacts}: the finalized weights could not be stored (the bucket is gone); "
+               "nothing was recorded")
+    with pytest.raises(FailingTrials) as caught:
+        finalize(study, recipe, which="0", seeds=1, epochs=1)
+    assert str(caught.value) == message
+    assert open_study(recipe.storage, recipe.name).trials[0].user_attrs.get("final") == before
