@@ -206,3 +206,40 @@ def test_the_demo_runs_search_finalize_status_and_export_on_the_checkout_s_digit
     assert (export.recipe, export.trial) == (recipe, "best")
     assert export.output == str(tmp_path / "studies" / "exports" / "digits_best.py")
     assert (tmp_path / "studies" / "exports").is_dir()
+
+
+@pytest.mark.parametrize("storage, recorded, create", [
+    ("sqlite:///x.db", True, True),  # one machine: the folder is made wherever it is missing
+    ("postgresql://db/test", False, True),  # the study's first run makes its store
+    ("postgresql://db/test", True, False),  # a joining worker: the recorded store must already be there
+])
+def test_finalize_makes_the_artifact_store_only_where_the_study_has_none_recorded_or_is_local(
+        tmp_path, monkeypatch, storage, recorded, create):
+    import dataclasses
+    from types import SimpleNamespace
+
+    import optuna
+
+    from cnnsearch import artifacts, cli, recipe
+    from cnnsearch.recipe import load_recipe
+    from tests.study_helpers import write_recipe
+
+    class Stop(Exception):
+        pass
+
+    made = dataclasses.replace(load_recipe(write_recipe(tmp_path)), storage=storage)
+    study = optuna.create_study()
+    if recorded:
+        study.set_user_attr("artifacts", str(made.artifacts))
+    asked = []
+
+    def check_writable(location, create):
+        asked.append((location, create))
+        raise Stop  # what follows trains: not this test's business
+
+    monkeypatch.setattr(cli, "_study_of", lambda args, weights: (made, study))
+    monkeypatch.setattr(recipe, "check_runnable", lambda r, timing: None)
+    monkeypatch.setattr(artifacts, "check_writable", check_writable)
+    with pytest.raises(Stop):
+        cli.cmd_finalize(SimpleNamespace())
+    assert asked == [(made.artifacts, create)]
