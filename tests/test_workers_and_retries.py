@@ -4,6 +4,7 @@ and a latency server with another thread count refused. Each was a surviving mut
 
 import os
 import sys
+import warnings
 from types import SimpleNamespace
 
 import optuna
@@ -148,10 +149,15 @@ def test_a_trial_whose_weights_the_store_refused_fails_is_requeued_and_the_store
     study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}")
     trial = study.ask({"width": optuna.distributions.IntDistribution(1, 8)})
     exc = ArtifactsLost("s3://bucket/w", "connection refused")
-    watch.artifacts_lost(study, trial, exc)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        watch.artifacts_lost(study, trial, exc)
+    # told FAIL as such: not left to Optuna's "the value None could not be cast" fallback
+    assert [w for w in caught if not issubclass(w.category, optuna.exceptions.ExperimentalWarning)] == []
     failed, again = study.get_trials(deepcopy=False)
     assert failed.state == TrialState.FAIL and again.state == TrialState.WAITING
     assert failed.user_attrs["fail_reason"] == "the artifact store failed mid-trial: connection refused"
+    assert failed.user_attrs["status"] == "error"
     assert again.params == failed.params
     assert notes == ["trial    0 failed: the artifact store refused its weights (connection refused); re-queued"]
     assert waited == [("s3://bucket/w", exc, watch.on_note)] and watch.failures == 1
@@ -159,3 +165,30 @@ def test_a_trial_whose_weights_the_store_refused_fails_is_requeued_and_the_store
                                             r"mid-trial \(connection refused\)$"):
         watch.artifacts_lost(study, None, exc)  # no trial was running: nothing to fail, the store still waited for
     assert len(waited) == 2 and len(notes) == 1
+
+
+def test_an_interrupted_trial_failed_when_the_database_drops_again_or_another_error_comes(monkeypatch, tmp_path):
+    """The database going again while the trial is re-queued: the trial stays failed, said
+    not re-queued; any other error there is a bug, and is raised."""
+    import sqlalchemy
+
+    from cnnsearch import recovery
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    lost = sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    def drops(*args):
+        raise lost
+
+    monkeypatch.setattr(recovery, "_retry", drops)
+    trial = study.ask()
+    assert recovery.fail_interrupted_trial(study, trial, lost) == (trial.number, False)
+    assert study.trials[trial.number].state == TrialState.FAIL
+
+    def breaks(*args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(recovery, "_retry", breaks)
+    with pytest.raises(RuntimeError, match="a bug"):
+        recovery.fail_interrupted_trial(study, study.ask(), lost)
