@@ -177,3 +177,22 @@ def test_the_report_and_the_pareto_plot_show_the_re_timed_latency_where_one_exis
     page = html_path.read_text()
     assert "1 trial(s) show the figure re-timed side by side at the end of the search" in page
     assert "latency_from" in page and "latency_remeasured_ms" in csv_path.read_text().splitlines()[0]
+
+
+def test_importances_are_for_accuracy_wherever_it_stands_among_the_objectives():
+    """A study whose accuracy is its second objective: importances are still accuracy's."""
+    from cnnsearch.plots import importance_figure
+
+    study = optuna.create_study(directions=["minimize", "maximize"], study_name="second")
+    study.set_metric_names(["latency_ms", "accuracy"])
+    for _ in range(30):
+        trial = study.ask()
+        b = trial.suggest_float("b", 0.0, 1.0)  # decides accuracy
+        c = trial.suggest_float("c", 0.0, 1.0)  # decides latency
+        trial.set_constraint("infeasible", 0.0)
+        study.tell(trial, [1.0 + 10 * c, 0.5 + 0.4 * b])
+    fig = importance_figure(study)
+    importance = dict(zip(fig.data[0].y, fig.data[0].x))
+    assert max(importance, key=importance.get) == "b", importance
+    assert fig.layout.height == 420
+    assert fig.layout.title.text == "Parameter importances for accuracy (second; trained trials only)"

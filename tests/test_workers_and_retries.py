@@ -192,3 +192,13 @@ def test_an_interrupted_trial_failed_when_the_database_drops_again_or_another_er
     monkeypatch.setattr(recovery, "_retry", breaks)
     with pytest.raises(RuntimeError, match="a bug"):
         recovery.fail_interrupted_trial(study, study.ask(), lost)
+
+
+def test_a_worker_s_device_names_the_runtime_that_times_it():
+    from cnnsearch.latency_remote import worker_device
+
+    for runtime in ("torch", "onnxruntime"):
+        latency = SimpleNamespace(server=None, device="cpu", threads=1, runtime=runtime)
+        mine = worker_device(latency)
+        assert mine["runtime"] == runtime and mine["device"] == "cpu"
+        assert ("torch" in mine) == (runtime == "torch")  # a server has no torch: not compared there
