@@ -79,3 +79,14 @@ def test_a_missing_artifacts_folder_is_made_with_its_parents(tmp_path):
     assert folder.is_dir() and not list(folder.iterdir())  # the probe is gone
     with pytest.raises(RecipeError, match="does not exist on this machine"):
         artifacts.check_writable(str(tmp_path / "elsewhere"), create=False)
+
+
+def test_a_recipe_that_moves_a_study_s_object_store_is_refused_in_words():
+    from cnnsearch.artifacts import settle
+    from cnnsearch.errors import RecipeError
+
+    with pytest.raises(RecipeError) as caught:
+        settle("s3://old/w", "s3://new/w")
+    assert str(caught.value) == ("artifacts: the recipe says s3://new/w, but the study keeps its weights in s3://old/w "
+                                 "(recorded when it was made); use that, or give the study a new name")
+    assert settle("s3://old/w", "studies/tiny_artifacts") == "s3://old/w"  # a local folder follows the study

@@ -133,3 +133,10 @@ def test_the_pareto_mask_is_optunas_front(points, directions, front):
     from cnnsearch.trials import pareto_mask
 
     assert pareto_mask(points, directions) == front
+
+
+def test_a_pareto_mask_is_booleans():
+    from cnnsearch.trials import pareto_mask
+
+    mask = pareto_mask([[0.9, 2.0], [0.8, 3.0], [float("nan"), 1.0]], ["maximize", "minimize"])
+    assert mask == [True, False, False] and all(type(m) is bool for m in mask)
