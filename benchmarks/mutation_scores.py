@@ -20,7 +20,9 @@ module's score in minutes; --draw prints the names for `mutmut run`, --sample sc
 The figures in docs/development.md: the 30 of each module drawn with seed 15, listed in
 benchmarks/mutation_sample.txt (`mutmut run $(cat benchmarks/mutation_sample.txt)`, then
 `--names benchmarks/mutation_sample.txt`). A source change renumbers a module's mutants:
-draw again after one.
+draw again after one. To go on with a sample run that stopped (mutmut runs every mutant it
+is named again): `mutmut run $(python benchmarks/mutation_scores.py --unchecked --names
+benchmarks/mutation_sample.txt)`.
 """
 
 import argparse
@@ -60,12 +62,19 @@ def main() -> None:
     parser.add_argument("--sample", type=int, metavar="N", help="score only the N drawn per module")
     parser.add_argument("--seed", type=int, default=15, help="the sample's seed (default 15)")
     parser.add_argument("--names", type=Path, help="score only the mutants named in this file (whitespace-separated)")
+    parser.add_argument("--unchecked", action="store_true",
+                        help="print the names (of --names, or all) not yet checked, for `mutmut run` to resume")
     args = parser.parse_args()
     metas = sorted(args.root.glob("*.py.meta"))
     if args.modules:
         metas = [m for m in metas if m.name.removesuffix(".py.meta") in args.modules]
     if not metas:
         raise SystemExit("error: no mutants under mutants/: run `bash dev.sh mutate` (or `mutmut run`) first")
+    if args.unchecked:  # mutmut runs a named mutant again even when it has a result: name only the rest
+        wanted = set(args.names.read_text().split()) if args.names else None
+        print(" ".join(name for meta in metas for name, code in exit_codes(meta).items()
+                       if code is None and (wanted is None or name in wanted)))
+        return
     if args.draw:
         print(" ".join(name for meta in metas for name in drawn(exit_codes(meta), args.draw, args.seed)))
         return
