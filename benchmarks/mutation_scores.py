@@ -72,8 +72,11 @@ def main() -> None:
         raise SystemExit("error: no mutants under mutants/: run `bash dev.sh mutate` (or `mutmut run`) first")
     if args.unchecked:  # mutmut runs a named mutant again even when it has a result: name only the rest
         wanted = set(args.names.read_text().split()) if args.names else None
-        print(" ".join(name for meta in metas for name, code in exit_codes(meta).items()
-                       if code is None and (wanted is None or name in wanted)))
+        names = [name for meta in metas for name, code in exit_codes(meta).items()
+                 if code is None and (wanted is None or name in wanted)]
+        if not names:  # printed empty, `mutmut run $(...)` would run every mutant
+            raise SystemExit("error: every mutant named is checked already")
+        print(" ".join(names))
         return
     if args.draw:
         print(" ".join(name for meta in metas for name in drawn(exit_codes(meta), args.draw, args.seed)))

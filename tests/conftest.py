@@ -34,14 +34,16 @@ def tutorial_cnn64() -> ArchSpec:
 
 def pytest_collection_modifyitems(config, items):
     """Under mutmut (`bash dev.sh mutate`): the fastest tests first, by the durations its
-    stats run recorded. mutmut hands a mutant its tests as a set, in no order, and stops at
-    the first failure (-x): a mutant that a 1 ms test kills would otherwise wait on a 30 s
-    study first. Only the order changes, never which tests run; the clean run mutmut makes
-    before the mutants runs in this order too, so an order the suite cannot take shows there."""
+    stats run recorded. Its forkserver workers hand a mutant its tests as a set, in no
+    order, and stop at the first failure (-x): a mutant that a 1 ms test kills would
+    otherwise wait on a 30 s study first. Only the order changes, never which tests run;
+    the clean run mutmut makes before the mutants runs in this order too, so an order the
+    suite cannot take shows there."""
     if "MUTANT_UNDER_TEST" not in os.environ:
         return
     try:  # mutmut runs the suite in mutants/, beside its stats
         durations = json.loads((ROOT / "mutmut-stats.json").read_text())["duration_by_test"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return
-    items.sort(key=lambda item: durations.get(item.nodeid, float("inf")))
+    if isinstance(durations, dict):
+        items.sort(key=lambda item: float(durations.get(item.nodeid) or 0.0))

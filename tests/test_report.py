@@ -183,7 +183,8 @@ def test_importances_are_for_accuracy_wherever_it_stands_among_the_objectives():
     """A study whose accuracy is its second objective: importances are still accuracy's."""
     from cnnsearch.plots import importance_figure
 
-    study = optuna.create_study(directions=["minimize", "maximize"], study_name="second")
+    study = optuna.create_study(directions=["minimize", "maximize"], study_name="second",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
     study.set_metric_names(["latency_ms", "accuracy"])
     for _ in range(30):
         trial = study.ask()
