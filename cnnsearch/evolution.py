@@ -84,8 +84,9 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
     def _parent(self, study: optuna.Study, population: list[FrozenTrial]) -> FrozenTrial:
         """The best of ``tournament`` trials drawn from ``population`` (feasible ones first)."""
         feasible = [t for t in population if t.constraints.get(CONSTRAINT, 0.0) <= 0] or population
-        drawn = [feasible[i] for i in self._rng.choice(len(feasible), min(self.tournament, len(feasible)),
-                                                       replace=False)]  # pragma: no mutate (None: as falsy, the same draw)
+        # without repeats (as RandomState.choice(replace=False) draws): a tournament as large
+        # as the population always holds its best
+        drawn = [feasible[i] for i in self._rng.permutation(len(feasible))[:self.tournament]]
         signs = [1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions]
         ranks = non_domination_ranks(np.array([[s * v for s, v in zip(signs, t.values)] for t in drawn]))
         best = np.flatnonzero(ranks == ranks.min())

@@ -440,7 +440,7 @@ def read_token(path: str | None) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     parser.add_argument("--token-file", help=f"file whose first line is the token (default: ${TOKEN_ENV})")
     parser.add_argument("--max-mb", type=int, default=MAX_MB, help=f"largest model accepted, MiB (default {MAX_MB})")

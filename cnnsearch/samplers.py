@@ -114,7 +114,7 @@ def resolve(recipe: Recipe, record: dict[str, Any] | None) -> Recipe:
                           f"it was made) and this recipe names {recipe.sampler!r}: remove the recipe's `sampler` "
                           f"line to resume it with {sampler!r}, or give the recipe a new name (or another "
                           f"storage) to search with {recipe.sampler!r}")
-    stored_es = record.get("early_stopping", {})
+    stored_es = record["early_stopping"]  # `recorded` always writes it
     es = {f.name: getattr(recipe.early_stopping, f.name) for f in fields(EarlyStopping)}
     for key in es:
         if f"early_stopping.{key}" in recipe.unwritten and key in stored_es:

@@ -54,7 +54,8 @@ def sample_block(trial, dims: dict, prefix: str, h: int, w: int, min_side: int, 
         pool = dims["pool"].suggest(trial, f"{prefix}pool")
         if pool != "none":
             pool_size = dims["pool_size"].suggest(trial, f"{prefix}pool_size")
-            h, w = h // pool_size, w // pool_size
+            # / would be the same: every later use of a side floors it again
+            h, w = h // pool_size, w // pool_size  # pragma: no mutate (/ for //: see above)
     return {**pick, "stride": stride, "pool": pool, "pool_size": pool_size}, h, w
 
 
@@ -80,6 +81,7 @@ def sample_stages(trial, stages: tuple, width_dim, input: tuple[int, int, int], 
             if pool != "none":
                 pool_size = dims["pool_size"].suggest(trial, f"s{j}_pool_size")
                 stage[-1] = {**stage[-1], "pool": pool, "pool_size": pool_size}
-                h, w = h // pool_size, w // pool_size
+                # / would be the same: every later use of a side floors it again
+                h, w = h // pool_size, w // pool_size  # pragma: no mutate (/ for //: see above)
         blocks += stage
     return blocks

@@ -194,3 +194,17 @@ def test_a_trial_with_no_constraint_recorded_can_be_a_parent_as_a_feasible_one()
     study.optimize(some_constrained, n_trials=3)
     parent = EvolutionSampler(population=3, tournament=3, seed=0)._parent(study, study.trials)
     assert parent.params["a"] == 3
+
+
+def test_a_tournament_as_large_as_the_population_always_holds_its_best():
+    """The tournament is drawn without repeats: one drawn with them would miss the single
+    best of 5 a third of the time ((4/5)^5) and pick a worse parent."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for a in range(5):
+        study.enqueue_trial({"a": a})
+    study.optimize(lambda trial: (float(trial.suggest_int("a", 0, 9)), -float(trial.params["a"])), n_trials=5)
+    sampler = EvolutionSampler(population=5, tournament=5, seed=0)
+    parents = [sampler._parent(study, study.trials)
+               for _ in range(30)]  # trial 4 dominates every other: the largest a and the lowest -a
+    assert {p.params["a"] for p in parents} == {4}

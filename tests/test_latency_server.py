@@ -544,3 +544,17 @@ def test_a_timer_s_places_are_the_one_timing_and_its_queue():
     assert timer.places.acquire(blocking=False) and not timer.places.acquire(blocking=False)
     timer = ls.Timer(queue=2)
     assert [timer.places.acquire(blocking=False) for _ in range(4)] == [True, True, True, False]
+
+
+def test_every_option_of_the_server_says_its_default_in_its_help():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    ls.add_arguments(parser)
+    defaults = {a.dest: a for a in parser._actions if a.default not in (None, False, argparse.SUPPRESS)}
+    assert set(defaults) == {"host", "port", "threads", "max_mb"}
+    for dest, action in defaults.items():
+        assert f"(default {action.default}" in action.help, dest
+    assert f"largest model accepted, MiB (default {ls.MAX_MB})" in parser.format_help()
+    assert [a.help for a in parser._actions if a.dest == "token_file"] == [
+        f"file whose first line is the token (default: ${TOKEN_ENV})"]

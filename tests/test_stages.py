@@ -162,11 +162,12 @@ def test_a_stage_without_blocks_leaves_the_next_stages_in(tmp_path):
     assert [b.out_channels for b in spec.blocks] == [16]
 
 
+@pytest.mark.parametrize("input", [(1, 16, 16), (1, 16, 40), (1, 40, 16)])
 @pytest.mark.parametrize("min_side, pooled", [(4, "max"), (5, "none")])
-def test_repeats_shrink_the_map_by_their_dilated_kernel(tmp_path, min_side, pooled):
+def test_repeats_shrink_the_map_by_their_dilated_kernel(tmp_path, min_side, pooled, input):
     """kernel 3, dilation 2, no padding: 16 -> 12 -> 8 after two blocks; a 2x2 pool leaves 4,
     so it is offered at min_side 4 and not at 5 (a repeat counted without its dilation would
-    leave 10 -> 5 and offer it)."""
+    leave 10 -> 5 and offer it). On a non-square map the smaller side decides, whichever it is."""
     space = load_space(write(tmp_path, f"""
         min_side = {min_side}
         [[stages]]
@@ -176,6 +177,6 @@ def test_repeats_shrink_the_map_by_their_dilated_kernel(tmp_path, min_side, pool
         dilation = 2
         pool = ["max", "none"]
     """))
-    spec = space.sample(optuna.trial.FixedTrial({"s0_pool": "max"}), input=(1, 16, 16), num_classes=3)
+    spec = space.sample(optuna.trial.FixedTrial({"s0_pool": "max"}), input=input, num_classes=3)
     assert [b.pool for b in spec.blocks] == ["none", pooled]
     assert check(spec).rows[-1].shape
