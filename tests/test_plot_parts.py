@@ -41,3 +41,17 @@ def test_the_pareto_figure_draws_each_kind_of_trial_apart():
     assert list(traces["front"].x) == [1.0, 2.0]
     trained = traces["trained"].customdata[0]
     assert list(trained[:4]) == [0, "c4k3", 1234, 5000] and trained[6] == "search"
+
+
+def test_a_frame_without_a_baseline_column_draws_every_feasible_trial_as_trained():
+    """pareto_figure takes any frame with trials_frame's columns; one without "baseline"
+    (a user's own, or one from before baselines) has no stars, only trained points."""
+    from cnnsearch.plots import pareto_figure
+
+    study = new_study("a")
+    add(study, acc=0.9, lat=2.0)
+    add(study, acc=0.8, lat=1.0)
+    fig = pareto_figure({"a": trials_frame(study).drop(columns="baseline")})
+    traces = {t.meta["role"]: t for t in fig.data}
+    assert sorted(traces["trained"].x) == [1.0, 2.0]
+    assert "baseline" not in traces or not len(traces["baseline"].x)

@@ -202,3 +202,25 @@ def test_a_worker_s_device_names_the_runtime_that_times_it():
         mine = worker_device(latency)
         assert mine["runtime"] == runtime and mine["device"] == "cpu"
         assert ("torch" in mine) == (runtime == "torch")  # a server has no torch: not compared there
+
+
+def test_a_trial_whose_heartbeat_stopped_is_failed_retried_and_named(tmp_path):
+    """Another host's dead worker: its trial's last heartbeat is long past the grace period.
+    The storage's retry callback re-queues it, and recover_dead_trials says which and why."""
+    import sqlite3
+
+    from cnnsearch.recovery import recover_dead_trials
+    from cnnsearch.storage import open_storage
+
+    db = tmp_path / "h.db"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{db}", heartbeat_s=1), study_name="h")
+    trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    study._storage.record_heartbeat(trial._trial_id)
+    with sqlite3.connect(db) as con:  # its worker stopped beating an hour ago
+        con.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-1 hour')")
+    assert recover_dead_trials(study) == [(trial.number, "its worker stopped sending heartbeats; re-queued")]
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING]
+    assert study.get_trials()[1].params == trial.params
+    assert recover_dead_trials(study) == []  # said once, not again on the next look
