@@ -121,7 +121,7 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
             moved = 2 * high - moved
         moved = float(np.clip(moved, low, high))  # a step past both ends
         moved = float(np.exp(moved)) if distribution.log else moved
-        grid = 1 if isinstance(distribution, IntDistribution) else distribution.step
+        grid = distribution.step  # an integer's is 1: Optuna allows no other step on a log scale
         if grid is None:
             return min(max(moved, distribution.low), distribution.high)  # exp(log(x)) may round past an end
         points = round((distribution.high - distribution.low) / grid)

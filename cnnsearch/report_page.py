@@ -91,7 +91,7 @@ def write_report(studies: list[optuna.Study], out: str | Path, *, max_shape_tabl
         if fig is not None:
             figures.append((f"importance-{i}", fig))
     parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=div_id,
-                         config={"displaylogo": False, "responsive": True})
+                         config={"displaylogo": False})  # to_html makes a figure responsive itself
              for i, (div_id, fig) in enumerate(figures)]
 
     sections = []

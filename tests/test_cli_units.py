@@ -243,3 +243,35 @@ def test_finalize_makes_the_artifact_store_only_where_the_study_has_none_recorde
     with pytest.raises(Stop):
         cli.cmd_finalize(SimpleNamespace())
     assert asked == [(made.artifacts, create)]
+
+
+def _recorded_studies(tmp_path, names):
+    """A recipe and, in its storage, studies of these names with two trials each."""
+    from cnnsearch.recipe import load_recipe
+    from tests.study_helpers import write_recipe
+    from tests.test_report_frame import add, new_study
+
+    path = write_recipe(tmp_path, trials=2, epochs=1)
+    recipe = load_recipe(path)
+    for name in names:
+        study = new_study(name=name, storage=recipe.storage)
+        study.set_user_attr("recipe", {**recipe.to_dict(), "name": name})
+        add(study, acc=0.9, lat=2.0)
+        add(study, acc=0.8, lat=3.0)
+    return path
+
+
+def test_export_from_a_study_checks_its_output_path_too(tmp_path, capsys):
+    path = _recorded_studies(tmp_path, ["tiny"])
+    (tmp_path / "folder").mkdir()
+    capsys.readouterr()
+    assert main(["export", str(path), "--study", "tiny", "-o", str(tmp_path / "folder")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'folder'}: is a folder; give a file name\n"
+
+
+def test_report_of_a_recipe_s_storage_shows_each_study_named(tmp_path, capsys):
+    path = _recorded_studies(tmp_path, ["first", "second"])
+    out = tmp_path / "r.html"
+    assert main(["report", str(path), "--study", "first", "--study", "second", "-o", str(out)]) == 0
+    assert f"wrote {out} (2 studies)" in capsys.readouterr().out
+    assert "<h2>first</h2>" in out.read_text() and "<h2>second</h2>" in out.read_text()

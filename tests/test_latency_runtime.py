@@ -69,3 +69,17 @@ def test_a_trial_records_the_runtime_it_was_timed_in(tmp_path):
     assert trial.user_attrs["latency"]["runtime"] == "onnxruntime"
     assert trial.user_attrs["latency"]["fingerprint"]["runtime"] == "onnxruntime"
     assert trial.user_attrs["latency_ms"] > 0
+
+
+def test_the_reference_network_runs_on_onnxruntime_s_cpu_provider_without_a_fallback(monkeypatch, capfd):
+    """An unknown provider name would make onnxruntime print a fallback notice on every
+    worker's first measurement; the reference's session names the CPU provider it gets."""
+    pytest.importorskip("onnxruntime")
+    from cnnsearch import latency
+
+    monkeypatch.setattr(latency, "_REFERENCES", {})
+    call, calibration = latency._reference(1, {"warmup_s": 0.02, "min_runs": 10, "time_cap_s": 0.3})
+    call()
+    assert calibration > 0
+    captured = capfd.readouterr()
+    assert "Falling back" not in captured.out + captured.err and "Provider" not in captured.out + captured.err

@@ -558,3 +558,57 @@ def test_every_option_of_the_server_says_its_default_in_its_help():
     assert f"largest model accepted, MiB (default {ls.MAX_MB})" in parser.format_help()
     assert [a.help for a in parser._actions if a.dest == "token_file"] == [
         f"file whose first line is the token (default: ${TOKEN_ENV})"]
+
+
+def test_a_timer_times_by_its_own_protocol_and_names_its_runtime():
+    got = ls.Timer(**{**FAST, "rounds": 2}).measure(model_bytes(), (1, 1, 8, 8))
+    assert got["rounds"] == 2 and len(got["round_medians_ms"]) == 2  # not the default protocol's 3
+    assert (got["runtime"], got["batch_size"]) == ("onnxruntime", 1)
+
+
+@pytest.mark.parametrize("body", [b"\x12\x01a", b"\x38\x01"])  # field 2 as bytes; field 7 as a varint
+def test_a_body_without_field_7_as_bytes_is_no_model(body):
+    """A ModelProto's graph is field 7, length-delimited: another field as bytes, or field 7
+    with another wire type, is no graph."""
+    with pytest.raises(BadModel, match="not an ONNX model"):
+        check_model(body)
+
+
+def test_an_answer_says_its_length_and_a_short_body_is_400_in_words(server):
+    with urllib.request.urlopen(urllib.request.Request(server + "/device",
+                                                       headers={"Authorization": f"Bearer {TOKEN}"}), timeout=30) as r:
+        raw = r.read()
+        assert r.headers["Content-Length"] == str(len(raw)) and json.loads(raw)["threads"] == 1
+    host, port = server.rsplit(":", 1)
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as s:
+        s.sendall(f"POST /measure?shape=1,1,8,8 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                  "Content-Length: 100\r\n\r\n".encode() + b"x" * 10)
+        s.shutdown(socket.SHUT_WR)  # 10 bytes of the 100 promised, then nothing
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"400"
+    assert json.loads(payload) == {"error": "the body ended before its Content-Length"}
+
+
+@pytest.mark.parametrize("length, code", [("9" * 12, b"413"), ("9" * 13, b"411")])
+def test_a_length_of_twelve_digits_is_read_and_one_of_more_is_not(server, length, code):
+    """Past 12 digits a Content-Length is not read as a number (no int() of a huge string):
+    the client is told one is needed. Twelve digits are read, and are over the cap."""
+    host, port = server.rsplit(":", 1)
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=30) as s:
+        s.sendall(f"POST /measure?shape=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                  f"Content-Length: {length}\r\n\r\n".encode())
+        assert s.recv(100).split()[1] == code
+
+
+@pytest.mark.parametrize("threads, max_mb, port", [(0, 1, 0), (1, 0, 0), (1, 1, 65536), (1, 1, -1)])
+def test_each_bad_server_setting_alone_is_one_line_and_exit_2(tmp_path, capsys, threads, max_mb, port):
+    import argparse
+
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    args = argparse.Namespace(host="127.0.0.1", port=port, threads=threads, max_mb=max_mb, quiet=True,
+                              token_file=str(tmp_path / "token"))
+    assert ls.serve(args) == 2
+    assert capsys.readouterr().err == "error: --threads and --max-mb must be >= 1, --port in 0..65535\n"

@@ -53,3 +53,22 @@ def test_a_study_without_a_feasible_trial_says_so(tmp_path):
     add(study, status="over_limit", acc=0.0, lat=1.0)
     page = write_report([study], tmp_path / "r.html")[0].read_text()
     assert "<h3>Leaderboard</h3><p>No feasible trial yet.</p>" in page
+
+
+def test_the_page_shows_the_shape_tables_of_five_front_trials_at_most(tmp_path):
+    study = new_study()
+    for i in range(7):  # each more accurate and slower than the last: all seven on the front
+        add(study, acc=0.5 + i / 20, lat=1.0 + i)
+    page = write_report([study], tmp_path / "r.html")[0].read_text()
+    assert page.count("<h4>trial ") == 5
+    assert write_report([study], tmp_path / "r.html", max_shape_tables=7)[0].read_text().count("<h4>trial ") == 7
+
+
+def test_a_page_says_how_many_trials_show_a_re_timed_latency_and_the_figures_are_responsive(tmp_path):
+    study = new_study()
+    add(study, acc=0.9, lat=1.0, latency_remeasured_ms=0.8)
+    add(study, acc=0.8, lat=0.5)
+    page = write_report([study], tmp_path / "r.html")[0].read_text()
+    assert ("Latency: 1 trial(s) show the figure re-timed side by side at the end of the search "
+            "(latency_from 're-timed', latency_remeasured_ms in the CSV), the others the search's.</p>") in page
+    assert page.count('{"displaylogo": false, "responsive": true}') == 2  # the Pareto plot and the history
