@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cnnsearch import ArchSpec, RecipeError, build
-from cnnsearch.latency import measure, onnx_session
+from cnnsearch.latency import measure, onnx_export, onnx_session
 from cnnsearch.recipe import check_runnable, load_recipe
 from tests.conftest import ROOT
 from tests.study_helpers import load, run_recipe, write_recipe
@@ -83,3 +83,22 @@ def test_the_reference_network_runs_on_onnxruntime_s_cpu_provider_without_a_fall
     assert calibration > 0
     captured = capfd.readouterr()
     assert "Falling back" not in captured.out + captured.err and "Provider" not in captured.out + captured.err
+
+
+def test_the_dynamo_exporter_is_the_fallback_and_is_asked_to_be_quiet(monkeypatch):
+    """A model the TorchScript exporter cannot take goes to the dynamo one, with verbose=False:
+    its default prints every step of the export to the worker's log. The dynamo exporter is
+    stood in for by the TorchScript one here (it takes ~6 s)."""
+    pytest.importorskip("onnxruntime")
+    real, calls = torch.onnx.export, []
+
+    def export(model, args, f, *, dynamo, **kwargs):
+        calls.append((dynamo, kwargs.get("verbose")))
+        if not dynamo:
+            raise RuntimeError("the TorchScript exporter cannot export this")
+        return real(model, args, f, dynamo=False, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    spec = ArchSpec.from_dict({"input": [1, 8, 8], "num_classes": 3, "blocks": [{"out_channels": 4, "kernel_size": 3}]})
+    onnx_bytes, session = onnx_export(build(spec).eval(), torch.randn(1, 1, 8, 8))
+    assert calls == [(False, None), (True, False)] and onnx_bytes and session.get_inputs()[0].name == "x"

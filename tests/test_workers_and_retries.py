@@ -224,3 +224,32 @@ def test_a_trial_whose_heartbeat_stopped_is_failed_retried_and_named(tmp_path):
     assert states == [TrialState.FAIL, TrialState.WAITING]
     assert study.get_trials()[1].params == trial.params
     assert recover_dead_trials(study) == []  # said once, not again on the next look
+
+
+def test_a_worker_s_first_lines_are_flushed_one_by_one_before_any_trial(tmp_path, monkeypatch):
+    """What a log tailed live shows at once: the study and its data, each line flushed as it
+    is written, before the first trial (which may take minutes) starts."""
+    import io
+
+    from cnnsearch.data import load_data
+    from cnnsearch.recipe import load_recipe
+    from tests.study_helpers import write_recipe
+
+    class Recorder(io.StringIO):
+        def __init__(self):
+            super().__init__()
+            self.flushed = []
+
+        def flush(self):
+            self.flushed.append(self.getvalue())
+
+    recipe = load_recipe(write_recipe(tmp_path, trials=2, epochs=1))
+    data = load_data("digits")
+    out = Recorder()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(runner, "run_worker", lambda *a, **k: out.flushed.append("trials"))
+    runner._run_here(None, recipe, SimpleNamespace(data=data), done=0, until=2, to_go=2, timeout=None,
+                     quiet=False, prefix="")
+    first = f"study {recipe.name!r}: 2 trials to go on digits ({recipe.storage})\n"
+    assert out.flushed[:3] == [first, first + runner.data_line(data) + "\n", "trials"]
+    assert runner.data_line(data).startswith("digits: 1x8x8, 10 classes")
