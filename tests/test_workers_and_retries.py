@@ -253,3 +253,23 @@ def test_a_worker_s_first_lines_are_flushed_one_by_one_before_any_trial(tmp_path
     first = f"study {recipe.name!r}: 2 trials to go on digits ({recipe.storage})\n"
     assert out.flushed[:3] == [first, first + runner.data_line(data) + "\n", "trials"]
     assert runner.data_line(data).startswith("digits: 1x8x8, 10 classes")
+
+
+def test_a_resumed_worker_s_estimate_counts_only_the_trials_it_saw_finish(tmp_path, monkeypatch, capsys):
+    """Two trials were done before this worker started; one more finished 10 s in: 0.1
+    trials/s, so the 3 left to 6 take 30 s (counting the earlier two would say 6 s)."""
+    from cnnsearch.recipe import load_recipe
+    from tests.study_helpers import write_recipe
+    from tests.test_report_frame import add, new_study
+
+    recipe = load_recipe(write_recipe(tmp_path, trials=6, epochs=1))
+    study = new_study()
+    add(study, acc=0.9, lat=1.0)
+    clock = iter([100.0, 110.0])
+    monkeypatch.setattr(runner.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(runner, "count_trials", lambda study, states: 3)
+    monkeypatch.setattr(runner, "run_worker", lambda *a, on_trial, **k: on_trial(study, study.trials[0]))
+    runner._run_here(study, recipe, SimpleNamespace(), done=2, until=6, to_go=4, timeout=None, quiet=True,
+                     prefix="[w0] ")
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("[w0] ") and line.endswith("  [3/6, 10 s elapsed, ETA 30 s]")
