@@ -261,3 +261,15 @@ def test_old_specs_load_as_conv_blocks_and_new_ones_round_trip(tutorial_cnn64):
     assert ArchSpec.from_dict(MOBILE_SPECS[0]).to_dict()["blocks"][2]["norm"] == "batch"  # explicit
     assert ArchSpec.from_dict(MOBILE_SPECS[0]).summary == (
         "c16k3s2b-ds16k3br-mb4c24k5s2se-mb3c24k3d2-mb1c24k3sep-c32k3g8d2r-gap")
+
+
+@pytest.mark.parametrize("spec", MOBILE_SPECS)
+def test_every_row_holds_its_constructor_arguments_as_tuples_and_an_add_none(spec):
+    """What build and export read off a row: positional and keyword arguments as tuples
+    (kwargs as (name, value) pairs); a residual's add takes none of either."""
+    rows = check(ArchSpec.from_dict(spec)).rows
+    for row in rows:
+        assert isinstance(row.args, tuple) and isinstance(row.kwargs, tuple), row
+        assert all(isinstance(pair, tuple) and isinstance(pair[0], str) for pair in row.kwargs), row
+    adds = [row for row in rows if row.op == "add"]
+    assert adds and all((row.args, row.kwargs, row.flow) == ((), (), "add") for row in adds)

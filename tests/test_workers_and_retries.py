@@ -273,3 +273,43 @@ def test_a_resumed_worker_s_estimate_counts_only_the_trials_it_saw_finish(tmp_pa
                      prefix="[w0] ")
     line = capsys.readouterr().out.strip()
     assert line.startswith("[w0] ") and line.endswith("  [3/6, 10 s elapsed, ETA 30 s]")
+
+
+def test_a_launcher_starts_no_more_workers_than_trials_and_re_times_the_front_of_its_study(tmp_path, monkeypatch):
+    """3 workers asked for 2 trials: 2 launched. The launcher loads no Objective (its workers
+    do), records the data of a new study, then re-times the front of the study it made."""
+    from cnnsearch.recipe import load_recipe
+    from tests.study_helpers import write_recipe
+
+    path = write_recipe(tmp_path, trials=2, epochs=1)
+    recipe = load_recipe(path)
+    launched, retimed = [], []
+    monkeypatch.setattr(runner, "launch_workers", lambda *a, workers, **k: launched.append(workers) or 0)
+    monkeypatch.setattr(runner, "_retime_front", lambda study, recipe: retimed.append(study))
+    monkeypatch.setattr(runner, "_summary", lambda study: None)
+    assert runner.search(str(path), recipe, trials=None, timeout=None, workers=3, until=None, worker_index=0,
+                         quiet=True) == 0
+    assert launched == [2]
+    assert [s.study_name for s in retimed] == [recipe.name] and "data" in retimed[0].user_attrs
+
+
+@pytest.mark.parametrize("quiet, tty, bars", [(False, True, True), (True, True, False), (False, False, False)])
+def test_a_single_worker_shows_epoch_bars_only_to_a_person_watching(tmp_path, monkeypatch, quiet, tty, bars):
+    from cnnsearch.recipe import load_recipe
+    from tests.study_helpers import write_recipe
+
+    class Stop(Exception):
+        pass
+
+    asked = []
+
+    def create(recipe, *, progress):
+        asked.append(progress)
+        raise Stop
+
+    recipe = load_recipe(write_recipe(tmp_path, trials=2, epochs=1))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    monkeypatch.setattr(runner.Objective, "create", create)
+    with pytest.raises(Stop):
+        runner._prepare(recipe, trials=None, until=None, workers=1, quiet=quiet, prefix="", artifacts=None)
+    assert asked == [bars] and type(asked[0]) is bool
