@@ -275,3 +275,25 @@ def test_report_of_a_recipe_s_storage_shows_each_study_named(tmp_path, capsys):
     assert main(["report", str(path), "--study", "first", "--study", "second", "-o", str(out)]) == 0
     assert f"wrote {out} (2 studies)" in capsys.readouterr().out
     assert "<h2>first</h2>" in out.read_text() and "<h2>second</h2>" in out.read_text()
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "inf", "nan"])
+def test_search_refuses_a_timeout_that_is_not_a_positive_number_of_seconds(tmp_path, capsys, timeout):
+    from tests.study_helpers import write_recipe
+
+    path = write_recipe(tmp_path, trials=2, epochs=1)
+    assert main(["search", str(path), "--timeout", timeout]) == 2
+    assert capsys.readouterr().err == f"error: --timeout: {float(timeout)} is not a positive number of seconds\n"
+    assert not list(tmp_path.glob("*.db"))
+
+
+def test_search_hands_the_runner_what_the_command_line_says(tmp_path, monkeypatch):
+    from cnnsearch import runner
+    from tests.study_helpers import write_recipe
+
+    path = write_recipe(tmp_path, trials=2, epochs=1)
+    seen = {}
+    monkeypatch.setattr(runner, "search", lambda path, recipe, **kwargs: seen.update(kwargs) or 0)
+    assert main(["search", str(path), "--worker-id", "w7@lab", "--timeout", "0.5", "--trials", "3", "--quiet"]) == 0
+    assert {k: seen[k] for k in ("worker_id", "timeout", "trials", "quiet", "workers")} == {
+        "worker_id": "w7@lab", "timeout": 0.5, "trials": 3, "quiet": True, "workers": 1}
