@@ -253,7 +253,10 @@ def cmd_report(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="cnnsearch", description=__doc__.splitlines()[0])
+    parser = Parser(prog="cnnsearch", description="Search CNN architectures for image classification: "
+                    "shape-checked networks, a measured Pareto front of accuracy against latency, "
+                    "standalone PyTorch export.",
+                    epilog="Exit codes: 0 success; 2 bad input (one 'error: ...' line); 1 internal fault.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_show(sub)
     _add_search(sub)
