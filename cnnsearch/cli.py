@@ -278,7 +278,7 @@ def _add_show(sub) -> None:
                                     "classes (digits, shapes, folder:PATH, CIFAR10, ...)")
     p.add_argument("target")
     p.add_argument("--sample", type=int, default=10, help="samples to draw from a space")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed for a space's samples")
     p.add_argument("--input", default="3,32,32", help="C,H,W of the images (spaces only)")
     p.add_argument("--classes", type=int, default=10, help="number of classes (spaces only)")
     p.add_argument("--json", action="store_true")
@@ -352,7 +352,7 @@ def _add_export(sub) -> None:
     p.add_argument("--spec", help="export this spec (.json) instead of a study's trial")
     p.add_argument("--trial", default="best", help="best, fastest or a trial number (with a recipe)")
     p.add_argument("-o", "--output", required=True, help="the .py file to write")
-    p.add_argument("--class-name", default="Net")
+    p.add_argument("--class-name", default="Net", help="the exported module's class name")
     p.add_argument("--weights", help="also write weights (.safetensors): the trial's trained ones, "
                                      "or freshly initialised ones for --spec")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed for --spec --weights")

@@ -12,7 +12,22 @@ class UsageError(CnnSearchError):
     """Bad command-line arguments."""
 
 
+class DefaultsShown(argparse.HelpFormatter):
+    """An option's help ends with its default, unless it has none or its help says it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help  # never None here: argparse formats only the options that have help
+        none = any(action.default is v for v in (None, False, argparse.SUPPRESS))  # `is`: a default of 0 is one
+        if none or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsShown)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line and exit 2, like every other bad input
         raise UsageError(message)
 

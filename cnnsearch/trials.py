@@ -44,7 +44,7 @@ def status_of(t: optuna.trial.FrozenTrial) -> str:
     """The stored status, or the trial's state for trials that never recorded one."""
     if "status" in t.user_attrs:
         return str(t.user_attrs["status"])
-    return Status.RUNNING.value if t.state == TrialState.RUNNING else t.state.name.lower()
+    return t.state.name.lower()  # "running" (Status.RUNNING, shown only), "waiting", "fail", ...
 
 
 def is_feasible(t: optuna.trial.FrozenTrial) -> bool:

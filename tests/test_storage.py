@@ -140,3 +140,15 @@ def test_a_pareto_mask_is_booleans():
 
     mask = pareto_mask([[0.9, 2.0], [0.8, 3.0], [float("nan"), 1.0]], ["maximize", "minimize"])
     assert mask == [True, False, False] and all(type(m) is bool for m in mask)
+
+
+def test_a_trial_without_a_recorded_status_shows_its_state():
+    from cnnsearch.trials import Status, status_of
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    study.ask()  # running
+    study.tell(study.ask(), state=TrialState.FAIL)
+    study.ask().set_user_attr("status", "shape")  # a status recorded wins over the state
+    study.enqueue_trial({})  # waiting
+    assert [status_of(t) for t in study.get_trials()] == [Status.RUNNING.value, "fail", "shape", "waiting"]
