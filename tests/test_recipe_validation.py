@@ -481,7 +481,7 @@ def _study_of(recipe: Recipe) -> optuna.Study:
     return study
 
 
-@pytest.mark.parametrize("change, line", CHANGES[:3] + CHANGES[4:6] + CHANGES[12:16])  # sampler: test_samplers.py
+@pytest.mark.parametrize("change, line", CHANGES[:3] + CHANGES[4:6] + CHANGES[12:])  # sampler: test_samplers.py
 def test_check_recipe_refuses_a_changed_recipe(tmp_path, change, line):
     from cnnsearch.study import check_recipe
 
