@@ -152,3 +152,4 @@ def test_a_trial_without_a_recorded_status_shows_its_state():
     study.ask().set_user_attr("status", "shape")  # a status recorded wins over the state
     study.enqueue_trial({})  # waiting
     assert [status_of(t) for t in study.get_trials()] == [Status.RUNNING.value, "fail", "shape", "waiting"]
+
