@@ -102,3 +102,12 @@ def test_status_csv_into_a_closed_pipe_ends_quietly(two_trials):
     result = subprocess.run(f"{sys.executable} -m cnnsearch status {two_trials} --csv | head -c 10",
                             shell=True, capture_output=True, text=True, timeout=120)
     assert result.stdout.startswith("trial,stat") and "Traceback" not in result.stderr, result.stderr
+
+
+def test_open_study_takes_another_study_of_the_recipe_s_storage_by_name(tmp_path):
+    from cnnsearch.results import open_study
+    from tests.test_cli_units import _recorded_studies
+
+    path = _recorded_studies(tmp_path, ["first", "second"])
+    assert open_study(path, "second").study_name == "second"
+    assert open_study(path, "first").study_name == "first"
