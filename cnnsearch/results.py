@@ -48,7 +48,7 @@ def open_study(recipe_or_storage: str | Path, study: str | None = None) -> optun
 
         if not storage_exists(target):  # reading only: opening would create an empty database
             raise RecipeError(f"{target}: no such database")
-        names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(target), include_best_trial=False)]
+        names = optuna.get_all_study_names(open_storage(target))
         if len(names) != 1:
             raise RecipeError(f"{target} holds {len(names)} studies ({', '.join(names) or 'none'}): name one "
                               "with study=")

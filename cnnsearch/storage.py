@@ -159,7 +159,7 @@ def load_existing_study(url: str, name: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+        names = ", ".join(optuna.get_all_study_names(storage)) or "none"
         raise RecipeError(f"study {name!r} not found in {url} (studies there: {names})") from None
 
 

@@ -111,3 +111,18 @@ def test_open_study_takes_another_study_of_the_recipe_s_storage_by_name(tmp_path
     path = _recorded_studies(tmp_path, ["first", "second"])
     assert open_study(path, "second").study_name == "second"
     assert open_study(path, "first").study_name == "first"
+
+
+def test_a_study_not_found_or_not_named_lists_the_storage_s_studies(tmp_path):
+    from cnnsearch.errors import RecipeError
+    from cnnsearch.recipe import load_recipe
+    from cnnsearch.results import open_study
+    from tests.test_cli_units import _recorded_studies
+
+    url = load_recipe(_recorded_studies(tmp_path, ["first", "second"])).storage
+    with pytest.raises(RecipeError) as info:
+        open_study(url)
+    assert str(info.value) == f"{url} holds 2 studies (first, second): name one with study="
+    with pytest.raises(RecipeError) as info:
+        open_study(url, "third")
+    assert str(info.value) == f"study 'third' not found in {url} (studies there: first, second)"
