@@ -53,6 +53,8 @@ def test_a_study_without_a_feasible_trial_says_so(tmp_path):
     add(study, status="over_limit", acc=0.0, lat=1.0)
     page = write_report([study], tmp_path / "r.html")[0].read_text()
     assert "<h3>Leaderboard</h3><p>No feasible trial yet.</p>" in page
+    assert "<h3>Pareto-optimal architectures</h3><p>None yet.</p>" in page
+    assert "<p class='muted'>1 trials: 1 over_limit. Objectives: accuracy, latency_ms." in page
 
 
 def test_the_page_shows_the_shape_tables_of_five_front_trials_at_most(tmp_path):
@@ -72,3 +74,21 @@ def test_a_page_says_how_many_trials_show_a_re_timed_latency_and_the_figures_are
     assert ("Latency: 1 trial(s) show the figure re-timed side by side at the end of the search "
             "(latency_from 're-timed', latency_remeasured_ms in the CSV), the others the search's.</p>") in page
     assert page.count('{"displaylogo": false, "responsive": true}') == 2  # the Pareto plot and the history
+
+
+def test_the_page_says_when_it_was_made_in_utc_whatever_the_machine_s_time_zone(tmp_path, monkeypatch):
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    study = new_study()
+    add(study, acc=0.9, lat=1.0)
+    monkeypatch.setenv("TZ", "Etc/GMT-9")  # nine hours ahead of UTC
+    time.tzset()
+    try:
+        page = write_report([study], tmp_path / "r.html")[0].read_text()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    stamp = page.split("<p class='muted'>Generated ")[1].split(" UTC.")[0]
+    made = datetime.strptime(stamp, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    assert abs(datetime.now(UTC) - made) < timedelta(minutes=2)
