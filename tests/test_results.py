@@ -126,3 +126,15 @@ def test_a_study_not_found_or_not_named_lists_the_storage_s_studies(tmp_path):
     with pytest.raises(RecipeError) as info:
         open_study(url, "third")
     assert str(info.value) == f"study 'third' not found in {url} (studies there: first, second)"
+
+
+def test_a_storage_without_studies_says_it_holds_none(tmp_path):
+    from cnnsearch.errors import RecipeError
+    from cnnsearch.results import open_study
+    from cnnsearch.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    open_storage(url)  # the schema, no study
+    with pytest.raises(RecipeError) as info:
+        open_study(url)
+    assert str(info.value) == f"{url} holds 0 studies (none): name one with study="
