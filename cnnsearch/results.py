@@ -52,5 +52,4 @@ def open_study(recipe_or_storage: str | Path, study: str | None = None) -> optun
         if len(names) != 1:
             raise RecipeError(f"{target} holds {len(names)} studies ({', '.join(names) or 'none'}): name one "
                               "with study=")
-        study = names[0]
-    return load_existing_study(target, study)
+    return load_existing_study(target, study)  # None: optuna.load_study takes the storage's only study

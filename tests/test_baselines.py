@@ -196,3 +196,10 @@ def test_a_baseline_is_never_stopped_early_where_a_candidate_is(tmp_path):
     assert baseline.user_attrs["baseline"] == "tutorial_net"
     assert baseline.user_attrs["status"] == "ok" and baseline.user_attrs["epochs"] == 4
     assert "baseline" not in candidate.user_attrs and candidate.user_attrs["status"] == "early_stopped"
+
+
+@pytest.mark.parametrize("source", [3, None, ["a.json"]])
+def test_a_baseline_that_is_neither_a_path_nor_a_table_is_refused_in_words(tmp_path, source):
+    with pytest.raises(RecipeError) as info:
+        load_baseline(source, base=tmp_path, where="baselines[0].spec")
+    assert str(info.value) == f"baselines[0].spec: expected the path of a spec (.json), got {source!r}"

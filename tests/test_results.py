@@ -138,3 +138,12 @@ def test_a_storage_without_studies_says_it_holds_none(tmp_path):
     with pytest.raises(RecipeError) as info:
         open_study(url)
     assert str(info.value) == f"{url} holds 0 studies (none): name one with study="
+
+
+def test_a_storage_with_one_study_opens_it_unnamed(tmp_path):
+    from cnnsearch.recipe import load_recipe
+    from cnnsearch.results import open_study
+    from tests.test_cli_units import _recorded_studies
+
+    url = load_recipe(_recorded_studies(tmp_path, ["only"])).storage
+    assert open_study(url).study_name == "only"
