@@ -203,3 +203,21 @@ def test_a_baseline_that_is_neither_a_path_nor_a_table_is_refused_in_words(tmp_p
     with pytest.raises(RecipeError) as info:
         load_baseline(source, base=tmp_path, where="baselines[0].spec")
     assert str(info.value) == f"baselines[0].spec: expected the path of a spec (.json), got {source!r}"
+
+
+def test_a_baseline_file_that_is_not_a_json_object_is_refused_in_words(tmp_path):
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(RecipeError) as info:
+        load_baseline("list.json", base=tmp_path, where="baselines[0].spec")
+    assert str(info.value) == "baselines[0].spec: a spec is a JSON object, got list"
+
+
+@pytest.mark.parametrize("name, ok", [("n" * 100, True), ("n" * 101, False), (3, False), (" ", False)])
+def test_a_baseline_s_name_is_1_to_100_characters_of_text(tmp_path, name, ok):
+    spec = {"input": [1, 8, 8], "num_classes": 3, "blocks": [{"out_channels": 4, "kernel_size": 3}]}
+    if ok:
+        assert load_baseline(spec, base=tmp_path, name=name, where="baselines[0]").name == name
+        return
+    with pytest.raises(RecipeError) as info:
+        load_baseline(spec, base=tmp_path, name=name, where="baselines[0]")
+    assert str(info.value) == f"baselines[0].name: {name!r} must be 1-100 letters, digits, spaces or -_.+()"
