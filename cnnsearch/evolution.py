@@ -76,7 +76,8 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
         plan = self._plans.get(trial.number)
         if plan is not None and param_name in plan and _allowed(param_distribution, plan[param_name]):
             return plan[param_name]
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
+        # RandomSampler draws from the distribution alone: study, trial and name are the API's
+        return self._random.sample_independent(study, trial, param_name, param_distribution)  # pragma: no mutate (see above)
 
     def after_trial(self, study, trial, state, values) -> None:
         self._plans.pop(trial.number, None)
