@@ -256,7 +256,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="cnnsearch", description="Search CNN architectures for image classification: "
                     "shape-checked networks, a measured Pareto front of accuracy against latency, "
                     "standalone PyTorch export.",
-                    epilog="Exit codes: 0 success; 2 bad input (one 'error: ...' line); 1 internal fault.")
+                    epilog="Exit codes: 0 success; 1 a failure mid-run or an internal fault; "
+                           "2 bad input (one 'error: ...' line); 130 interrupted.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_show(sub)
     _add_search(sub)

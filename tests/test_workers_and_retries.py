@@ -217,8 +217,10 @@ def test_a_trial_whose_heartbeat_stopped_is_failed_retried_and_named(tmp_path):
     study = optuna.create_study(storage=open_storage(f"sqlite:///{db}", heartbeat_s=1), study_name="h")
     trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
     study._storage.record_heartbeat(trial._trial_id)
-    with sqlite3.connect(db) as con:  # its worker stopped beating an hour ago
+    con = sqlite3.connect(db)
+    with con:  # its worker stopped beating an hour ago
         con.execute("UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-1 hour')")
+    con.close()
     assert recover_dead_trials(study) == [(trial.number, "its worker stopped sending heartbeats; re-queued")]
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.WAITING]
@@ -266,7 +268,7 @@ def test_a_resumed_worker_s_estimate_counts_only_the_trials_it_saw_finish(tmp_pa
     study = new_study()
     add(study, acc=0.9, lat=1.0)
     clock = iter([100.0, 110.0])
-    monkeypatch.setattr(runner.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(runner, "time", SimpleNamespace(monotonic=lambda: next(clock)))  # the runner's clock only
     monkeypatch.setattr(runner, "count_trials", lambda study, states: 3)
     monkeypatch.setattr(runner, "run_worker", lambda *a, on_trial, **k: on_trial(study, study.trials[0]))
     runner._run_here(study, recipe, SimpleNamespace(), done=2, until=6, to_go=4, timeout=None, quiet=True,
