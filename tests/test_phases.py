@@ -1,6 +1,8 @@
 """Where a trial's time goes: ``user_attrs["phases"]`` and ``train_images``, as the
 objective records them for ``benchmarks/trial_anatomy.py``."""
 
+import tempfile
+
 import pytest
 
 from cnnsearch.recipe import load_recipe
@@ -13,7 +15,12 @@ PHASES = {"sample", "check", "build", "latency", "train_setup", "paused", "first
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("phases")
-    study = run_recipe(load_recipe(write_recipe(tmp, trials=2, epochs=3)), until=2)
+    # lock files of their own (cnnsearch/quiet.py keeps them in the temp folder): any other
+    # cnnsearch process on this machine, such as a worker an earlier test left ending, could
+    # otherwise time a network meanwhile and pause these trials (0.29 s once on CI)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("locks")))
+        study = run_recipe(load_recipe(write_recipe(tmp, trials=2, epochs=3)), until=2)
     return [t for t in study.trials if t.user_attrs["status"] == "ok"]
 
 
