@@ -127,3 +127,18 @@ def outage(relay, proc, lines: list, *, noticed: str | None = None, hold_s: floa
     finally:
         proc.kill()
         relay.cut()
+
+
+def recorded_studies(tmp_path: Path, names: list[str]) -> Path:
+    """A recipe and, in its storage, studies of these names with two trials each."""
+    from cnnsearch.recipe import load_recipe
+    from tests.test_report_frame import add, new_study
+
+    path = write_recipe(tmp_path, trials=2, epochs=1)
+    recipe = load_recipe(path)
+    for name in names:
+        study = new_study(name=name, storage=recipe.storage)
+        study.set_user_attr("recipe", {**recipe.to_dict(), "name": name})
+        add(study, acc=0.9, lat=2.0)
+        add(study, acc=0.8, lat=3.0)
+    return path

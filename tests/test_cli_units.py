@@ -14,7 +14,7 @@ from cnnsearch.cli_show import class_lines
 from cnnsearch.hparams import SEARCHABLE, TrainConfig, searchable_defaults
 from cnnsearch.shapes import check
 from cnnsearch.spec import ArchSpec
-from tests.study_helpers import TINY_SPACE
+from tests.study_helpers import TINY_SPACE, recorded_studies
 
 SPEC = {"input": [1, 8, 8], "num_classes": 3,
         "blocks": [{"out_channels": 4, "kernel_size": 3, "padding": 1, "pool": "max"}]}
@@ -163,16 +163,7 @@ def test_an_empty_output_path_is_one_line(tmp_path, capsys):
 
 
 def test_status_marks_the_front_under_its_header(tmp_path, capsys):
-    from cnnsearch.recipe import load_recipe
-    from tests.study_helpers import write_recipe
-    from tests.test_report_frame import add, new_study
-
-    path = write_recipe(tmp_path, trials=2, epochs=1)
-    recipe = load_recipe(path)
-    study = new_study(name=recipe.name, storage=recipe.storage)
-    study.set_user_attr("recipe", recipe.to_dict())
-    add(study, acc=0.9, lat=2.0)
-    add(study, acc=0.8, lat=3.0)
+    path = recorded_studies(tmp_path, ["tiny"])  # the recipe's own study
     assert main(["status", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if line.startswith("rank"))
@@ -245,24 +236,8 @@ def test_finalize_makes_the_artifact_store_only_where_the_study_has_none_recorde
     assert asked == [(made.artifacts, create)]
 
 
-def _recorded_studies(tmp_path, names):
-    """A recipe and, in its storage, studies of these names with two trials each."""
-    from cnnsearch.recipe import load_recipe
-    from tests.study_helpers import write_recipe
-    from tests.test_report_frame import add, new_study
-
-    path = write_recipe(tmp_path, trials=2, epochs=1)
-    recipe = load_recipe(path)
-    for name in names:
-        study = new_study(name=name, storage=recipe.storage)
-        study.set_user_attr("recipe", {**recipe.to_dict(), "name": name})
-        add(study, acc=0.9, lat=2.0)
-        add(study, acc=0.8, lat=3.0)
-    return path
-
-
 def test_export_from_a_study_checks_its_output_path_too(tmp_path, capsys):
-    path = _recorded_studies(tmp_path, ["tiny"])
+    path = recorded_studies(tmp_path, ["tiny"])
     (tmp_path / "folder").mkdir()
     capsys.readouterr()
     assert main(["export", str(path), "--study", "tiny", "-o", str(tmp_path / "folder")]) == 2
@@ -270,7 +245,7 @@ def test_export_from_a_study_checks_its_output_path_too(tmp_path, capsys):
 
 
 def test_report_of_a_recipe_s_storage_shows_each_study_named(tmp_path, capsys):
-    path = _recorded_studies(tmp_path, ["first", "second"])
+    path = recorded_studies(tmp_path, ["first", "second"])
     out = tmp_path / "r.html"
     assert main(["report", str(path), "--study", "first", "--study", "second", "-o", str(out)]) == 0
     assert f"wrote {out} (2 studies)" in capsys.readouterr().out

@@ -106,9 +106,9 @@ def test_status_csv_into_a_closed_pipe_ends_quietly(two_trials):
 
 def test_open_study_takes_another_study_of_the_recipe_s_storage_by_name(tmp_path):
     from cnnsearch.results import open_study
-    from tests.test_cli_units import _recorded_studies
+    from tests.study_helpers import recorded_studies
 
-    path = _recorded_studies(tmp_path, ["first", "second"])
+    path = recorded_studies(tmp_path, ["first", "second"])
     assert open_study(path, "second").study_name == "second"
     assert open_study(path, "first").study_name == "first"
 
@@ -117,9 +117,9 @@ def test_a_study_not_found_or_not_named_lists_the_storage_s_studies(tmp_path):
     from cnnsearch.errors import RecipeError
     from cnnsearch.recipe import load_recipe
     from cnnsearch.results import open_study
-    from tests.test_cli_units import _recorded_studies
+    from tests.study_helpers import recorded_studies
 
-    url = load_recipe(_recorded_studies(tmp_path, ["first", "second"])).storage
+    url = load_recipe(recorded_studies(tmp_path, ["first", "second"])).storage
     with pytest.raises(RecipeError) as info:
         open_study(url)
     assert str(info.value) == f"{url} holds 2 studies (first, second): name one with study="
@@ -143,7 +143,7 @@ def test_a_storage_without_studies_says_it_holds_none(tmp_path):
 def test_a_storage_with_one_study_opens_it_unnamed(tmp_path):
     from cnnsearch.recipe import load_recipe
     from cnnsearch.results import open_study
-    from tests.test_cli_units import _recorded_studies
+    from tests.study_helpers import recorded_studies
 
-    url = load_recipe(_recorded_studies(tmp_path, ["only"])).storage
+    url = load_recipe(recorded_studies(tmp_path, ["only"])).storage
     assert open_study(url).study_name == "only"
