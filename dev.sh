@@ -55,7 +55,7 @@ case "${1:-}" in
     for module in "$@"; do patterns+=("cnnsearch.${module}.*"); done
     # one torch thread per mutant worker: mutmut runs one worker per core
     OMP_NUM_THREADS=1 .venv/bin/mutmut run "${patterns[@]}" || true
-    exec .venv/bin/python benchmarks/mutation_scores.py "$@"
+    exec .venv/bin/python benchmarks/mutation_scores.py --record "$@"
     ;;
   *)
     echo "usage: bash dev.sh demo|test|mutate [args...]" >&2

@@ -23,23 +23,86 @@ benchmarks/mutation_sample.txt (`mutmut run $(cat benchmarks/mutation_sample.txt
 draw again after one. To go on with a sample run that stopped (mutmut runs every mutant it
 is named again): `mutmut run $(python benchmarks/mutation_scores.py --unchecked --names
 benchmarks/mutation_sample.txt)`.
+
+mutants/ is not kept (it is rebuilt on each machine), so each verdict is also recorded in
+benchmarks/mutation_results.json with the hash mutmut gives the mutated function: a later
+run, on another machine, takes a recorded verdict as its own while that function's source
+is unchanged, and --unchecked leaves it out. Tests are only ever added, so a mutant once
+killed stays killed; a changed function's verdicts are dropped and its mutants run again.
+--record writes this run's verdicts there (`bash dev.sh mutate` does, at the end).
 """
 
 import argparse
 import json
 import random
+import sys
 from collections import Counter
 from pathlib import Path
-
-from mutmut.stats import status_by_exit_code
 
 TARGET = 0.90
 DETECTED = ("killed", "timeout")
 UNDETECTED = ("survived", "no tests", "suspicious", "segfault")
+RESULTS = Path(__file__).with_name("mutation_results.json")
 
 
 def exit_codes(meta_path: Path) -> dict:
     return json.loads(meta_path.read_text())["exit_code_by_key"]
+
+
+def function_of(name: str) -> str:
+    """'cnnsearch.spec.xǁArchSpecǁfrom_dict__mutmut_7' -> 'xǁArchSpecǁfrom_dict', the key of
+    mutmut's hash_by_function_name."""
+    return name.split(".", 2)[2].rpartition("__mutmut_")[0]
+
+
+def run_here(meta: dict) -> dict[str, str]:
+    """Each mutant's status from this machine's run ('not checked' where it did not run)."""
+    from mutmut.stats import status_by_exit_code  # the tool's own names for its exit codes
+
+    return {name: status_by_exit_code[code] for name, code in meta["exit_code_by_key"].items()}
+
+
+def verdicts(statuses: dict[str, str], hashes: dict[str, str], recorded: dict) -> dict[str, str]:
+    """The status of each mutant of one module: this run's where it ran the mutant, else
+    the recorded one while the function's hash is still the recorded hash."""
+    out = {}
+    for name, status in statuses.items():
+        earlier = recorded.get(name)
+        if status == "not checked" and earlier and earlier["function_hash"] == hashes.get(function_of(name)):
+            status = earlier["status"]
+        out[name] = status
+    return out
+
+
+def record_module(recorded: dict, statuses: dict[str, str], hashes: dict[str, str], module: str) -> None:
+    """Into recorded: this run's verdicts on one module (a re-run's wins), less the recorded
+    ones of its mutants that are gone or whose function changed."""
+    for name in [name for name in recorded if name.startswith(f"cnnsearch.{module}.")]:
+        if name not in statuses or recorded[name]["function_hash"] != hashes.get(function_of(name)):
+            del recorded[name]
+    for name, status in statuses.items():
+        if status != "not checked":
+            recorded[name] = {"status": status, "function_hash": hashes[function_of(name)]}
+
+
+def record(metas: list[Path], recorded: dict, path: Path) -> int:
+    """Record this run's verdicts on each module and write them all, a mutant a line;
+    returns how many are recorded."""
+    for meta_path in metas:
+        meta = json.loads(meta_path.read_text())
+        record_module(recorded, run_here(meta), meta["hash_by_function_name"], module_of(meta_path))
+    lines = [f"{json.dumps(name, ensure_ascii=False)}: {json.dumps(verdict)}" for name, verdict in sorted(recorded.items())]
+    path.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
+    return len(recorded)
+
+
+def module_of(meta_path: Path) -> str:
+    return meta_path.name.removesuffix(".py.meta")
+
+
+def current(meta_path: Path, recorded: dict) -> dict[str, str]:
+    meta = json.loads(meta_path.read_text())
+    return verdicts(run_here(meta), meta["hash_by_function_name"], recorded)
 
 
 def drawn(names, n: int, seed: int) -> list[str]:
@@ -64,16 +127,22 @@ def main() -> None:
     parser.add_argument("--names", type=Path, help="score only the mutants named in this file (whitespace-separated)")
     parser.add_argument("--unchecked", action="store_true",
                         help="print the names (of --names, or all) not yet checked, for `mutmut run` to resume")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="verdicts recorded by earlier runs (default benchmarks/mutation_results.json)")
+    parser.add_argument("--record", action="store_true", help="add this run's verdicts to --results")
     args = parser.parse_args()
+    recorded = json.loads(args.results.read_text(encoding="utf-8")) if args.results.exists() else {}
     metas = sorted(args.root.glob("*.py.meta"))
     if args.modules:
-        metas = [m for m in metas if m.name.removesuffix(".py.meta") in args.modules]
+        metas = [m for m in metas if module_of(m) in args.modules]
     if not metas:
         raise SystemExit("error: no mutants under mutants/: run `bash dev.sh mutate` (or `mutmut run`) first")
+    if args.record:
+        print(f"{record(metas, recorded, args.results)} verdicts recorded in {args.results}", file=sys.stderr)
     if args.unchecked:  # mutmut runs a named mutant again even when it has a result: name only the rest
         wanted = set(args.names.read_text().split()) if args.names else None
-        names = [name for meta in metas for name, code in exit_codes(meta).items()
-                 if code is None and (wanted is None or name in wanted)]
+        names = [name for meta in metas for name, status in current(meta, recorded).items()
+                 if status == "not checked" and (wanted is None or name in wanted)]
         if not names:  # printed empty, `mutmut run $(...)` would run every mutant
             raise SystemExit("error: every mutant named is checked already")
         print(" ".join(names))
@@ -85,16 +154,16 @@ def main() -> None:
     print("| module | mutants | killed | survived | no tests | timeout | not checked | score |")
     print("|---|---|---|---|---|---|---|---|")
     for meta in metas:
-        codes = exit_codes(meta)
+        statuses = current(meta, recorded)
         if args.sample:
-            codes = {name: codes[name] for name in drawn(codes, args.sample, args.seed)}
+            statuses = {name: statuses[name] for name in drawn(statuses, args.sample, args.seed)}
         if args.names:
             wanted = set(args.names.read_text().split())
-            codes = {name: code for name, code in codes.items() if name in wanted}
-        counts = Counter(status_by_exit_code[code] for code in codes.values())
+            statuses = {name: status for name, status in statuses.items() if name in wanted}
+        counts = Counter(statuses.values())
         if not sum(counts.values()):
             continue
-        name = meta.name.removesuffix(".py.meta")
+        name = module_of(meta)
         total.update(counts)
         s = score(counts)
         rows[name] = {**counts, "score": None if s is None else round(s, 3)}

@@ -38,7 +38,10 @@ def pytest_collection_modifyitems(config, items):
     order, and stop at the first failure (-x): a mutant that a 1 ms test kills would
     otherwise wait on a 30 s study first. Only the order changes, never which tests run;
     the clean run mutmut makes before the mutants runs in this order too, so an order the
-    suite cannot take shows there."""
+    suite cannot take shows there. mutmut times only a test's call, not its set-up: a test
+    whose module-wide fixture runs a study looks instant. Those go last, a module at a time,
+    so that a mutant the unit tests kill never pays for a study, and one that reaches them
+    pays for each study once."""
     if "MUTANT_UNDER_TEST" not in os.environ:
         return
     try:  # mutmut runs the suite in mutants/, beside its stats
@@ -46,4 +49,15 @@ def pytest_collection_modifyitems(config, items):
     except (OSError, ValueError, KeyError, TypeError):
         return
     if isinstance(durations, dict):
-        items.sort(key=lambda item: float(durations.get(item.nodeid) or 0.0))
+        items.sort(key=lambda item: (_shared_setup(item), float(durations.get(item.nodeid) or 0.0)))
+
+
+def _shared_setup(item) -> str:
+    """The test's file when it uses a fixture of ours shared wider than the test (set up
+    once for many tests, so its cost is in no test's duration), else ''. pytest's own
+    (tmp_path_factory is session-wide) cost nothing to speak of."""
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = [d for defs in (info.name2fixturedefs.values() if info else ()) for d in defs]
+    shared = any(d.scope != "function" and Path(d.func.__code__.co_filename).is_relative_to(ROOT / "tests")
+                 for d in definitions)
+    return item.nodeid.split("::")[0] if shared else ""
