@@ -9,7 +9,7 @@ import pytest
 
 from cnnsearch.evolution import EvolutionSampler
 from cnnsearch.recipe import load_recipe
-from cnnsearch.samplers import make_sampler
+from cnnsearch.samplers import SAMPLER_OPTIONS, make_sampler
 from cnnsearch.space import parse_space
 from cnnsearch.storage import non_domination_ranks
 from tests.study_helpers import TINY_SPACE, write_recipe
@@ -88,6 +88,13 @@ def test_a_recipe_names_it_and_its_study_records_its_options(tmp_path):
     assert isinstance(sampler, EvolutionSampler) and (sampler.population, sampler.tournament) == (12, 4)
     with pytest.raises(ValueError, match="tournament 5"):
         EvolutionSampler(population=4, tournament=5)
+
+
+def test_the_librarys_defaults_are_the_recipes():
+    """EvolutionSampler() used as a library gets what sampler = "evolution" gets."""
+    sampler = EvolutionSampler()
+    assert {"population": sampler.population, "tournament": sampler.tournament} == SAMPLER_OPTIONS["evolution"]
+    assert sampler.retries == 10
 
 
 def test_infeasible_trials_are_no_parents_while_a_feasible_one_exists():
