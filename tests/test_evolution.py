@@ -90,11 +90,14 @@ def test_a_recipe_names_it_and_its_study_records_its_options(tmp_path):
         EvolutionSampler(population=4, tournament=5)
 
 
-def test_the_librarys_defaults_are_the_recipes():
+def test_the_defaults_are_the_recipes_and_a_tournament_runs_from_one_to_the_population():
     """EvolutionSampler() used as a library gets what sampler = "evolution" gets."""
     sampler = EvolutionSampler()
     assert {"population": sampler.population, "tournament": sampler.tournament} == SAMPLER_OPTIONS["evolution"]
     assert sampler.retries == 10
+    assert EvolutionSampler(population=4, tournament=1).tournament == 1  # a tournament of one: a random parent
+    with pytest.raises(ValueError, match=r"^tournament 0 must be in \[1, population 4\]$"):
+        EvolutionSampler(population=4, tournament=0)
 
 
 def test_infeasible_trials_are_no_parents_while_a_feasible_one_exists():

@@ -4,6 +4,7 @@ disk, finalize and export from a fourth, the store going away mid-study, and wha
 refused before anything is made."""
 
 import importlib.util
+import io
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import torch
 from optuna.trial import TrialState
 from safetensors.torch import load_file
 
+from cnnsearch.artifacts import open_store
 from cnnsearch.data import load_data
 from cnnsearch.recipe import load_recipe
 from tests.conftest import ROOT
@@ -201,6 +203,24 @@ def _refused(result, *, what: str, tmp_path, before):
     code, out, err = result
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and what in err, (code, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing made: no database, no folder
+
+
+def test_weights_sit_under_the_prefix_through_a_client_that_gives_up_in_seconds(s3, monkeypatch):  # noqa: F811
+    """In process: open_store keeps the location's prefix, and its client is the one made to
+    find a store that is down in seconds (boto3's default waits a minute to connect)."""
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in s3.env().items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    bucket = s3.bucket()
+    store = open_store(f"s3://{bucket}/runs/one")
+    store.write("w1", io.BytesIO(b"weights"))
+    assert s3.keys(bucket) == {"runs/one/w1"}
+    with store.open_reader("w1") as reader:
+        assert reader.read() == b"weights"
+    config = store.store.client.meta.config
+    assert (config.connect_timeout, config.retries.get("total_max_attempts")) == (5, 4)  # 3 retries, 4 tries
 
 
 @pytest.mark.parametrize("artifacts, endpoint, what", [

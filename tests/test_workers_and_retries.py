@@ -167,6 +167,52 @@ def test_a_trial_whose_weights_the_store_refused_fails_is_requeued_and_the_store
     assert len(waited) == 2 and len(notes) == 1
 
 
+def _worker_run(tmp_path, monkeypatch, first_call):
+    """run_worker on a two-trial study whose objective does ``first_call`` on its first call
+    and succeeds after: the trials and the worker's notes."""
+    from cnnsearch import study as study_module
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    monkeypatch.setattr(study_module, "wait_for_store", lambda location, exc, *, on_note=None: None)
+    calls = []
+
+    def objective(trial):
+        trial.suggest_int("width", 1, 8)
+        calls.append(trial.number)
+        if len(calls) == 1:
+            first_call(trial)
+        return [0.5, 1.0]
+
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    notes = []
+    study_module.run_worker(study, objective, until=2, on_note=notes.append)
+    return study.get_trials(deepcopy=False), notes
+
+
+def test_a_worker_fails_and_requeues_the_trial_whose_weights_the_store_refused(tmp_path, monkeypatch):
+    from cnnsearch.artifacts import ArtifactsLost
+
+    def refused(trial):
+        raise ArtifactsLost("s3://bucket/w", "connection refused")
+
+    trials, notes = _worker_run(tmp_path, monkeypatch, refused)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params  # the candidate, run again
+    assert notes == ["trial    0 failed: the artifact store refused its weights (connection refused); re-queued"]
+
+
+def test_a_worker_requeues_a_trial_that_failed_for_a_reason_outside_its_candidate(tmp_path, monkeypatch):
+    def server_down(trial):
+        trial.set_user_attr("retry", "the latency server")
+        raise ConnectionError("refused")
+
+    trials, notes = _worker_run(tmp_path, monkeypatch, server_down)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params
+    assert notes == ["trial    0: re-queued (the latency server failed)"]
+
+
 def test_an_interrupted_trial_failed_when_the_database_drops_again_or_another_error_comes(monkeypatch, tmp_path):
     """The database going again while the trial is re-queued: the trial stays failed, said
     not re-queued; any other error there is a bug, and is raised."""
