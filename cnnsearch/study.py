@@ -284,12 +284,11 @@ class _Watch:
         self.failures = 0
         self.lost_since: float | None = None  # when the database stopped answering, since the last finished trial
 
-    def _failed(self, last: str, *, study: optuna.Study | None = None) -> None:
-        """One more of this worker's trials failed (``last``: why): FailingTrials at the limit."""
+    def _failed(self, last: str) -> None:
+        """One more of this worker's trials failed (``last``: why): FailingTrials at the limit
+        (raised from Optuna's callback, it ends optimize: no study.stop() needed)."""
         self.failures += 1
         if self.failures >= self.max_failures:
-            if study is not None:
-                study.stop()
             raise FailingTrials(f"{self.failures} trials in a row failed; the last: {last}") from None
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -303,7 +302,7 @@ class _Watch:
                 again = requeue_failed(study, trial)
                 if self.on_note is not None:
                     self.on_note(f"trial {trial.number:>4}: {requeued_text(again)} ({trial.user_attrs['retry']} failed)")
-            self._failed(trial.user_attrs.get("fail_reason", "no reason recorded"), study=study)
+            self._failed(trial.user_attrs.get("fail_reason", "no reason recorded"))
         else:
             self.failures = 0
         # every worker's finished trials; running ones do not count, since a dead worker's

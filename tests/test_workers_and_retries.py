@@ -113,6 +113,18 @@ def test_a_refusal_names_the_server_only_where_there_is_one():
                                   mine, "") is None
 
 
+def test_a_figure_from_another_device_names_the_server_it_came_through():
+    mine = {"name": "Xeon", "cpus": 2, "runtime": "torch", "torch": "2.9", "threads": 1}
+    theirs = {**mine, "name": "Epyc"}
+    study = SimpleNamespace(study_name="s", user_attrs={"latency_device": {"device": theirs, "server": "http://h:1"}})
+    lat = SimpleNamespace(fingerprint=mine)
+    assert latency_remote.settle_device(study, lat, "http://h:2", mine, 3) == mine  # the study's device: kept
+    with pytest.raises(latency_remote.OtherDevice) as raised:
+        latency_remote.settle_device(study, lat, "http://h:2", theirs, 3)
+    assert " via http://h:1, but this worker's figures would come from Xeon" in str(raised.value)
+    assert " thread(s)) via http://h:2; one front holds one device's figures" in str(raised.value)
+
+
 def test_a_trial_line_tags_baselines_and_gives_the_reason_it_failed():
     study = optuna.create_study(directions=["maximize", "minimize"])
     trial = study.ask()
