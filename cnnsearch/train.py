@@ -171,7 +171,7 @@ def _evaluate(model, x, y, batch_size, autocast, between=None, prepare=None) -> 
             loss += F.cross_entropy(out.float(), yb, reduction="sum")
             if hits is None:
                 classes = torch.arange(out.shape[1], device=x.device)
-                hits = torch.zeros(2, out.shape[1], device=x.device, dtype=torch.int64)
+                hits = classes.new_zeros((2, len(classes)))  # int64, on the data's device as classes is
             member = yb[:, None] == classes  # (batch, classes)
             hits[0] += member.sum(0)
             hits[1] += (member & (out.argmax(1) == yb)[:, None]).sum(0)
