@@ -428,6 +428,20 @@ def test_a_dominated_trial_is_stopped_at_its_rung_and_pruned(tmp_path, monkeypat
     assert t.user_attrs["steps_per_epoch"] == 7 and "weights" not in t.user_attrs
 
 
+@pytest.mark.parametrize(("objectives", "compared_on"), [(None, "latency_ms"), (["accuracy"], "nothing known")])
+def test_a_stopped_trial_says_what_it_was_compared_on(tmp_path, monkeypatch, objectives, compared_on):
+    recipe = recipe_file(tmp_path, epochs=4, objectives=objectives, extra=ES)
+    study = optuna.create_study(directions=recipe.directions)
+    for _ in range(4):
+        study.add_trial(optuna.trial.create_trial(values=[1.0, 0.0][:len(recipe.directions)],
+                                                  user_attrs=peer(recipe).user_attrs))
+    objective, _ = make_objective(recipe, monkeypatch, train=FakeTrain([0.1, 0.2, 0.3, 0.4]))
+    with pytest.raises(optuna.TrialPruned) as raised:
+        objective(study.ask())
+    assert str(raised.value) == (f"stopped after epoch 2 of 4: an earlier trial as small on {compared_on} led by "
+                                 f">= {recipe.early_stopping.margin}, and it was not in the top 20% of its peers")
+
+
 @pytest.mark.parametrize("change", [
     {"status": "diverged"}, {"status": "oom"}, {"status": "limit"}, {"fingerprint": "other"}, {"curve": []},
     {"steps_per_epoch": 0}, {"latency_ms": None},

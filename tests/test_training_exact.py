@@ -5,6 +5,7 @@ out-of-memory / divergence handling."""
 
 import copy
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -106,6 +107,19 @@ def test_augment_changes_what_the_net_sees():
     assert seen[0] == seen[1] != pytest.approx(plain, rel=1e-4)
 
 
+def test_augmentation_draws_from_the_seed_alone_not_from_torchs_global_generator():
+    """Code that draws from torch's global generator between epochs (an on_epoch callback, a
+    timing in the same process) leaves the augmentation, and so the run, as it was."""
+    def drawing(stats):
+        torch.rand(3)  # another user of the global generator
+        return False  # never stops the run
+
+    data = tiny_data(n_train=64)
+    runs = [[e.train_loss for e in train(linear_net(), data, cfg(epochs=3, augment=True), on_epoch=on_epoch).epochs]
+            for on_epoch in (None, drawing)]
+    assert runs[0] == runs[1]
+
+
 # ---------------------------------------------------------------- optimizer and schedule
 
 
@@ -162,6 +176,20 @@ def test_optimizer_and_weight_decay_on_weights_only(steps, name, kind):
         assert group["foreach"] is True and not group.get("fused")  # multi-tensor kernels on a CPU
         if name == "sgd":
             assert group["momentum"] == 0.7 and group["nesterov"] is True
+
+
+def test_on_a_gpu_each_optimizer_step_is_one_fused_kernel(monkeypatch):
+    """No GPU here: parameters that say they are on one, and optimizers that record what
+    they are asked for."""
+    from cnnsearch.train import _optimizer
+
+    for kind in ("SGD", "Adam", "AdamW"):
+        monkeypatch.setattr(torch.optim, kind, lambda groups, **options: options)
+    weight, bias = SimpleNamespace(ndim=2, is_cuda=True), SimpleNamespace(ndim=1, is_cuda=True)
+    model = SimpleNamespace(parameters=lambda: iter([weight, bias]))
+    for name in ("sgd", "adam", "adamw"):
+        options = _optimizer(model, cfg(optimizer=name))
+        assert options["fused"] is True and "foreach" not in options
 
 
 def test_one_weight_matrix_only(steps):
