@@ -41,15 +41,21 @@ def pytest_collection_modifyitems(config, items):
     suite cannot take shows there. mutmut times only a test's call, not its set-up: a test
     whose module-wide fixture runs a study looks instant. Those go last, a module at a time,
     so that a mutant the unit tests kill never pays for a study, and one that reaches them
-    pays for each study once."""
+    pays for each study once. Before all of them: the tests of the mutated module's own
+    files (tests/test_spec*.py for a mutant of cnnsearch.spec), the likeliest to kill it
+    at once; otherwise a mutant of a function that most tests reach waits on hundreds of
+    quick tests that pass through it."""
     if "MUTANT_UNDER_TEST" not in os.environ:
         return
     try:  # mutmut runs the suite in mutants/, beside its stats
         durations = json.loads((ROOT / "mutmut-stats.json").read_text())["duration_by_test"]
     except (OSError, ValueError, KeyError, TypeError):
         return
+    mutant = os.environ["MUTANT_UNDER_TEST"].split(".")  # cnnsearch.spec.x_parse__mutmut_3; '' on a clean run
+    own = f"tests/test_{mutant[1]}" if len(mutant) > 2 else None
     if isinstance(durations, dict):
-        items.sort(key=lambda item: (_shared_setup(item), float(durations.get(item.nodeid) or 0.0)))
+        items.sort(key=lambda item: (not (own and item.nodeid.startswith(own)), _shared_setup(item),
+                                     float(durations.get(item.nodeid) or 0.0)))
 
 
 def _shared_setup(item) -> str:

@@ -178,6 +178,14 @@ def test_optimizer_and_weight_decay_on_weights_only(steps, name, kind):
             assert group["momentum"] == 0.7 and group["nesterov"] is True
 
 
+def test_the_data_is_moved_once_to_the_device_training_runs_on(monkeypatch):
+    moves = []
+    real = ImageData.to
+    monkeypatch.setattr(ImageData, "to", lambda data, device: moves.append(device) or real(data, device))
+    train(linear_net(), tiny_data(), cfg(epochs=2))
+    assert moves == [torch.device("cpu")]
+
+
 def test_on_a_gpu_each_optimizer_step_is_one_fused_kernel(monkeypatch):
     """No GPU here: parameters that say they are on one, and optimizers that record what
     they are asked for."""
