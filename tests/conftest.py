@@ -1,5 +1,7 @@
+import functools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,10 +43,10 @@ def pytest_collection_modifyitems(config, items):
     suite cannot take shows there. mutmut times only a test's call, not its set-up: a test
     whose module-wide fixture runs a study looks instant. Those go last, a module at a time,
     so that a mutant the unit tests kill never pays for a study, and one that reaches them
-    pays for each study once. Before all of them: the tests of the mutated module's own
-    files (tests/test_spec*.py for a mutant of cnnsearch.spec), the likeliest to kill it
-    at once; otherwise a mutant of a function that most tests reach waits on hundreds of
-    quick tests that pass through it."""
+    pays for each study once. Before all of them: the tests of the files that import the
+    mutated module by name (``from cnnsearch.spec import ...`` for a mutant of spec), the
+    likeliest to kill it at once; otherwise a mutant of a function that most tests reach
+    waits on hundreds of quick tests that pass through it."""
     if "MUTANT_UNDER_TEST" not in os.environ:
         return
     try:  # mutmut runs the suite in mutants/, beside its stats
@@ -52,10 +54,17 @@ def pytest_collection_modifyitems(config, items):
     except (OSError, ValueError, KeyError, TypeError):
         return
     mutant = os.environ["MUTANT_UNDER_TEST"].split(".")  # cnnsearch.spec.x_parse__mutmut_3; '' on a clean run
-    own = f"tests/test_{mutant[1]}" if len(mutant) > 2 else None
+    module = mutant[1] if len(mutant) > 2 else None
     if isinstance(durations, dict):
-        items.sort(key=lambda item: (not (own and item.nodeid.startswith(own)), _shared_setup(item),
-                                     float(durations.get(item.nodeid) or 0.0)))
+        items.sort(key=lambda item: (not (module and _imports(item.nodeid.split("::")[0], module)),
+                                     _shared_setup(item), float(durations.get(item.nodeid) or 0.0)))
+
+
+@functools.cache
+def _imports(test_file: str, module: str) -> bool:
+    """Whether the test file imports cnnsearch's ``module`` by name (its own tests)."""
+    text = (ROOT / test_file).read_text()
+    return f"cnnsearch.{module} import" in text or re.search(rf"from cnnsearch import .*\b{module}\b", text) is not None
 
 
 def _shared_setup(item) -> str:

@@ -90,3 +90,24 @@ def test_a_recipe_that_moves_a_study_s_object_store_is_refused_in_words():
     assert str(caught.value) == ("artifacts: the recipe says s3://new/w, but the study keeps its weights in s3://old/w "
                                  "(recorded when it was made); use that, or give the study a new name")
     assert settle("s3://old/w", "studies/tiny_artifacts") == "s3://old/w"  # a local folder follows the study
+
+
+def test_a_location_is_a_folder_made_absolute_or_a_plain_s3_url(tmp_path, monkeypatch):
+    from cnnsearch.artifacts import parse_location
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert parse_location("", tmp_path) == ""  # none given: the default, decided later
+    assert parse_location("w", tmp_path) == str(tmp_path / "w")
+    assert parse_location("~/w", tmp_path / "elsewhere") == str(tmp_path / "home" / "w")
+    assert parse_location("s3://my-bucket", tmp_path) == "s3://my-bucket"
+    assert parse_location("s3://my-bucket/", tmp_path) == "s3://my-bucket"
+    assert parse_location("s3://my.bucket/runs/a/", tmp_path) == "s3://my.bucket/runs/a"
+    for bad, why in (("gs://b/x", "gs:// is not supported"), ("S3://b/x", "S3:// is not supported"),
+                     ("s3://Not_A_Bucket/x", "'Not_A_Bucket' is not a bucket name"),
+                     ("s3://ab/x", "'ab' is not a bucket name"), ("s3://a..b/x", "'a..b' is not a bucket name"),
+                     ("s3://b-1/x//y", "the prefix must be plain path segments"),
+                     ("s3://b-1/x/../y", "the prefix must be plain path segments"),
+                     ("s3://b-1/./y", "the prefix must be plain path segments")):
+        with pytest.raises(RecipeError, match="^artifacts: ") as raised:
+            parse_location(bad, tmp_path)
+        assert f"{bad!r}: " in str(raised.value) and why in str(raised.value), bad

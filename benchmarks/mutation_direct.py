@@ -1,0 +1,78 @@
+"""Run named mutants the way `mutmut run` does, without its fork server: for each mutant, a
+fresh pytest process in mutants/ with MUTANT_UNDER_TEST set (mutmut's trampolines switch
+the mutated function on), given the tests mutmut's stats say reach the function, -x. The
+verdict is written into mutmut's own results (mutants/cnnsearch/*.py.meta), where
+`mutmut results`, `mutmut show` and benchmarks/mutation_scores.py read it.
+
+Why: under the fork server, the mutants of functions that most tests reach ran at 1-2 a
+minute here (each child pays for its tests' collection and ran long after the first
+failure could have come); a fresh process, with tests/conftest.py putting the mutated
+module's own tests first, kills a typical one in 10-20 s. Needs a finished `mutmut run`
+(the mutants and the stats); the tests are the fast suite's, as mutmut's are.
+
+    python benchmarks/mutation_direct.py [--jobs 2] NAME...
+    python benchmarks/mutation_direct.py $(python benchmarks/mutation_scores.py --unchecked --names benchmarks/mutation_sample.txt)
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+MUTANTS = Path("mutants")
+TIMEOUT_S = 900  # a mutant whose tests hang: mutmut's "timeout", counted as detected
+EXIT_TIMEOUT, EXIT_NO_TESTS = 36, 33  # mutmut's codes (mutmut.stats.status_by_exit_code)
+
+
+def meta_path(name: str) -> Path:
+    return MUTANTS / "cnnsearch" / (name.split(".")[1] + ".py.meta")
+
+
+def run_one(name: str, tests: list[str]) -> tuple[int, float]:
+    """(mutmut's exit code for the mutant, seconds)."""
+    if not tests:
+        return EXIT_NO_TESTS, 0.0
+    env = {**os.environ, "MUTANT_UNDER_TEST": name, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    start = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                               "-p", "no:randomly", "--rootdir=.", "--tb=no", *tests], cwd=MUTANTS, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TIMEOUT_S)
+        code = done.returncode
+    except subprocess.TimeoutExpired:
+        code = EXIT_TIMEOUT
+    return code, time.monotonic() - start
+
+
+def record(name: str, code: int, seconds: float) -> None:
+    path = meta_path(name)
+    meta = json.loads(path.read_text())
+    meta["exit_code_by_key"][name] = code
+    meta.setdefault("durations_by_key", {})[name] = seconds
+    path.write_text(json.dumps(meta, indent=4))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="+")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="mutants at once (default: cores)")
+    args = parser.parse_args()
+    stats = json.loads((MUTANTS / "mutmut-stats.json").read_text())
+    reaching = stats["tests_by_mangled_function_name"]
+    unknown = [n for n in args.names if not meta_path(n).exists()
+               or n not in json.loads(meta_path(n).read_text())["exit_code_by_key"]]
+    if unknown:
+        raise SystemExit(f"error: no such mutant in mutants/: {unknown[0]} (run `mutmut run` first)")
+    todo = [(n, sorted(reaching.get(n.rpartition("__mutmut_")[0], ()))) for n in args.names]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for i, ((name, _), (code, seconds)) in enumerate(zip(todo, pool.map(lambda job: run_one(*job), todo)), 1):
+            record(name, code, seconds)  # one thread writes: results come back in order
+            print(f"{i}/{len(todo)} {name}: exit {code} in {seconds:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
