@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 MUTANTS = Path("mutants")
@@ -69,9 +69,11 @@ def main() -> None:
         raise SystemExit(f"error: no such mutant in mutants/: {unknown[0]} (run `mutmut run` first)")
     todo = [(n, sorted(reaching.get(n.rpartition("__mutmut_")[0], ()))) for n in args.names]
     with ThreadPoolExecutor(args.jobs) as pool:
-        for i, ((name, _), (code, seconds)) in enumerate(zip(todo, pool.map(lambda job: run_one(*job), todo)), 1):
-            record(name, code, seconds)  # one thread writes: results come back in order
-            print(f"{i}/{len(todo)} {name}: exit {code} in {seconds:.0f} s", flush=True)
+        running = {pool.submit(run_one, name, tests): name for name, tests in todo}
+        for i, done in enumerate(as_completed(running), 1):
+            code, seconds = done.result()
+            record(running[done], code, seconds)  # this thread alone writes the results
+            print(f"{i}/{len(todo)} {running[done]}: exit {code} in {seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
