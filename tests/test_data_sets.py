@@ -503,8 +503,10 @@ def test_too_few_images_to_split():
     from cnnsearch.data import split_and_normalise
 
     x, y = _ids((2, 2, 2))
-    with pytest.raises(DataError, match="ids: 6 images are too few"):
-        split_and_normalise("ids", x, y, ["a", "b", "c"], val_fraction=0.1, test_fraction=0.1, seed=0)
+    for val, test in ((0.1, 0.1), (0.4, 0.1), (0.1, 0.4)):  # no split left, no test image, no validation image
+        with pytest.raises(DataError, match=rf"^ids: 6 images are too few to split with val_fraction {val} "
+                                            rf"and test_fraction {test}$"):
+            split_and_normalise("ids", x, y, ["a", "b", "c"], val_fraction=val, test_fraction=test, seed=0)
     data = split_and_normalise("ids", x, y, ["a", "b", "c"], val_fraction=0.4, test_fraction=0.3, seed=0,
                                test=(x[:1], y[:1]))
     assert len(data.x_val) == 3  # round(2 x 0.4) per class; no test share taken from training

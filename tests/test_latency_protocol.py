@@ -77,6 +77,19 @@ def test_steady_model_settles_at_the_first_check(clock):
     assert lat.to_dict()["median_ms"] == lat.median_ms
 
 
+def test_the_model_is_timed_on_the_device_asked_for():
+    moved = []
+
+    class Net(nn.Sequential):
+        def to(self, *args, **kwargs):
+            moved.append(args)
+            return super().to(*args, **kwargs)
+
+    measure(Net(nn.Flatten(), nn.Linear(4, 2)), (1, 2, 2), device="cpu", warmup_s=0.0, min_runs=3, max_runs=5,
+            lock=False, rounds=1)
+    assert moved == [(torch.device("cpu"),)]
+
+
 def test_a_spread_at_the_limit_settles_and_above_it_does_not(clock):
     # groups alternate 1 ms and 3 ms per call: median 2, IQR 2, so IQR/median = 1
     model = Scripted(clock, warm=MS, warmup_calls=3, group=5, groups=[MS, 3 * MS])
