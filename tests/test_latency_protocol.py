@@ -103,6 +103,14 @@ def test_a_spread_at_the_limit_settles_and_above_it_does_not(clock):
     assert not lat.settled and lat.runs == 45 and model.calls == 3 + 45 * 5  # max_runs ends it
 
 
+def test_min_runs_is_shared_among_the_rounds_with_ten_at_the_least():
+    """A steady timer settles at the first check (every 10 samples) past each round's share."""
+    for rounds, per_round in ((1, [30]), (2, [20, 20]), (3, [10, 10, 10]), (4, [10, 10, 10, 10])):
+        result, _, settled, _ = latency_server.run_protocol(lambda: None, warmup_s=0.0, min_runs=30, rounds=rounds,
+                                                            pause_s=0.0, timed_group=lambda n: 1.0)
+        assert settled and [len(r) for r in result] == per_round, rounds
+
+
 def test_statistics_come_from_the_samples(clock):
     # every timed group slower than the last: never settles; stopped by the time cap
     groups = [MS + j * MS // 10 for j in range(200)]  # 1.0, 1.1, 1.2, ... ms per call
