@@ -69,7 +69,7 @@ def run_protocol(call: Callable[[], object], *, warmup_s: float = 0.1, min_runs:
             # another moment of the machine: a burst of load elsewhere that slowed one
             # round is over by the next, and the lowest round median ignores it
             time.sleep(pause_s)
-            for f, n in ((call, group), (reference, ref_group if reference is not None else 0)):
+            for f, n in ((call, group), (reference, ref_group)):  # ref_group: 0 without a reference
                 for _ in range(n):  # caches after the pause: one untimed group
                     f()
             if sync is not None:
