@@ -264,6 +264,15 @@ def test_the_cpu_name_is_everything_after_the_first_colon(monkeypatch):
     assert device_name(torch.device("cpu")) == "Vendor: Model 9 @ 2.0GHz"
 
 
+def test_the_cpu_name_is_the_model_name_where_there_is_one_else_a_boards(monkeypatch):
+    import io
+
+    for text, name in (("model name\t: Xeon\nHardware\t: BCM2835\nModel\t: Pi 4\n", "Xeon"),  # the first wins
+                       ("Hardware\t: BCM2835\nModel\t: Raspberry Pi 4 Model B\n", "Raspberry Pi 4 Model B")):
+        monkeypatch.setattr(latency_server, "open", lambda path, *a, text=text, **k: io.StringIO(text), raising=False)
+        assert latency_server.cpu_name() == name
+
+
 def test_the_lowest_median_wins_even_over_a_tighter_round(clock):
     # round 1 alternates 1 and 3 ms (median 2, upper quartile 3), round 2 a steady 2.2 ms,
     # round 3 a steady 2.5 ms; a wide rel_iqr lets every round settle at its first check
