@@ -167,3 +167,10 @@ def test_a_study_made_by_other_optuna_code_is_refused_before_anything_is_written
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "other Optuna code" in err
     assert load(path).user_attrs == {} and len(load(path).trials) == 1
+
+
+def test_an_unknown_sampler_name_is_refused_with_the_known_ones():
+    with pytest.raises(RecipeError) as raised:
+        samplers.make_sampler("cmaes", 0)
+    assert str(raised.value) == f"sampler: 'cmaes' is not one of {', '.join(samplers.SAMPLERS)}"
+    assert ", ".join(samplers.SAMPLERS) == "tpe, nsga2, random, gp, evolution"
