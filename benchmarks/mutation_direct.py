@@ -1,6 +1,8 @@
 """Run named mutants the way `mutmut run` does, without its fork server: for each mutant, a
-fresh pytest process in mutants/ with MUTANT_UNDER_TEST set (mutmut's trampolines switch
-the mutated function on), given the tests mutmut's stats say reach the function, -x. The
+fresh pytest process in mutants/, given the tests mutmut's stats say reach the function,
+-x, with MUTANT_UNDER_TEST set once they are imported (mutmut's trampolines then switch the
+mutated function on; a test module that calls it at import gets the original, as under the
+fork server, which imports the tests before any mutant). The
 verdict is written into mutmut's own results (mutants/cnnsearch/*.py.meta), where
 `mutmut results`, `mutmut show` and benchmarks/mutation_scores.py read it.
 
@@ -23,7 +25,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+import pytest
+
 MUTANTS = Path("mutants")
+HERE, HERE_PLUGIN = Path(__file__).resolve().parent, Path(__file__).stem
+MUTANT_ENV = "MUTATION_DIRECT_MUTANT"
 TIMEOUT_S = 900  # a mutant whose tests hang: mutmut's "timeout", counted as detected
 EXIT_TIMEOUT, EXIT_NO_TESTS = 36, 33  # mutmut's codes (mutmut.stats.status_by_exit_code)
 
@@ -36,16 +42,27 @@ def run_one(name: str, tests: list[str]) -> tuple[int, float]:
     """(mutmut's exit code for the mutant, seconds)."""
     if not tests:
         return EXIT_NO_TESTS, 0.0
-    env = {**os.environ, "MUTANT_UNDER_TEST": name, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    # the mutant is switched on once the tests are imported (this file, as a pytest plugin),
+    # as under mutmut, whose fork server imports them before any mutant
+    env = {**os.environ, "MUTANT_UNDER_TEST": "", MUTANT_ENV: name, "OMP_NUM_THREADS": "1",
+           "PYTHONWARNINGS": "ignore", "PYTHONPATH": os.pathsep.join(filter(None, (str(HERE), os.environ.get("PYTHONPATH"))))}
     start = time.monotonic()
     try:
-        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", HERE_PLUGIN,
                                "-p", "no:randomly", "--rootdir=.", "--tb=no", *tests], cwd=MUTANTS, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TIMEOUT_S)
         code = done.returncode
     except subprocess.TimeoutExpired:
         code = EXIT_TIMEOUT
     return code, time.monotonic() - start
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """As a plugin of the test process: the mutant on, after collection and before
+    tests/conftest.py orders the tests by it."""
+    if MUTANT_ENV in os.environ:
+        os.environ["MUTANT_UNDER_TEST"] = os.environ[MUTANT_ENV]
 
 
 def record(name: str, code: int, seconds: float) -> None:
