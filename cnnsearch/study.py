@@ -111,8 +111,10 @@ def open_worker(recipe: Recipe, storage, *, worker: str = "0") -> Seat:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=, metric names
     existing = check_existing(storage, recipe)
     empty = existing is not None and _left_empty(existing)
-    study = optuna.create_study(study_name=recipe.name, storage=storage, sampler=optuna.samplers.RandomSampler(),
-                                directions=recipe.directions, load_if_exists=True)
+    study = optuna.create_study(study_name=recipe.name, storage=storage, directions=recipe.directions,
+                                load_if_exists=True,
+                                sampler=optuna.samplers.RandomSampler(),  # pragma: no mutate (a stand-in: replaced below)
+                                )
     trials = study.get_trials(deepcopy=False)
     worker = str(worker)
     if trials and worker == "0":  # a plain run resuming: two such runs must not share a seed
