@@ -343,3 +343,15 @@ def test_a_dead_local_worker_s_trial_is_recovered_at_once(tmp_path):
     assert retried and retried[0].params == killed.params
     assert retried[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_a_study_records_where_its_weights_go_when_it_is_made_and_keeps_it(tmp_path):
+    from cnnsearch.storage import open_storage
+    from cnnsearch.study import open_worker
+
+    recipe = load_recipe(write_recipe(tmp_path, top='artifacts = "weights-here"'))
+    storage = open_storage(recipe.storage)
+    first = open_worker(recipe, storage).study
+    assert first.user_attrs["artifacts"] == str(tmp_path / "weights-here")
+    other = load_recipe(write_recipe(tmp_path, top='artifacts = "weights-elsewhere"'))
+    assert open_worker(other, storage).study.user_attrs["artifacts"] == str(tmp_path / "weights-here")
