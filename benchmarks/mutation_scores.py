@@ -25,8 +25,8 @@ is named again): `mutmut run $(python benchmarks/mutation_scores.py --unchecked 
 benchmarks/mutation_sample.txt)`.
 
 mutants/ is not kept (it is rebuilt on each machine), so each verdict is also recorded in
-benchmarks/mutation_results.json with the hash mutmut gives the mutated function: a later
-run, on another machine, takes a recorded verdict as its own while that function's source
+benchmarks/mutation_results.json with the mutated function's identity (``function_hashes``):
+a later run, on another machine, takes a recorded verdict as its own while that function
 is unchanged, and --unchecked leaves it out. Tests are only ever added, so a mutant once
 killed stays killed; a changed function's verdicts are dropped and its mutants run again.
 --record writes this run's verdicts there (`bash dev.sh mutate` does, at the end).
@@ -90,7 +90,7 @@ def record(metas: list[Path], recorded: dict, path: Path) -> int:
     returns how many are recorded."""
     for meta_path in metas:
         meta = json.loads(meta_path.read_text())
-        record_module(recorded, run_here(meta), meta["hash_by_function_name"], module_of(meta_path))
+        record_module(recorded, run_here(meta), function_hashes(meta), module_of(meta_path))
     lines = [f"{json.dumps(name, ensure_ascii=False)}: {json.dumps(verdict)}" for name, verdict in sorted(recorded.items())]
     path.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
     return len(recorded)
@@ -100,9 +100,18 @@ def module_of(meta_path: Path) -> str:
     return meta_path.name.removesuffix(".py.meta")
 
 
+def function_hashes(meta: dict) -> dict[str, str]:
+    """Each function's identity for recorded verdicts: mutmut's hash of its syntax tree, and
+    how many mutants it has. The tree has no comments, so a `# pragma: no mutate` added to a
+    function leaves mutmut's hash as it was while renumbering the function's mutants; the
+    count changes with it."""
+    counts = Counter(function_of(name) for name in meta["exit_code_by_key"])
+    return {f: f"{h}/{counts[f]}" for f, h in meta["hash_by_function_name"].items()}
+
+
 def current(meta_path: Path, recorded: dict) -> dict[str, str]:
     meta = json.loads(meta_path.read_text())
-    return verdicts(run_here(meta), meta["hash_by_function_name"], recorded)
+    return verdicts(run_here(meta), function_hashes(meta), recorded)
 
 
 def drawn(names, n: int, seed: int) -> list[str]:

@@ -57,7 +57,18 @@ def test_the_results_file_is_one_mutant_a_line_and_reads_back(tmp_path, monkeypa
     monkeypatch.setattr(m, "run_here", lambda meta: {A: "killed", B: "not checked"})
     out = tmp_path / "results.json"
     assert m.record([meta], {}, out) == 1
-    assert out.read_text(encoding="utf-8").splitlines() == ["{", f'"{A}": {{"status": "killed", "function_hash": "aaa"}}', "}"]
+    assert out.read_text(encoding="utf-8").splitlines() == ["{", f'"{A}": {{"status": "killed", "function_hash": "aaa/1"}}', "}"]
     # on another machine, where mutmut has run nothing yet
     monkeypatch.setattr(m, "run_here", lambda meta: {A: "not checked", B: "not checked"})
     assert m.current(meta, json.loads(out.read_text(encoding="utf-8"))) == {A: "killed", B: "not checked"}
+
+
+def test_a_pragma_added_to_a_function_voids_its_recorded_verdicts():
+    """mutmut hashes a function's syntax tree, which has no comments: a pragma leaves the hash
+    and renumbers the mutants; the recorded identity counts them too."""
+    m = scores()
+    before = {"exit_code_by_key": {A: 1, "cnnsearch.spec.xǁArchSpecǁfrom_dict__mutmut_8": 0}, "hash_by_function_name": HASHES}
+    after = {"exit_code_by_key": {A: None}, "hash_by_function_name": HASHES}  # one mutant silenced
+    assert m.function_hashes(before)["xǁArchSpecǁfrom_dict"] == "aaa/2"
+    recorded = {A: {"status": "killed", "function_hash": m.function_hashes(before)["xǁArchSpecǁfrom_dict"]}}
+    assert m.verdicts({A: "not checked"}, m.function_hashes(after), recorded) == {A: "not checked"}
