@@ -19,19 +19,30 @@ module's own tests first, kills a typical one in 10-20 s. Needs a finished `mutm
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-import pytest
-
 MUTANTS = Path("mutants")
-HERE, HERE_PLUGIN = Path(__file__).resolve().parent, Path(__file__).stem
-MUTANT_ENV = "MUTATION_DIRECT_MUTANT"
 TIMEOUT_S = 900  # a mutant whose tests hang: mutmut's "timeout", counted as detected
 EXIT_TIMEOUT, EXIT_NO_TESTS = 36, 33  # mutmut's codes (mutmut.stats.status_by_exit_code)
+VERDICTS = (0, 1, EXIT_TIMEOUT, EXIT_NO_TESTS)  # pytest's 2-5 (interrupted, usage, ...) are no verdict
+PLUGIN = "mutation_direct_plugin"  # written into mutants/, the tests' working directory
+# the mutant is switched on once the tests are imported, as under mutmut, whose fork server
+# imports them before any mutant: a test module that calls the function at import gets the
+# original. Before conftest's hook, which orders the tests by the mutant.
+PLUGIN_SOURCE = """import os
+import pytest
+from mutmut.mutation.trampoline import set_mutant_under_test
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    set_mutant_under_test(os.environ["MUTATION_DIRECT_MUTANT"])
+"""
 
 
 def meta_path(name: str) -> Path:
@@ -42,27 +53,20 @@ def run_one(name: str, tests: list[str]) -> tuple[int, float]:
     """(mutmut's exit code for the mutant, seconds)."""
     if not tests:
         return EXIT_NO_TESTS, 0.0
-    # the mutant is switched on once the tests are imported (this file, as a pytest plugin),
-    # as under mutmut, whose fork server imports them before any mutant
-    env = {**os.environ, "MUTANT_UNDER_TEST": "", MUTANT_ENV: name, "OMP_NUM_THREADS": "1",
-           "PYTHONWARNINGS": "ignore", "PYTHONPATH": os.pathsep.join(filter(None, (str(HERE), os.environ.get("PYTHONPATH"))))}
+    env = {**os.environ, "MUTANT_UNDER_TEST": "", "MUTATION_DIRECT_MUTANT": name, "OMP_NUM_THREADS": "1",
+           "PYTHONWARNINGS": "ignore"}
     start = time.monotonic()
+    # a session of its own: on a timeout, whatever the tests started goes with them
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", PLUGIN,
+                             "-p", "no:randomly", "--rootdir=.", "--tb=no", *tests], cwd=MUTANTS, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", HERE_PLUGIN,
-                               "-p", "no:randomly", "--rootdir=.", "--tb=no", *tests], cwd=MUTANTS, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=TIMEOUT_S)
-        code = done.returncode
+        code = proc.wait(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
         code = EXIT_TIMEOUT
     return code, time.monotonic() - start
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    """As a plugin of the test process: the mutant on, after collection and before
-    tests/conftest.py orders the tests by it."""
-    if MUTANT_ENV in os.environ:
-        os.environ["MUTANT_UNDER_TEST"] = os.environ[MUTANT_ENV]
 
 
 def record(name: str, code: int, seconds: float) -> None:
@@ -85,12 +89,15 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"error: no such mutant in mutants/: {unknown[0]} (run `mutmut run` first)")
     todo = [(n, sorted(reaching.get(n.rpartition("__mutmut_")[0], ()))) for n in args.names]
+    (MUTANTS / f"{PLUGIN}.py").write_text(PLUGIN_SOURCE)
     with ThreadPoolExecutor(args.jobs) as pool:
         running = {pool.submit(run_one, name, tests): name for name, tests in todo}
         for i, done in enumerate(as_completed(running), 1):
             code, seconds = done.result()
-            record(running[done], code, seconds)  # this thread alone writes the results
-            print(f"{i}/{len(todo)} {running[done]}: exit {code} in {seconds:.0f} s", flush=True)
+            if code in VERDICTS:
+                record(running[done], code, seconds)  # this thread alone writes the results
+            note = "" if code in VERDICTS else " (no verdict: not recorded; see `mutmut show`, run it again)"
+            print(f"{i}/{len(todo)} {running[done]}: exit {code} in {seconds:.0f} s{note}", flush=True)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,12 @@ benchmarks/mutation_sample.txt)`.
 
 mutants/ is not kept (it is rebuilt on each machine), so each verdict is also recorded in
 benchmarks/mutation_results.json with the mutated function's identity (``function_hashes``):
-a later run, on another machine, takes a recorded verdict as its own while that function
-is unchanged, and --unchecked leaves it out. Tests are only ever added, so a mutant once
-killed stays killed; a changed function's verdicts are dropped and its mutants run again.
---record writes this run's verdicts there (`bash dev.sh mutate` does, at the end).
+a later run, on another machine, takes a recorded kill as its own while that function is
+unchanged, and --unchecked leaves it out (a recorded survivor is run again: a test added
+since may kill it). Tests are only added, so a kill holds while the function holds (unless
+it hung on another function's code: a full run settles that); a changed function's
+verdicts are dropped and its mutants run again. --record writes this run's verdicts there
+(`bash dev.sh mutate` does, at the end).
 """
 
 import argparse
@@ -62,26 +64,35 @@ def run_here(meta: dict) -> dict[str, str]:
     return {name: status_by_exit_code[code] for name, code in meta["exit_code_by_key"].items()}
 
 
-def verdicts(statuses: dict[str, str], hashes: dict[str, str], recorded: dict) -> dict[str, str]:
-    """The status of each mutant of one module: this run's where it ran the mutant, else
-    the recorded one while the function's hash is still the recorded hash."""
+def verdicts(statuses: dict[str, str], *, hashes: dict[str, str], recorded: dict) -> dict[str, str]:
+    """The status of each mutant of one module: this run's where it ran the mutant, else a
+    recorded kill (or timeout) while the function's identity is still the recorded one. A
+    recorded survivor is not carried over: a test added since may kill it, and the hash
+    does not see tests, so it is run again."""
     out = {}
     for name, status in statuses.items():
         earlier = recorded.get(name)
-        if status == "not checked" and earlier and earlier["function_hash"] == hashes.get(function_of(name)):
+        if (status == "not checked" and earlier and earlier["status"] in DETECTED
+                and earlier["function_hash"] == hashes.get(function_of(name))):
             status = earlier["status"]
         out[name] = status
     return out
 
 
-def record_module(recorded: dict, statuses: dict[str, str], hashes: dict[str, str], module: str) -> None:
+def record_module(recorded: dict, *, statuses: dict[str, str], hashes: dict[str, str], module: str) -> None:
     """Into recorded: this run's verdicts on one module (a re-run's wins), less the recorded
-    ones of its mutants that are gone or whose function changed."""
+    ones of its mutants that are gone or whose function changed. A function recorded with
+    the same tree but another number of mutants got a pragma since: mutmut kept its
+    verdicts (same hash) for renumbered mutants, so this run's are not recorded either."""
+    renumbered = set()
     for name in [name for name in recorded if name.startswith(f"cnnsearch.{module}.")]:
-        if name not in statuses or recorded[name]["function_hash"] != hashes.get(function_of(name)):
+        was, now = recorded[name]["function_hash"], hashes.get(function_of(name), "")
+        if was.split("/")[0] == now.split("/")[0] and was != now:
+            renumbered.add(function_of(name))
+        if name not in statuses or was != now:
             del recorded[name]
     for name, status in statuses.items():
-        if status != "not checked":
+        if status in DETECTED + UNDETECTED and function_of(name) not in renumbered:
             recorded[name] = {"status": status, "function_hash": hashes[function_of(name)]}
 
 
@@ -90,7 +101,7 @@ def record(metas: list[Path], recorded: dict, path: Path) -> int:
     returns how many are recorded."""
     for meta_path in metas:
         meta = json.loads(meta_path.read_text())
-        record_module(recorded, run_here(meta), function_hashes(meta), module_of(meta_path))
+        record_module(recorded, statuses=run_here(meta), hashes=function_hashes(meta), module=module_of(meta_path))
     lines = [f"{json.dumps(name, ensure_ascii=False)}: {json.dumps(verdict)}" for name, verdict in sorted(recorded.items())]
     path.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
     return len(recorded)
@@ -111,7 +122,7 @@ def function_hashes(meta: dict) -> dict[str, str]:
 
 def current(meta_path: Path, recorded: dict) -> dict[str, str]:
     meta = json.loads(meta_path.read_text())
-    return verdicts(run_here(meta), function_hashes(meta), recorded)
+    return verdicts(run_here(meta), hashes=function_hashes(meta), recorded=recorded)
 
 
 def drawn(names, n: int, seed: int) -> list[str]:

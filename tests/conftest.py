@@ -40,13 +40,13 @@ def pytest_collection_modifyitems(config, items):
     order, and stop at the first failure (-x): a mutant that a 1 ms test kills would
     otherwise wait on a 30 s study first. Only the order changes, never which tests run;
     the clean run mutmut makes before the mutants runs in this order too, so an order the
-    suite cannot take shows there. mutmut times only a test's call, not its set-up: a test
-    whose module-wide fixture runs a study looks instant. Those go last, a module at a time,
-    so that a mutant the unit tests kill never pays for a study, and one that reaches them
-    pays for each study once. Before all of them: the tests of the files that import the
+    suite cannot take shows there. Two groups: first the tests of the files that import the
     mutated module by name (``from cnnsearch.spec import ...`` for a mutant of spec), the
-    likeliest to kill it at once; otherwise a mutant of a function that most tests reach
-    waits on hundreds of quick tests that pass through it."""
+    likeliest to kill it at once (else a mutant of a function that most tests reach waits
+    on hundreds of quick tests that pass through it), then the rest. Within each, tests
+    that use a fixture of ours wider than a test go last, a file at a time: mutmut times
+    only a test's call, not its set-up, so one whose module-wide fixture runs a study looks
+    instant, and a mutant the quick tests kill should never pay for that study."""
     if "MUTANT_UNDER_TEST" not in os.environ:
         return
     try:  # mutmut runs the suite in mutants/, beside its stats

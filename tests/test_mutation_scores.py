@@ -29,11 +29,14 @@ def test_the_function_of_a_mutant_is_mutmuts_key_for_its_hash():
 
 def test_a_recorded_verdict_counts_while_its_function_is_unchanged():
     m = scores()
-    recorded = {A: {"status": "killed", "function_hash": "aaa"}, B: {"status": "survived", "function_hash": "old"}}
+    recorded = {A: {"status": "killed", "function_hash": "aaa"}, B: {"status": "killed", "function_hash": "old"}}
     here = {A: "not checked", B: "not checked"}
-    assert m.verdicts(here, HASHES, recorded) == {A: "killed", B: "not checked"}  # B's function changed
+    assert m.verdicts(here, hashes=HASHES, recorded=recorded) == {A: "killed", B: "not checked"}  # B's changed
     # a verdict of this run wins over the recorded one
-    assert m.verdicts({A: "survived", B: "killed"}, HASHES, recorded) == {A: "survived", B: "killed"}
+    assert m.verdicts({A: "survived", B: "killed"}, hashes=HASHES, recorded=recorded) == {A: "survived", B: "killed"}
+    # a recorded survivor is run again: a test added since may kill it
+    recorded[A]["status"] = "survived"
+    assert m.verdicts(here, hashes=HASHES, recorded=recorded)[A] == "not checked"
 
 
 def test_recording_adds_this_runs_verdicts_and_drops_stale_ones():
@@ -46,7 +49,7 @@ def test_recording_adds_this_runs_verdicts_and_drops_stale_ones():
         OTHER: {"status": "killed", "function_hash": "zzz"},  # another module: left alone
     }
     statuses = {A: "killed", B: "not checked", "cnnsearch.spec.x_parse__mutmut_1": "not checked"}
-    m.record_module(recorded, statuses, HASHES, "spec")
+    m.record_module(recorded, statuses=statuses, hashes=HASHES, module="spec")
     assert recorded == {A: {"status": "killed", "function_hash": "aaa"}, OTHER: {"status": "killed", "function_hash": "zzz"}}
 
 
@@ -71,4 +74,7 @@ def test_a_pragma_added_to_a_function_voids_its_recorded_verdicts():
     after = {"exit_code_by_key": {A: None}, "hash_by_function_name": HASHES}  # one mutant silenced
     assert m.function_hashes(before)["xǁArchSpecǁfrom_dict"] == "aaa/2"
     recorded = {A: {"status": "killed", "function_hash": m.function_hashes(before)["xǁArchSpecǁfrom_dict"]}}
-    assert m.verdicts({A: "not checked"}, m.function_hashes(after), recorded) == {A: "not checked"}
+    assert m.verdicts({A: "not checked"}, hashes=m.function_hashes(after), recorded=recorded) == {A: "not checked"}
+    # and mutmut kept its own verdict for the renumbered mutant (same hash): not recorded
+    m.record_module(recorded, statuses={A: "killed"}, hashes=m.function_hashes(after), module="spec")
+    assert recorded == {}

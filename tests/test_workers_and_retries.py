@@ -184,7 +184,6 @@ def _worker_run(tmp_path, monkeypatch, first_call):
     and succeeds after: the trials and the worker's notes."""
     from cnnsearch import study as study_module
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     monkeypatch.setattr(study_module, "wait_for_store", lambda location, exc, *, on_note=None: None)
     calls = []
 
@@ -198,7 +197,12 @@ def _worker_run(tmp_path, monkeypatch, first_call):
     study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     notes = []
-    study_module.run_worker(study, objective, until=2, on_note=notes.append)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per trial
+    try:
+        study_module.run_worker(study, objective, until=2, on_note=notes.append)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return study.get_trials(deepcopy=False), notes
 
 
