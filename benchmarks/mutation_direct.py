@@ -82,13 +82,16 @@ def main() -> None:
     parser.add_argument("names", nargs="+")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="mutants at once (default: cores)")
     args = parser.parse_args()
+    from mutmut.utils.format_utils import mangled_name_from_mutant_name  # mutmut's own key for the stats
+
     stats = json.loads((MUTANTS / "mutmut-stats.json").read_text())
     reaching = stats["tests_by_mangled_function_name"]
-    unknown = [n for n in args.names if not meta_path(n).exists()
-               or n not in json.loads(meta_path(n).read_text())["exit_code_by_key"]]
+    known = {path: set(json.loads(path.read_text())["exit_code_by_key"])  # each module's meta read once
+             for path in {meta_path(n) for n in args.names} if path.exists()}
+    unknown = [n for n in args.names if n not in known.get(meta_path(n), ())]
     if unknown:
         raise SystemExit(f"error: no such mutant in mutants/: {unknown[0]} (run `mutmut run` first)")
-    todo = [(n, sorted(reaching.get(n.rpartition("__mutmut_")[0], ()))) for n in args.names]
+    todo = [(n, sorted(reaching.get(mangled_name_from_mutant_name(n), ()))) for n in args.names]
     (MUTANTS / f"{PLUGIN}.py").write_text(PLUGIN_SOURCE)
     with ThreadPoolExecutor(args.jobs) as pool:
         running = {pool.submit(run_one, name, tests): name for name, tests in todo}
