@@ -37,7 +37,7 @@ def _open(name: str) -> int | None:
     path = os.path.join(tempfile.gettempdir(), name)
     for flags in (os.O_RDONLY, os.O_RDONLY | os.O_CREAT):  # flock needs no write access
         try:
-            fd = os.open(path, flags, 0o666)
+            fd = os.open(path, flags)  # made with the default mode: fchmod sets the mode below
         except OSError:
             continue
         try:

@@ -115,7 +115,7 @@ def open_worker(recipe: Recipe, storage, *, worker: str = "0") -> Seat:
                                 load_if_exists=True,
                                 sampler=optuna.samplers.RandomSampler(),  # pragma: no mutate (a stand-in: replaced below)
                                 )
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False)  # pragma: no mutate (a copy changes nothing: only read)
     worker = str(worker)
     if trials and worker == "0":  # a plain run resuming: two such runs must not share a seed
         worker = f"0@{socket.gethostname()}:{os.getpid()}"

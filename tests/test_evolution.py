@@ -88,6 +88,8 @@ def test_a_recipe_names_it_and_its_study_records_its_options(tmp_path):
     assert isinstance(sampler, EvolutionSampler) and (sampler.population, sampler.tournament) == (12, 4)
     with pytest.raises(ValueError, match="tournament 5"):
         EvolutionSampler(population=4, tournament=5)
+    recorded = make_sampler("evolution", 0, {"population": 6, "tournament": 2})  # a study's recorded options
+    assert (recorded.population, recorded.tournament) == (6, 2)
 
 
 def test_the_defaults_are_the_recipes_and_a_tournament_runs_from_one_to_the_population():

@@ -618,6 +618,17 @@ def test_a_trained_but_infeasible_trial_is_no_rejection():
     assert len(study.trials) == 5
 
 
+def test_a_complete_trial_is_feasible_unless_its_constraint_says_otherwise():
+    """A trial added by hand (study.add_trial) records no constraint: it counts as feasible,
+    on the front and against the infeasible guard."""
+    from cnnsearch.trials import CONSTRAINT, is_feasible
+
+    create = optuna.trial.create_trial
+    assert is_feasible(create(values=[0.5, 1.0]))
+    assert is_feasible(create(values=[0.5, 1.0], constraints={CONSTRAINT: 0.0}))
+    assert not is_feasible(create(values=[0.5, 1.0], constraints={CONSTRAINT: 1e-9}))
+    assert not is_feasible(create(state=TrialState.PRUNED, constraints={CONSTRAINT: 0.0}))
+
 def test_consecutive_failures_stop_the_worker_with_the_last_reason():
     study = worker_study()
     with pytest.raises(FailingTrials) as info:

@@ -230,3 +230,14 @@ def test_four_workers_on_the_two_gpus_a_scheduler_lists_in_its_order(monkeypatch
     assert runner.launch_workers(None, recipe, workers=4, until=8, timeout=None) == 0
     assert given == [("0", "3"), ("1", "1"), ("2", "3"), ("3", "1")]
     assert "GPUs: w0 -> 3, w1 -> 1, w2 -> 3, w3 -> 1\n" in capsys.readouterr().out
+
+
+def test_a_device_key_becomes_a_safe_file_name(tmp_path, monkeypatch):
+    """A GPU's UUID or any other key names two lock files in /tmp: characters a file name
+    should not hold become one underscore each, the rest is kept as is."""
+    monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path))
+    fds = quiet._files("cuda:GPU-a1b2/x y.0")
+    for fd in fds:
+        os.close(fd)
+    assert sorted(os.listdir(tmp_path)) == ["cnnsearch-gate-cuda_GPU-a1b2_x_y.0.lock",
+                                           "cnnsearch-quiet-cuda_GPU-a1b2_x_y.0.lock"]

@@ -174,3 +174,11 @@ def test_an_unknown_sampler_name_is_refused_with_the_known_ones():
         samplers.make_sampler("cmaes", 0)
     assert str(raised.value) == f"sampler: 'cmaes' is not one of {', '.join(samplers.SAMPLERS)}"
     assert ", ".join(samplers.SAMPLERS) == "tpe, nsga2, random, gp, evolution"
+
+
+@pytest.mark.parametrize("name", samplers.SAMPLERS)
+def test_each_sampler_is_built_with_the_options_given(name):
+    """A study's recorded options reach its sampler's constructor, whichever sampler: an
+    option the constructor does not take is an error there, never dropped in silence."""
+    with pytest.raises(TypeError, match="not_an_option"):
+        samplers.make_sampler(name, 0, {"not_an_option": 1})

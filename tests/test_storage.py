@@ -46,6 +46,23 @@ def test_batched_user_attrs_equal_set_user_attr_on_postgresql():
     _check_same_as_set_user_attr(open_storage(PG_URL), f"attrs-{uuid.uuid4().hex[:8]}")
 
 
+@pytest.mark.postgres
+def test_a_postgresql_connection_gives_up_in_seconds_on_a_cut_network():
+    """A cut network drops packets: the driver gets a connect timeout and TCP keepalives, and
+    a pooled connection is pinged before use, so no query hangs for minutes of retries."""
+    import sqlalchemy
+
+    storage = open_storage(PG_URL)
+    sent = []
+    storage.engine.dispose()  # the next query connects again, through the listener
+    sqlalchemy.event.listen(storage.engine, "do_connect", lambda dialect, rec, cargs, cparams: sent.append(cparams))
+    storage.get_all_studies()
+    assert {k: sent[0].get(k) for k in ("connect_timeout", "keepalives", "keepalives_idle",
+                                        "keepalives_interval", "keepalives_count")} == {
+        "connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+        "keepalives_count": 3}
+    assert storage.engine.pool._pre_ping
+
 def test_count_trials_counts_by_state_across_workers(tmp_path):
     url = f"sqlite:///{tmp_path / 'c.db'}"
     mine = optuna.create_study(storage=open_storage(url), study_name="c", directions=["maximize"])
