@@ -323,7 +323,6 @@ class _Watch:
             return
         rejected = [t for t in done if t.user_attrs.get("status") in REJECTED]
         if len(rejected) >= self.infeasible_after and len(rejected) == len(done):
-            study.stop()
             raise AllInfeasible(f"all {len(done)} candidates so far were infeasible, none was trained: "
                                 f"{infeasible_summary(done)}; widen [limits] or change the space")
 
