@@ -241,3 +241,16 @@ def test_a_device_key_becomes_a_safe_file_name(tmp_path, monkeypatch):
         os.close(fd)
     assert sorted(os.listdir(tmp_path)) == ["cnnsearch-gate-cuda_GPU-a1b2_x_y.0.lock",
                                            "cnnsearch-quiet-cuda_GPU-a1b2_x_y.0.lock"]
+
+
+def test_without_lock_files_trainers_and_timers_go_on_alone(tmp_path, monkeypatch):
+    """A /tmp where the lock files cannot be made: no slot holds a file, nothing waits."""
+    monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path / "missing"))
+    assert quiet._files("cpu") == (None, None)
+    t0 = time.monotonic()
+    with TrainingSlot() as slot:
+        assert (slot.gate, slot.quiet) == (None, None)
+        slot.between_steps()
+        with quiet_machine():
+            slot.between_steps()
+    assert slot.pauses == 0 and time.monotonic() - t0 < 1

@@ -45,6 +45,17 @@ def test_defaults_and_paths_relative_to_the_recipe(tmp_path):
     assert recipe.sampler == "evolution" and recipe.early_stopping.enabled  # the defaults (issue 22)
 
 
+
+@pytest.mark.parametrize("root, expected", [("sets", "{recipe}/sets"), ("~/sets", "{home}/sets"), ("/abs/sets", "/abs/sets")])
+def test_a_torchvision_root_is_relative_to_the_recipe(tmp_path, monkeypatch, root, expected):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    path = write_recipe(folder, extra=f'[data]\nroot = "{root}"\n')
+    path.write_text(path.read_text().replace('dataset = "digits"', 'dataset = "MNIST"'))
+    recipe = load_recipe(path)
+    assert recipe.data["root"] == expected.format(recipe=folder, home=tmp_path / "home")
+
 @pytest.mark.parametrize("name", ["digits.toml", "cifar10.toml"])
 def test_shipped_recipes_load(name):
     recipe = load_recipe(ROOT / "studies" / name)

@@ -63,6 +63,12 @@ def test_a_postgresql_connection_gives_up_in_seconds_on_a_cut_network():
         "keepalives_count": 3}
     assert storage.engine.pool._pre_ping
 
+
+def test_a_database_whose_driver_is_missing_is_named_by_its_scheme():
+    """One line that names the URL's scheme (the dialect and driver SQLAlchemy was asked for)."""
+    with pytest.raises(RecipeError, match=r"^storage: mysql\+mysqldb needs a driver that is not installed \("):
+        open_storage("mysql+mysqldb://user@127.0.0.1/db")
+
 def test_count_trials_counts_by_state_across_workers(tmp_path):
     url = f"sqlite:///{tmp_path / 'c.db'}"
     mine = optuna.create_study(storage=open_storage(url), study_name="c", directions=["maximize"])
