@@ -165,7 +165,7 @@ def check_data(study: optuna.Study, description: dict) -> None:
     changed = sorted(k for k in set(stored) | set(description) if stored.get(k) != description.get(k))
     if changed:
         why = ""
-        if str(stored.get("name", "")).startswith("folder:") and set(changed) <= {"mean", "std"}:
+        if str(stored.get("name")).startswith("folder:") and set(changed) <= {"mean", "std"}:
             why = (" (photos are now resized on their short side and centre-cropped, not squashed: a study of "
                    "photos that are not square, made before, trained on other pixels)")
         raise RecipeError(f"study {study.study_name!r}: the data now loads differently from when its trials "
