@@ -254,3 +254,14 @@ def test_without_lock_files_trainers_and_timers_go_on_alone(tmp_path, monkeypatc
         with quiet_machine():
             slot.between_steps()
     assert slot.pauses == 0 and time.monotonic() - t0 < 1
+
+
+def test_a_closed_slot_holds_nothing_and_closes_again_quietly(tmp_path, monkeypatch):
+    monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path))
+    slot = TrainingSlot().open()
+    slot.close()
+    assert (slot.gate, slot.quiet) == (None, None)
+    slot.between_steps()  # a step after the training ended: nothing to pass
+    slot.close()
+    with quiet_machine():  # and a timer does not wait for it
+        pass
