@@ -41,6 +41,8 @@ HEAD_KEYS = ("pool", "hidden_layers", "hidden", "activation", "dropout")
 TOP_KEYS = ("description", "depth", "min_side", "block", "blocks", "stages", "width", "head", "train")
 MAX_STAGES = 16
 MAX_REPEATS = 8
+# the stand-in network a block or head value is checked in: from_dict checks each value, not shapes
+_PROBE = {"input": [1, 1, 1], "num_classes": 2}
 # what a block or stage takes where the space is silent: BlockSpec's own defaults
 BLOCK_DEFAULTS = {f.name: f.default for f in fields(BlockSpec) if f.default is not MISSING}
 # the head's where the space is silent: HeadSpec's, and one width for hidden layers a space
@@ -278,8 +280,7 @@ def _validate_block(dims: dict[str, Dim], where: str, given: set = frozenset()) 
             owner = next((k for k in BLOCK_KINDS if key in KIND_FIELDS[k]), "conv")
             trial = {"out_channels": 1, "kernel_size": 1, "kind": owner, key: value}
             try:
-                ArchSpec.from_dict({"input": [1, 1, 1], "num_classes": 2,
-                                                  "blocks": [trial]})
+                ArchSpec.from_dict({**_PROBE, "blocks": [trial]})
             except SpecError as exc:
                 raise SpaceError(f"{where}.{key}: {exc.message}") from None
     kinds = dims["kind"].candidates()
@@ -300,8 +301,7 @@ def _validate_head(head: dict[str, Dim]) -> None:
         for value in dim.candidates():
             field = {"hidden": [value]} if key == "hidden" else {key: value}
             try:
-                ArchSpec.from_dict({"input": [1, 1, 1], "num_classes": 2,
-                                                 "head": field})
+                ArchSpec.from_dict({**_PROBE, "head": field})
             except SpecError as exc:
                 raise SpaceError(f"head.{key}: {exc.message}") from None
 

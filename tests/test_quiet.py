@@ -265,3 +265,18 @@ def test_a_closed_slot_holds_nothing_and_closes_again_quietly(tmp_path, monkeypa
     slot.close()
     with quiet_machine():  # and a timer does not wait for it
         pass
+
+
+def test_a_gpu_without_a_uuid_is_keyed_by_the_schedulers_list_and_its_index(monkeypatch):
+    """A driver that reports no UUID: the key falls back to CUDA_VISIBLE_DEVICES (empty when
+    unset) and the index, the same in every process the scheduler gave that list."""
+    import torch
+
+    def no_uuid(index):
+        raise RuntimeError("no UUID")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", no_uuid)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert quiet.device_key("cuda:1") == "cuda--1"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert quiet.device_key("cuda:0") == "cuda-2,3-0"

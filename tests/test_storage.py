@@ -104,6 +104,14 @@ def test_reading_a_study_from_a_missing_database_file_creates_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_study_missing_from_a_database_without_studies_says_none(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    open_storage(url)  # the database, with Optuna's tables and no study
+    with pytest.raises(RecipeError) as info:
+        load_existing_study(url, "ghost")
+    assert str(info.value) == f"study 'ghost' not found in {url} (studies there: none)"
+
+
 def test_the_optuna_internals_cnnsearch_uses_exist(tmp_path):
     """storage.py's private Optuna names, each checked where it lives: an Optuna upgrade that
     removes one fails here, naming it, instead of deep inside a search."""
