@@ -12,6 +12,8 @@ from tests.study_helpers import PG_URL
 
 ATTRS = {"arch": {"blocks": [{"out_channels": 8}], "input": [1, 8, 8]}, "params": 1234, "flops": 5.5e6,
          "summary": "c8k3", "curve": [0.5, 0.75], "status": "ok", "nothing": None}
+KEEPALIVE = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+             "keepalives_count": 3}
 
 
 def _storages(tmp_path):
@@ -46,22 +48,29 @@ def test_batched_user_attrs_equal_set_user_attr_on_postgresql():
     _check_same_as_set_user_attr(open_storage(PG_URL), f"attrs-{uuid.uuid4().hex[:8]}")
 
 
-@pytest.mark.postgres
 def test_a_postgresql_connection_gives_up_in_seconds_on_a_cut_network():
-    """A cut network drops packets: the driver gets a connect timeout and TCP keepalives, and
-    a pooled connection is pinged before use, so no query hangs for minutes of retries."""
+    """A cut network drops packets: the driver gets a connect timeout and TCP keepalives, so
+    no query hangs for minutes of TCP retries (here, the refused first connection's)."""
     import sqlalchemy
 
-    storage = open_storage(PG_URL)
     sent = []
-    storage.engine.dispose()  # the next query connects again, through the listener
-    sqlalchemy.event.listen(storage.engine, "do_connect", lambda dialect, rec, cargs, cparams: sent.append(cparams))
-    storage.get_all_studies()
-    assert {k: sent[0].get(k) for k in ("connect_timeout", "keepalives", "keepalives_idle",
-                                        "keepalives_interval", "keepalives_count")} == {
-        "connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-        "keepalives_count": 3}
-    assert storage.engine.pool._pre_ping
+
+    def record(dialect, conn_rec, cargs, cparams):
+        sent.append(dict(cparams))
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "do_connect", record)
+    try:
+        with pytest.raises(RecipeError, match=r"^storage: cannot open postgresql\+psycopg://postgres@127.0.0.1:1/test: "):
+            open_storage("postgresql+psycopg://postgres@127.0.0.1:1/test")  # nothing listens on port 1
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "do_connect", record)
+    assert sent and {k: sent[0].get(k) for k in KEEPALIVE} == KEEPALIVE
+
+
+@pytest.mark.postgres
+def test_a_pooled_postgresql_connection_is_pinged_before_use():
+    """A connection the network cut while it sat in the pool is found dead before a query."""
+    assert open_storage(PG_URL).engine.pool._pre_ping
 
 
 def test_a_database_whose_driver_is_missing_is_named_by_its_scheme():
