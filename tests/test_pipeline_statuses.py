@@ -871,6 +871,29 @@ def test_the_data_description_is_stored_once_and_then_enforced():
     check_data(study, desc)
 
 
+
+def test_a_photo_folder_whose_statistics_alone_changed_is_told_why():
+    """Photos are resized and centre-cropped since e70af05, not squashed: a folder study made
+    before sees other pixel statistics, and the refusal says why; anything else changed
+    (or another dataset) gets no such hint."""
+    from cnnsearch.study import check_data
+
+    stored = {"name": "folder:/photos", "classes": ["a", "b"], "mean": [0.5], "std": [0.2]}
+
+    def refusal(stored, described):
+        study = optuna.create_study()
+        study.set_user_attr("data", stored)
+        with pytest.raises(RecipeError) as info:
+            check_data(study, described)
+        return str(info.value)
+
+    hint = "(photos are now resized on their short side and centre-cropped, not squashed"
+    for changed in ({"mean": [0.4]}, {"std": [0.3]}, {"mean": [0.4], "std": [0.3]}):
+        assert hint in refusal(stored, {**stored, **changed})
+    assert hint not in refusal(stored, {**stored, "mean": [0.4], "classes": ["a"]})
+    assert hint not in refusal({**stored, "name": "digits"}, {**stored, "name": "digits", "mean": [0.4]})
+    assert hint not in refusal({"mean": [0.5]}, {"mean": [0.4]})  # no name stored: no folder
+
 def test_a_study_with_trials_but_no_data_description_is_refused():
     from cnnsearch.study import check_data, record_data
 

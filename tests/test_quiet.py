@@ -280,3 +280,21 @@ def test_a_gpu_without_a_uuid_is_keyed_by_the_schedulers_list_and_its_index(monk
     assert quiet.device_key("cuda:1") == "cuda--1"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert quiet.device_key("cuda:0") == "cuda-2,3-0"
+
+
+def test_a_lock_held_elsewhere_is_given_up_at_the_deadline(tmp_path, monkeypatch):
+    import fcntl
+
+    monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path))
+    holder, *others = quiet._files("cpu")
+    waiter, *more = quiet._files("cpu")
+    for fd in others + more:
+        os.close(fd)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    t0 = time.monotonic()
+    assert quiet._lock(waiter, fcntl.LOCK_SH, t0 + 0.05) is False
+    assert 0.05 <= time.monotonic() - t0 < 2
+    os.close(holder)  # its lock goes with it
+    assert quiet._lock(waiter, fcntl.LOCK_SH, time.monotonic()) is True
+    os.close(waiter)
+    assert quiet._lock(None, fcntl.LOCK_SH, time.monotonic() + 1) is False  # no file: nothing held
