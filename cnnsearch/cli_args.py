@@ -24,9 +24,9 @@ class DefaultsShown(argparse.HelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, **kwargs):  # by keyword, as argparse makes its subparsers
         kwargs.setdefault("formatter_class", DefaultsShown)
-        super().__init__(*args, **kwargs)
+        super().__init__(**kwargs)
 
     def error(self, message: str):  # one line and exit 2, like every other bad input
         raise UsageError(message)
