@@ -24,7 +24,7 @@ _ORDER = ("out_channels", "kernel_size", "activation", "norm", "residual", "drop
 
 
 def _uses(kind: str, key: str) -> bool:
-    return key in COMMON_FIELDS or (key in KIND_FIELDS[kind] and not (kind == "mbconv" and key == "norm"))
+    return key in COMMON_FIELDS or key in KIND_FIELDS[kind]
 
 
 def sample_block(trial, dims: dict, prefix: str, h: int, w: int, min_side: int, *,

@@ -79,6 +79,35 @@ def test_stages_share_one_set_of_choices_and_only_the_first_block_downsamples(tm
     assert seen_repeats == {0, 1, 2, 3}
 
 
+
+def test_a_stage_suggests_exactly_the_fields_of_its_kind(tmp_path):
+    """norm and residual belong to conv and separable blocks; an mbconv block has its own
+    batch norm and residual, and suggests expansion and SE instead."""
+    space = load_space(write(tmp_path, """
+        [[stages]]
+        kind = ["conv", "separable", "mbconv"]
+        out_channels = 8
+        kernel_size = 3
+        norm = ["batch", "none"]
+        residual = [true, false]
+        expansion = [1, 4]
+        se = [true, false]
+    """))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    kinds = set()
+    for _ in range(30):
+        trial = study.ask()
+        spec = space.sample(trial, input=(3, 16, 16), num_classes=2)
+        study.tell(trial, 0.0)
+        p, block = trial.params, spec.blocks[0]
+        kinds.add(p["s0_kind"])
+        mbconv = p["s0_kind"] == "mbconv"
+        assert {k for k in ("s0_norm", "s0_residual", "s0_expansion", "s0_se") if k in p} == (
+            {"s0_expansion", "s0_se"} if mbconv else {"s0_norm", "s0_residual"})
+        if not mbconv:
+            assert (block.norm, block.residual) == (p["s0_norm"], p["s0_residual"])
+    assert kinds == {"conv", "separable", "mbconv"}
+
 def test_mobile_space_has_a_handful_of_parameters_for_ten_blocks():
     space = load_space(MOBILE)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
