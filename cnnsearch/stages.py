@@ -37,7 +37,7 @@ def sample_block(trial, dims: dict, prefix: str, h: int, w: int, min_side: int, 
             pick[key] = dims[key].suggest(trial, f"{prefix}{key}")
     if width is not None:
         pick["out_channels"] = make_divisible(pick["out_channels"] * width)
-    k, d = pick["kernel_size"], pick.get("dilation", BlockSpec.dilation)
+    k, d = pick["kernel_size"], pick["dilation"]  # every kind has a dilation (ops.KIND_FIELDS)
     stride = BlockSpec.stride  # no room to stride: 1
     if may_stride and min(h, w) // dims["stride"].largest >= min_side:
         stride = dims["stride"].suggest(trial, f"{prefix}stride")
