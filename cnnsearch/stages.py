@@ -39,7 +39,7 @@ def sample_block(trial, dims: dict, prefix: str, h: int, w: int, min_side: int, 
         pick["out_channels"] = make_divisible(pick["out_channels"] * width)
     k, d = pick["kernel_size"], pick["dilation"]  # every kind has a dilation (ops.KIND_FIELDS)
     stride = BlockSpec.stride  # no room to stride: 1
-    if may_stride and min(h, w) // dims["stride"].largest >= min_side:
+    if may_stride and min(h, w) >= min_side * dims["stride"].largest:  # the map stays min_side wide
         stride = dims["stride"].suggest(trial, f"{prefix}stride")
     if kind == "mbconv":
         padding = mbconv_padding(k, d)
@@ -50,11 +50,11 @@ def sample_block(trial, dims: dict, prefix: str, h: int, w: int, min_side: int, 
         pick["padding"] = padding
     h, w = conv_side(h, k, stride, padding, d), conv_side(w, k, stride, padding, d)
     pool, pool_size = BlockSpec.pool, BlockSpec.pool_size  # no room to pool: none
-    if may_pool and min(h, w) // dims["pool_size"].largest >= min_side:
+    if may_pool and min(h, w) >= min_side * dims["pool_size"].largest:
         pool = dims["pool"].suggest(trial, f"{prefix}pool")
         if pool != "none":
             pool_size = dims["pool_size"].suggest(trial, f"{prefix}pool_size")
-            # / would be the same: every later use of a side floors it again
+            # / would be the same: every later use floors a side or compares it with an integer
             h, w = h // pool_size, w // pool_size  # pragma: no mutate (/ for //: see above)
     return {**pick, "stride": stride, "pool": pool, "pool_size": pool_size}, h, w
 
@@ -76,12 +76,12 @@ def sample_stages(trial, stages: tuple, width_dim, input: tuple[int, int, int], 
             h, w = conv_side(h, k, 1, pad, d), conv_side(w, k, 1, pad, d)
             stage.append({**first, "stride": 1})
         # a pool after the stage's last block, offered only while the map stays >= min_side
-        if min(h, w) // dims["pool_size"].largest >= min_side:
+        if min(h, w) >= min_side * dims["pool_size"].largest:
             pool = dims["pool"].suggest(trial, f"s{j}_pool")
             if pool != "none":
                 pool_size = dims["pool_size"].suggest(trial, f"s{j}_pool_size")
                 stage[-1] = {**stage[-1], "pool": pool, "pool_size": pool_size}
-                # / would be the same: every later use of a side floors it again
+                # / would be the same: every later use floors a side or compares it with an integer
                 h, w = h // pool_size, w // pool_size  # pragma: no mutate (/ for //: see above)
         blocks += stage
     return blocks

@@ -108,6 +108,32 @@ def test_a_stage_suggests_exactly_the_fields_of_its_kind(tmp_path):
             assert (block.norm, block.residual) == (p["s0_norm"], p["s0_residual"])
     assert kinds == {"conv", "separable", "mbconv"}
 
+
+def test_same_padding_on_a_strided_block_becomes_the_half_kernel(tmp_path):
+    """PyTorch refuses padding="same" with a stride: such a block pads k // 2 * dilation,
+    which keeps "same"'s output side for odd kernels; an unstrided one keeps "same"."""
+    space = load_space(write(tmp_path, """
+        [[stages]]
+        out_channels = 8
+        kernel_size = [3, 5]
+        dilation = [1, 2]
+        stride = [1, 2]
+        padding = ["same", "half"]
+    """))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        spec = space.sample(trial, input=(1, 32, 32), num_classes=2)
+        study.tell(trial, 0.0)
+        p, block = trial.params, spec.blocks[0]
+        strided = block.stride != 1
+        seen.add((p["s0_padding"], strided))
+        half = block.kernel_size // 2 * block.dilation
+        assert block.padding == ("same" if p["s0_padding"] == "same" and not strided else half)
+        check(spec)
+    assert seen == {("same", True), ("same", False), ("half", True), ("half", False)}
+
 def test_mobile_space_has_a_handful_of_parameters_for_ten_blocks():
     space = load_space(MOBILE)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
