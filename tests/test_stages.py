@@ -134,6 +134,31 @@ def test_same_padding_on_a_strided_block_becomes_the_half_kernel(tmp_path):
         check(spec)
     assert seen == {("same", True), ("same", False), ("half", True), ("half", False)}
 
+
+def test_a_block_that_does_not_pool_suggests_no_pool_size(tmp_path):
+    from cnnsearch.spec import BlockSpec
+
+    space = load_space(write(tmp_path, """
+        depth = 1
+        [block]
+        out_channels = 4
+        kernel_size = 3
+        padding = 1
+        pool = ["max", "none"]
+        pool_size = [2, 3]
+    """))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    pools = set()
+    for _ in range(20):
+        trial = study.ask()
+        block = space.sample(trial, input=(1, 12, 12), num_classes=2).blocks[0]
+        study.tell(trial, 0.0)
+        pools.add(block.pool)
+        assert ("b0_pool_size" in trial.params) == (block.pool != "none")
+        if block.pool == "none":
+            assert block.pool_size == BlockSpec.pool_size
+    assert pools == {"max", "none"}
+
 def test_mobile_space_has_a_handful_of_parameters_for_ten_blocks():
     space = load_space(MOBILE)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
