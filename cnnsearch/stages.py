@@ -68,10 +68,11 @@ def sample_stages(trial, stages: tuple, width_dim, input: tuple[int, int, int], 
         repeats = dims["repeats"].suggest(trial, f"s{j}_repeats")
         if repeats == 0:
             continue
-        first, h, w = sample_block(trial, dims, f"s{j}_", h, w, min_side, width=width, may_pool=False)
+        first, h, w = sample_block(trial, dims, f"s{j}_", h, w, min_side, width=width,
+                                   may_pool=False)  # pragma: no mutate (None is as false)
         stage = [first]
         for _ in range(1, repeats):  # the repeats keep the first block's choices, at stride 1
-            k, d = first["kernel_size"], first.get("dilation", 1)
+            k, d = first["kernel_size"], first["dilation"]
             pad = first.get("padding", mbconv_padding(k, d))  # mbconv blocks have no padding field
             h, w = conv_side(h, k, 1, pad, d), conv_side(w, k, 1, pad, d)
             stage.append({**first, "stride": 1})
