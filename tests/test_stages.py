@@ -159,6 +159,31 @@ def test_a_block_that_does_not_pool_suggests_no_pool_size(tmp_path):
             assert block.pool_size == BlockSpec.pool_size
     assert pools == {"max", "none"}
 
+
+def test_a_stage_pools_after_its_last_block_with_its_own_pool_size(tmp_path):
+    space = load_space(write(tmp_path, """
+        [[stages]]
+        repeats = 2
+        out_channels = 4
+        kernel_size = 3
+        padding = 1
+        pool = ["max", "none"]
+        pool_size = [2, 3]
+    """))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    sizes = set()
+    for _ in range(20):
+        trial = study.ask()
+        first, last = space.sample(trial, input=(1, 12, 12), num_classes=2).blocks
+        study.tell(trial, 0.0)
+        p = trial.params
+        assert first.pool == "none" and last.pool == p["s0_pool"]
+        assert ("s0_pool_size" in p) == (p["s0_pool"] != "none")
+        if "s0_pool_size" in p:
+            sizes.add(last.pool_size)
+            assert last.pool_size == p["s0_pool_size"]
+    assert sizes == {2, 3}
+
 def test_mobile_space_has_a_handful_of_parameters_for_ten_blocks():
     space = load_space(MOBILE)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
