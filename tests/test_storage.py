@@ -1,5 +1,6 @@
 """The batched attribute writes and the trial count give what Optuna's own calls give."""
 
+import sys
 import uuid
 
 import optuna
@@ -73,8 +74,9 @@ def test_a_pooled_postgresql_connection_is_pinged_before_use():
     assert open_storage(PG_URL).engine.pool._pre_ping
 
 
-def test_a_database_whose_driver_is_missing_is_named_by_its_scheme():
+def test_a_database_whose_driver_is_missing_is_named_by_its_scheme(monkeypatch):
     """One line that names the URL's scheme (the dialect and driver SQLAlchemy was asked for)."""
+    monkeypatch.setitem(sys.modules, "MySQLdb", None)  # missing, even where mysqlclient is installed
     with pytest.raises(RecipeError, match=r"^storage: mysql\+mysqldb needs a driver that is not installed \("):
         open_storage("mysql+mysqldb://user@127.0.0.1/db")
 
