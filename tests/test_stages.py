@@ -34,6 +34,16 @@ STAGED = """
 """
 
 
+def sampled(space, n: int, *, input: tuple[int, int, int], num_classes: int = 2):
+    """``n`` seeded random samples of ``space``: (the trial's params, the spec) each."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(n):
+        trial = study.ask()
+        spec = space.sample(trial, input=input, num_classes=num_classes)
+        study.tell(trial, 0.0)
+        yield trial.params, spec
+
+
 @pytest.mark.parametrize("text, message", [
     (STAGED + "    colour = 1\n", "stages[1].colour: unknown key (allowed: repeats, out_channels"),
     ("depth = 2\n" + STAGED, "depth: a space declares either stages or depth/block/blocks, not both"),
@@ -52,13 +62,8 @@ def test_bad_staged_space_names_the_key(tmp_path, text, message):
 
 def test_stages_share_one_set_of_choices_and_only_the_first_block_downsamples(tmp_path):
     space = load_space(write(tmp_path, STAGED))
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen_repeats = set()
-    for _ in range(60):
-        trial = study.ask()
-        spec = space.sample(trial, input=(3, 64, 64), num_classes=4)
-        study.tell(trial, 0.0)
-        p = trial.params
+    for p, spec in sampled(space, 60, input=(3, 64, 64), num_classes=4):
         repeats = p["s1_repeats"]
         seen_repeats.add(repeats)
         assert len(spec.blocks) == 1 + repeats
@@ -93,13 +98,9 @@ def test_a_stage_suggests_exactly_the_fields_of_its_kind(tmp_path):
         expansion = [1, 4]
         se = [true, false]
     """))
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     kinds = set()
-    for _ in range(30):
-        trial = study.ask()
-        spec = space.sample(trial, input=(3, 16, 16), num_classes=2)
-        study.tell(trial, 0.0)
-        p, block = trial.params, spec.blocks[0]
+    for p, spec in sampled(space, 30, input=(3, 16, 16)):
+        block = spec.blocks[0]
         kinds.add(p["s0_kind"])
         mbconv = p["s0_kind"] == "mbconv"
         assert {k for k in ("s0_norm", "s0_residual", "s0_expansion", "s0_se") if k in p} == (
@@ -120,13 +121,9 @@ def test_same_padding_on_a_strided_block_becomes_the_half_kernel(tmp_path):
         stride = [1, 2]
         padding = ["same", "half"]
     """))
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
-    for _ in range(40):
-        trial = study.ask()
-        spec = space.sample(trial, input=(1, 32, 32), num_classes=2)
-        study.tell(trial, 0.0)
-        p, block = trial.params, spec.blocks[0]
+    for p, spec in sampled(space, 40, input=(1, 32, 32)):
+        block = spec.blocks[0]
         strided = block.stride != 1
         seen.add((p["s0_padding"], strided))
         half = block.kernel_size // 2 * block.dilation
@@ -147,14 +144,11 @@ def test_a_block_that_does_not_pool_suggests_no_pool_size(tmp_path):
         pool = ["max", "none"]
         pool_size = [2, 3]
     """))
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     pools = set()
-    for _ in range(20):
-        trial = study.ask()
-        block = space.sample(trial, input=(1, 12, 12), num_classes=2).blocks[0]
-        study.tell(trial, 0.0)
+    for p, spec in sampled(space, 20, input=(1, 12, 12)):
+        block = spec.blocks[0]
         pools.add(block.pool)
-        assert ("b0_pool_size" in trial.params) == (block.pool != "none")
+        assert ("b0_pool_size" in p) == (block.pool != "none")
         if block.pool == "none":
             assert block.pool_size == BlockSpec.pool_size
     assert pools == {"max", "none"}
@@ -170,13 +164,9 @@ def test_a_stage_pools_after_its_last_block_with_its_own_pool_size(tmp_path):
         pool = ["max", "none"]
         pool_size = [2, 3]
     """))
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     sizes = set()
-    for _ in range(20):
-        trial = study.ask()
-        first, last = space.sample(trial, input=(1, 12, 12), num_classes=2).blocks
-        study.tell(trial, 0.0)
-        p = trial.params
+    for p, spec in sampled(space, 20, input=(1, 12, 12)):
+        first, last = spec.blocks
         assert first.pool == "none" and last.pool == p["s0_pool"]
         assert ("s0_pool_size" in p) == (p["s0_pool"] != "none")
         if "s0_pool_size" in p:
