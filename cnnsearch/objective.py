@@ -141,7 +141,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         record = _Record(trial)
         try:
-            if "owner" in self.run_attrs:  # first: a retried trial arrives with its dead owner's attributes
+            if "owner" in self.run_attrs:  # first: the live workers' recovery judges a trial by its owner
                 set_user_attrs(trial, {"owner": self.run_attrs["owner"]})
                 record.clock.lap("storage")
             return self._run(trial, record)

@@ -6,7 +6,6 @@ candidate is lost; ``study.py``'s worker loop and ``runner.py`` call these.
 
 from __future__ import annotations
 
-import copy
 import os
 import socket
 import time
@@ -21,6 +20,7 @@ from .errors import CnnSearchError, FailingTrials
 from .interrupt import check as check_interrupt
 from .storage import (
     MAX_RETRY,
+    RetryStaleTrial,
     count_trials,
     database_error,
     database_lost,
@@ -28,7 +28,6 @@ from .storage import (
     set_finished_trial_user_attrs,
     storage_of,
     trial_id_of,
-    will_retry,
 )
 from .trials import FINISHED
 
@@ -89,7 +88,7 @@ def recover_dead_local_trials(study: optuna.Study, *, requeued: list[bool] | Non
                 or any(owner.get(k) != here[k] for k in ("host", "boot", "pidns"))):
             continue  # another machine, container or boot: the heartbeat judges it
         if t.datetime_start and (datetime.now() - t.datetime_start).total_seconds() < 2:
-            continue  # just started: its owner may not have recorded itself yet (a retry carries the old one)
+            continue  # just started: its owner may not have recorded itself yet (a retry an older cnnsearch queued carries a dead one)
         if _alive(owner):
             continue
         try:
@@ -97,7 +96,7 @@ def recover_dead_local_trials(study: optuna.Study, *, requeued: list[bool] | Non
         except Exception:  # another worker recovered it first (or the storage refused): leave it
             continue
         # the retry copies the trial's attributes: the reason goes on the failed trial only, after
-        again = _retry(study, trial_id_of(t))
+        again = _retry(study, t)
         if requeued is not None:
             requeued.append(again)
         try:
@@ -128,28 +127,19 @@ def recover_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
     return recovered + [(n, f"its worker stopped sending heartbeats; {requeued_text(ok)}") for n, ok in stale]
 
 
-def _retry(study: optuna.Study, trial_id: int) -> bool:
-    """Re-queue a failed trial's parameters as the heartbeat's retry does; whether it did."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    frozen = storage_of(study).get_trial(trial_id)
-    again = will_retry(frozen, MAX_RETRY)  # before: the callback appends to the trial's retry history
-    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, frozen)
-    return again
+def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, *, drop: tuple[str, ...] = ("owner",)) -> bool:
+    """Re-queue a failed trial's parameters as the heartbeat's retry does, without its
+    ``drop`` attributes; whether it did (at most ``MAX_RETRY`` times)."""
+    retry = RetryStaleTrial(max_retry=MAX_RETRY, drop=drop)
+    retry(study, trial)
+    return retry.seen[0][1]
 
 
-def requeue_failed(study: optuna.Study, trial) -> bool:
+def requeue_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     """A trial that failed for a reason outside its candidate (``user_attrs["retry"]``: its
     latency server was down), re-queued with the same parameters, at most ``MAX_RETRY``
     times, without the failure's status and reason; whether it was."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    again = will_retry(trial, MAX_RETRY)  # before: the callback appends to the retry history it is given
-    clean = copy.copy(trial)
-    clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("status", "fail_reason", "retry")}
-    clean.system_attrs = copy.deepcopy(trial.system_attrs)  # the callback's append stays off the caller's trial
-    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, clean)
-    return again
+    return _retry(study, trial, drop=("owner", "status", "fail_reason", "retry"))
 
 
 def requeued_text(requeued: bool) -> str:
@@ -216,7 +206,7 @@ def fail_interrupted_trial(study: optuna.Study, trial: optuna.Trial | None,
         raise
     requeued = False
     try:
-        requeued = _retry(study, trial_id_of(trial))
+        requeued = _retry(study, frozen)
         set_finished_trial_user_attrs(study, frozen, {
             "status": "error",
             "fail_reason": reason or f"the database connection was lost mid-trial: {_first_line(exc)}"})

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import json
@@ -172,8 +173,7 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict) -> None:
     upserted on (trial_id, key)), and the trial must still be running, as there. Any other
     storage (MySQL, in-memory, SQLite before 3.24) gets the plain per-key calls. It reaches
     into Optuna's RDB models, so pyproject.toml pins Optuna below 6; tests/test_storage.py
-    compares the result with set_user_attr's on SQLite and PostgreSQL.
-    """
+    compares the result with set_user_attr's on SQLite and PostgreSQL."""
     backend = rdb_backend(trial.storage)
     trial_id = getattr(trial, "_trial_id", None)  # private: see "Optuna's private names" below
     dialect = _upsert_dialect(backend)
@@ -297,22 +297,23 @@ class _Storage(RDBStorage):
 
 
 class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
-    """Optuna's retry of a trial whose heartbeat stopped (same parameters, at most
-    ``max_retry`` times), noting each trial it was called for, so that a worker can say
-    which trials it recovered (``recovery.recover_dead_trials``)."""
+    """Optuna's retry of a trial whose worker is gone (same parameters, at most ``max_retry``
+    times), noting which trials it was called for (``recovery.recover_dead_trials``), without
+    the ``drop`` attributes: a retry with the dead worker's ``owner``, run by a live worker
+    not yet recorded, would pass for the dead worker's trial."""
 
-    def __init__(self, max_retry: int | None = None) -> None:
+    def __init__(self, max_retry: int | None = None, *, drop: tuple[str, ...] = ("owner",)) -> None:
         super().__init__(max_retry=max_retry)
-        self.seen: list[int] = []
+        self.drop = drop
+        self.seen: list[tuple[int, bool]] = []  # (trial number, whether it was re-queued)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.seen.append((trial.number, will_retry(trial, self._max_retry)))  # our own __init__'s argument
-        super().__call__(study, trial)
-
-
-def will_retry(trial: optuna.trial.FrozenTrial, max_retry: int | None) -> bool:
-    """Whether RetryHeartbeatStaleTrialCallback(max_retry) re-queues ``trial`` (its rule)."""
-    return max_retry is None or len(trial.system_attrs.get("retry_history", [])) + 1 <= max_retry
+        history = trial.system_attrs.get("retry_history", [])  # Optuna's rule: at most max_retry retries
+        self.seen.append((trial.number, self._max_retry is None or len(history) < self._max_retry))
+        clean = copy.copy(trial)
+        clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in self.drop}
+        clean.system_attrs = copy.deepcopy(trial.system_attrs)  # Optuna's append stays off the caller's trial
+        super().__call__(study, clean)
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from .recipe import Recipe, changed_meaning
 from .recovery import (
     fail_interrupted_trial,
     outage_deadline,
+    recover_dead_local_trials,
     requeue_failed,
     requeued_text,
     wait_for_database,
@@ -307,9 +308,16 @@ class _Watch:
             self._failed(trial.user_attrs.get("fail_reason", "no reason recorded"))
         else:
             self.failures = 0
-        # every worker's finished trials; running ones do not count, since a dead worker's
-        # trial looks running until the heartbeat fails it and re-queues it (WAITING): a
-        # worker stops only when the budget is finished and no re-queued trial is owed
+        # a worker on this host that died (kill -9) is seen now, not once its heartbeat is
+        # stale: its trial is failed and re-queued before the budget is judged, so that the
+        # others meeting the budget in the meantime leave none RUNNING
+        requeued: list[bool] = []
+        for number, again in zip(recover_dead_local_trials(study, requeued=requeued), requeued):
+            if self.on_note is not None:
+                self.on_note(f"trial {number:>4} failed: its worker on this host died; {requeued_text(again)}")
+        # every worker's finished trials; running ones do not count, since another host's dead
+        # worker's trial looks running until the heartbeat fails it and re-queues it (WAITING):
+        # a worker stops only when the budget is finished and no re-queued trial is owed
         if count_trials(study, FINISHED) >= self.until and not count_trials(study, (TrialState.WAITING,)):
             study.stop()
         self.feasible_seen = self.feasible_seen or is_feasible(trial)

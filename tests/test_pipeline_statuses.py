@@ -839,7 +839,25 @@ def test_a_dead_local_worker_s_trial_is_failed_and_requeued(tmp_path):
     assert all(trials[t.number].state == TrialState.RUNNING for t in others)
     (retry,) = [t for t in trials if t.state == TrialState.WAITING]
     assert retry.params == {"x": 0.25} and "fail_reason" not in retry.user_attrs
+    # nor its dead owner: once a live worker takes it, before it records itself, the retry
+    # must not pass for the dead worker's trial
+    assert "owner" not in retry.user_attrs
     assert recover_dead_local_trials(study) == []  # once
+
+
+def test_a_worker_recovers_a_dead_local_worker_s_trial_after_each_of_its_own():
+    """The others meeting the budget leave nothing RUNNING: a worker on this host killed
+    mid-trial is seen after the next trial anyone here finishes, not only by the next run."""
+    from cnnsearch.recovery import process_owner
+
+    study, notes, seen = worker_study(), [], []
+    dead = running_trial(study, {**process_owner(), "pid": dead_pid(), "start": 1})
+    run_worker(study, scripted(["ok"]), until=1, on_note=notes.append,
+               on_trial=lambda s, t: seen.append(t.number))
+    # the dead worker's trial, this worker's own (the budget), then the retry, owed
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert study.trials[2].params == dead.params and seen == [1, 2]
+    assert notes == [f"trial {dead.number:>4} failed: its worker on this host died; re-queued"]
 
 
 def test_recovery_without_a_finished_trial_annotation_still_requeues(tmp_path):

@@ -61,7 +61,7 @@ def test_a_failed_trial_is_requeued_without_its_failure():
     trial = study.ask()
     trial.suggest_int("depth", 1, 9)
     for key, value in {"status": "latency_server_down", "fail_reason": "refused", "retry": True,
-                       "fingerprint": "abc"}.items():
+                       "fingerprint": "abc", "owner": {"pid": 1}}.items():
         trial.set_user_attr(key, value)
     study.tell(trial, state=TrialState.FAIL)
     failed = study.trials[0]
@@ -278,6 +278,7 @@ def test_a_trial_whose_heartbeat_stopped_is_failed_retried_and_named(tmp_path):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=open_storage(f"sqlite:///{db}", heartbeat_s=1), study_name="h")
     trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    trial.set_user_attr("owner", {"host": "elsewhere", "pid": 7})
     study._storage.record_heartbeat(trial._trial_id)
     con = sqlite3.connect(db)
     with con:  # its worker stopped beating an hour ago
@@ -287,6 +288,7 @@ def test_a_trial_whose_heartbeat_stopped_is_failed_retried_and_named(tmp_path):
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.WAITING]
     assert study.get_trials()[1].params == trial.params
+    assert "owner" not in study.get_trials()[1].user_attrs  # the retry is not the dead worker's
     assert recover_dead_trials(study) == []  # said once, not again on the next look
 
 
