@@ -75,6 +75,10 @@ def _alive(owner: dict) -> bool:
     return start is None or _start_time(int(owner["pid"])) in (None, start)
 
 
+# Seconds after its start during which a trial is left to its owner, dead or alive.
+JUST_STARTED_S = 2.0
+
+
 def recover_dead_local_trials(study: optuna.Study, *, requeued: list[bool] | None = None) -> list[int]:
     """Fail and re-queue, at once, every RUNNING trial whose owner ran on this host and is
     gone (kill -9, a crash). Other hosts' trials are left to the heartbeat (30 s). A trial
@@ -87,8 +91,8 @@ def recover_dead_local_trials(study: optuna.Study, *, requeued: list[bool] | Non
         if (not isinstance(owner, dict) or None in (here["boot"], here["pidns"])
                 or any(owner.get(k) != here[k] for k in ("host", "boot", "pidns"))):
             continue  # another machine, container or boot: the heartbeat judges it
-        if t.datetime_start and (datetime.now() - t.datetime_start).total_seconds() < 2:
-            continue  # just started: its owner may not have recorded itself yet (a retry an older cnnsearch queued carries a dead one)
+        if t.datetime_start and (datetime.now() - t.datetime_start).total_seconds() < JUST_STARTED_S:
+            continue  # its owner may not have recorded itself yet (a retry an older cnnsearch queued carries a dead one)
         if _alive(owner):
             continue
         try:
