@@ -264,10 +264,12 @@ def test_a_database_that_stays_away_stops_the_worker_in_one_line(tmp_path):
 def test_each_outage_gets_its_own_wait(tmp_path, monkeypatch):
     """Two blips a few trials apart: the second is waited for afresh, not judged against
     the first one's deadline (which has long passed)."""
-    study, cut, notes, run = _in_process(tmp_path, monkeypatch, trials=4, retry_s=2.5, at=(1, 3), seconds=1.2)
+    # a 1.2 s blip: the first try (after 1 s) fails, the second (2 s) gets through, 1.5 s before
+    # the deadline; the second blip, trials later, comes after the first one's deadline
+    study, cut, notes, run = _in_process(tmp_path, monkeypatch, trials=6, retry_s=3.5, at=(1, 5), seconds=1.2)
     run()
     states = [t.state.name for t in study.get_trials(deepcopy=False)]
-    assert states.count("FAIL") == 2 and states.count("COMPLETE") == 4, states
+    assert states.count("FAIL") == 2 and states.count("COMPLETE") == 6, states
     assert len([n for n in notes if n.startswith("the database stopped answering")]) == 2
 
 

@@ -46,11 +46,21 @@ def _four_workers_one_killed(tmp_path, storage_url, name):
                               if t.user_attrs.get("owner", {}).get("pid") == victim.pid
                               and "latency_ms" in t.user_attrs]
 
-        wait_for(victim_mid_trial, timeout=300, ignoring=(Exception,))  # the database may be mid-creation
+        def stopped_mid_trial():
+            # read while the victim is stopped: what it runs then is what it dies running (read
+            # after the kill, a survivor may already have failed and re-queued it)
+            victim.send_signal(signal.SIGSTOP)
+            running = None
+            try:
+                running = victim_mid_trial()
+            finally:
+                if not running:
+                    victim.send_signal(signal.SIGCONT)
+            return running
+
+        killed = wait_for(stopped_mid_trial, timeout=300, ignoring=(Exception,))  # the database may be mid-creation
         victim.send_signal(signal.SIGKILL)
         victim.wait()
-        killed = [t for t in _study(url, name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                  if t.user_attrs.get("owner", {}).get("pid") == victim.pid]  # what it was running at death
         outputs = [p.communicate(timeout=600) for p in procs if p is not victim]
     finally:
         for p in procs:
@@ -65,10 +75,10 @@ def _four_workers_one_killed(tmp_path, storage_url, name):
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert TRIALS <= len(finished) <= TRIALS + WORKERS - 1  # the budget; workers may finish one in flight each
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert [t.number for t in failed] == [t.number for t in killed or []], [
+    assert [t.number for t in failed] == [t.number for t in killed], [
         t.user_attrs.get("fail_reason") for t in failed]
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    for dead in killed or []:  # retried with the same parameters
+    for dead in killed:  # retried with the same parameters
         assert any(t.params == dead.params and t.number > dead.number for t in finished)
     assert not any("locked" in str(t.user_attrs.get("fail_reason", "")) for t in trials)
     assert len({t.user_attrs["worker"] for t in finished}) >= WORKERS - 1

@@ -51,15 +51,16 @@ def test_trainers_pause_while_a_network_is_timed_and_go_on_after(tmp_path, monke
         during = [t for t in s if start <= t <= end]
         assert not during, f"{len(during)} steps while timing"
         assert any(t < start for t in s) and any(t > end for t in s)  # trained before, and after
-    assert all(slot.pauses == 1 and 0.25 < slot.paused_s < 1.0 for slot in slots)
+    assert all(slot.pauses == 1 and 0.25 < slot.paused_s < 2.0 for slot in slots)
 
 
 def test_a_timer_waits_for_the_current_step_only(tmp_path, monkeypatch):
     monkeypatch.setattr(quiet.tempfile, "gettempdir", lambda: str(tmp_path))
-    inside = threading.Event()
+    inside, began = threading.Event(), []
 
     def one_long_step():
         with TrainingSlot() as slot:
+            began.append(time.monotonic())  # the step's own clock: this thread may wake late
             inside.set()
             time.sleep(0.3)  # a step in progress when the timer arrives
             slot.between_steps()
@@ -67,11 +68,10 @@ def test_a_timer_waits_for_the_current_step_only(tmp_path, monkeypatch):
     t = threading.Thread(target=one_long_step)
     t.start()
     inside.wait(5)
-    t0 = time.monotonic()
     with quiet_machine():
-        waited = time.monotonic() - t0
+        got_in = time.monotonic()
     t.join(5)
-    assert 0.15 < waited < 2.0
+    assert 0.29 < got_in - began[0] < 2.0  # the step's 0.3 s, then at once
 
 
 def test_training_and_latency_take_part(tmp_path, monkeypatch):
