@@ -86,12 +86,13 @@ def recover_dead_local_trials(study: optuna.Study, *, requeued: list[bool] | Non
     per trial returned, whether it was)."""
     here = process_owner()
     recovered = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in study.get_trials(states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("owner")
         if (not isinstance(owner, dict) or None in (here["boot"], here["pidns"])
                 or any(owner.get(k) != here[k] for k in ("host", "boot", "pidns"))):
             continue  # another machine, container or boot: the heartbeat judges it
-        if t.datetime_start and (datetime.now() - t.datetime_start).total_seconds() < JUST_STARTED_S:
+        age_s = (datetime.now() - t.datetime_start).total_seconds()  # a RUNNING trial has its start
+        if age_s < JUST_STARTED_S:  # pragma: no mutate (< or <=: they differ on one instant of a clock)
             continue  # its owner may not have recorded itself yet (a retry an older cnnsearch queued carries a dead one)
         if _alive(owner):
             continue

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import optuna
 import pytest
@@ -594,6 +595,18 @@ def test_all_rejected_stops_after_infeasible_after_trials_and_says_why(kind):
     assert "all 4 candidates so far were infeasible" in str(info.value) and f"{why} (4)" in str(info.value)
 
 
+def test_the_infeasible_guard_reads_the_trials_only_until_a_feasible_one(monkeypatch):
+    """The guard reads every trial: once a feasible trial is seen it is not run again, so
+    a long study does not read its whole history after each trial."""
+    from cnnsearch import study as study_module
+
+    guard, calls = study_module._Watch._all_infeasible_guard, []
+    monkeypatch.setattr(study_module._Watch, "_all_infeasible_guard",
+                        lambda self, study: calls.append(len(study.trials)) or guard(self, study))
+    run_worker(worker_study(), scripted(["limit", "limit", "ok", "limit"]), until=6, infeasible_after=5)
+    assert calls == [1, 2]  # after each of the two rejected trials; none after the feasible one
+
+
 def test_a_feasible_trial_anywhere_disarms_the_infeasible_guard():
     study = worker_study()
     run_worker(study, scripted(["limit", "ok", "limit"]), until=8, infeasible_after=3)
@@ -826,18 +839,26 @@ def test_a_dead_local_worker_s_trial_is_failed_and_requeued(tmp_path):
     study = open_study(recipe, open_storage(f"sqlite:///{tmp_path / 'r.db'}"))
     here = process_owner()
     pid = dead_pid()
-    dead = running_trial(study, {**here, "pid": pid, "start": 1})
     # left alone: another host, another boot, another pid namespace, a live owner, no owner,
-    # one that started a moment ago
+    # one that started a moment ago; each is passed over, not the end of the look
     others = [running_trial(study, {**here, "pid": pid, key: "elsewhere"}) for key in ("host", "boot", "pidns")]
     others += [running_trial(study, here), running_trial(study, None), running_trial(study, "who"),
                running_trial(study, {**here, "pid": pid}, age_s=0.0)]
-    assert recover_dead_local_trials(study) == [dead.number]
+    # and a retry an older cnnsearch queued with its dead owner: waiting, no one runs it yet
+    study.enqueue_trial({"x": 0.75}, user_attrs={"owner": {**here, "pid": pid, "start": 1}})
+    queued = study.trials[-1]
+    dead = running_trial(study, {**here, "pid": pid, "start": 1})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert recover_dead_local_trials(study) == [dead.number]
+    # told FAIL as such: not left to Optuna's "the value None could not be cast" fallback
+    assert not [w for w in caught if "could not be cast" in str(w.message)]
     trials = study.get_trials()
     assert trials[dead.number].state == TrialState.FAIL
     assert trials[dead.number].user_attrs["fail_reason"] == f"its worker (pid {pid}) died mid-trial"
     assert all(trials[t.number].state == TrialState.RUNNING for t in others)
-    (retry,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert trials[queued.number].state == TrialState.WAITING
+    (retry,) = [t for t in trials if t.state == TrialState.WAITING and t.number > dead.number]
     assert retry.params == {"x": 0.25} and "fail_reason" not in retry.user_attrs
     # nor its dead owner: once a live worker takes it, before it records itself, the retry
     # must not pass for the dead worker's trial
@@ -858,6 +879,26 @@ def test_a_worker_recovers_a_dead_local_worker_s_trial_after_each_of_its_own():
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert study.trials[2].params == dead.params and seen == [1, 2]
     assert notes == [f"trial {dead.number:>4} failed: its worker on this host died; re-queued"]
+
+
+def test_a_dead_worker_s_trial_another_worker_failed_first_is_passed_over():
+    """Two workers recover at once: the one that comes second leaves that trial (its FAIL
+    is refused) and goes on to the next dead one."""
+    from cnnsearch.recovery import process_owner, recover_dead_local_trials
+
+    study = optuna.create_study()
+    owner = {**process_owner(), "pid": dead_pid(), "start": 1}
+    first, second = running_trial(study, owner), running_trial(study, owner)
+    tell = study.tell
+
+    def the_other_worker_first(number, **kwargs):
+        if number == first.number:
+            tell(number, **kwargs)  # the other worker's FAIL; ours is then refused
+        return tell(number, **kwargs)
+
+    study.tell = the_other_worker_first
+    assert recover_dead_local_trials(study) == [second.number]
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING]
 
 
 def test_recovery_without_a_finished_trial_annotation_still_requeues(tmp_path):

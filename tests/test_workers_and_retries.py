@@ -63,13 +63,15 @@ def test_a_failed_trial_is_requeued_without_its_failure():
     for key, value in {"status": "latency_server_down", "fail_reason": "refused", "retry": True,
                        "fingerprint": "abc", "owner": {"pid": 1}}.items():
         trial.set_user_attr(key, value)
+    study._storage.set_trial_system_attr(trial._trial_id, "retry_history", [7])  # itself a retry of trial 7
     study.tell(trial, state=TrialState.FAIL)
     failed = study.trials[0]
     assert requeue_failed(study, failed)
     again = study.trials[1]
     assert again.state == TrialState.WAITING and again.params == failed.params
-    assert again.user_attrs == {"fingerprint": "abc"}
-    assert failed.user_attrs["status"] == "latency_server_down"  # the caller's trial is left as it was
+    assert again.user_attrs == {"fingerprint": "abc"} and again.system_attrs["retry_history"] == [7, 0]
+    # the caller's trial is left as it was
+    assert failed.user_attrs["status"] == "latency_server_down" and failed.system_attrs["retry_history"] == [7]
     assert MAX_RETRY >= 1
 
 
