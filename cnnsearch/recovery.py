@@ -11,6 +11,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime
 
 import optuna
@@ -25,8 +26,10 @@ from .storage import (
     database_error,
     database_lost,
     first_line,
+    rdb_backend,
     set_finished_trial_user_attrs,
     storage_of,
+    study_lock,
     trial_id_of,
 )
 from .trials import FINISHED
@@ -55,13 +58,21 @@ def _pid_namespace() -> int | None:
         return None
 
 
-def _start_time(pid: int) -> int | None:
-    """Clock ticks after boot at which ``pid`` started (Linux /proc), or None elsewhere."""
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, start) of ``pid`` from Linux /proc: its state letter (Z: a zombie, dead but not
+    yet reaped by its parent) and the clock ticks after boot at which it started; or None."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _start_time(pid: int) -> int | None:
+    """Clock ticks after boot at which ``pid`` started (Linux /proc), or None elsewhere."""
+    stat = _stat(pid)
+    return stat[1] if stat is not None else None
 
 
 def _alive(owner: dict) -> bool:
@@ -71,45 +82,59 @@ def _alive(owner: dict) -> bool:
         return False
     except (PermissionError, OverflowError, ValueError, TypeError):
         return True  # someone else's live process, or a value we cannot judge: leave it be
-    start = owner.get("start")
-    return start is None or _start_time(int(owner["pid"])) in (None, start)
+    stat, start = _stat(int(owner["pid"])), owner.get("start")
+    if stat is not None and stat[0] == "Z":
+        return False  # killed, and its parent (``--workers``' launcher) has not reaped it yet
+    return start is None or stat is None or stat[1] == start
 
 
-# Seconds after its start during which a trial is left to its owner, dead or alive.
+# Seconds after its start during which a retry is left to whoever runs it: a retry that an
+# older cnnsearch queued carries its dead owner until the live one records itself.
 JUST_STARTED_S = 2.0
 
 
-def recover_dead_local_trials(study: optuna.Study, *, requeued: list[bool] | None = None) -> list[int]:
+def _dead_here(trial: optuna.trial.FrozenTrial, here: dict) -> bool:
+    """Whether ``trial``'s recorded owner ran on this host (``here``) and is gone."""
+    owner = trial.user_attrs.get("owner")
+    if (not isinstance(owner, dict) or None in (here["boot"], here["pidns"])
+            or any(owner.get(k) != here[k] for k in ("host", "boot", "pidns"))):
+        return False  # no owner yet, or another machine, container or boot: the heartbeat judges it
+    if "failed_trial" in trial.system_attrs:
+        age_s = (datetime.now() - trial.datetime_start).total_seconds()  # a RUNNING trial has its start
+        if age_s < JUST_STARTED_S:  # pragma: no mutate (< or <=: they differ on one instant of a clock)
+            return False
+    return not _alive(owner)
+
+
+def _lock(study: optuna.Study):
+    """The study's lock (``storage.study_lock``), so that two workers recovering at once
+    fail and re-queue a trial once (the second finds it finished); none for a storage
+    without a URL (in memory)."""
+    url = getattr(rdb_backend(storage_of(study)), "url", None)
+    return study_lock(url, study.study_name) if url else nullcontext()
+
+
+def recover_dead_local_trials(study: optuna.Study) -> list[tuple[int, str]]:
     """Fail and re-queue, at once, every RUNNING trial whose owner ran on this host and is
-    gone (kill -9, a crash). Other hosts' trials are left to the heartbeat (30 s). A trial
-    is retried as the heartbeat would: same parameters, at most twice (``requeued`` gets,
-    per trial returned, whether it was)."""
+    gone (kill -9, a crash), as (number, what happened). Other hosts' trials are left to the
+    heartbeat (30 s). A trial is retried as the heartbeat would: same parameters, at most twice."""
     here = process_owner()
     recovered = []
     for t in study.get_trials(states=(TrialState.RUNNING,)):
-        owner = t.user_attrs.get("owner")
-        if (not isinstance(owner, dict) or None in (here["boot"], here["pidns"])
-                or any(owner.get(k) != here[k] for k in ("host", "boot", "pidns"))):
-            continue  # another machine, container or boot: the heartbeat judges it
-        age_s = (datetime.now() - t.datetime_start).total_seconds()  # a RUNNING trial has its start
-        if age_s < JUST_STARTED_S:  # pragma: no mutate (< or <=: they differ on one instant of a clock)
-            continue  # its owner may not have recorded itself yet (a retry an older cnnsearch queued carries a dead one)
-        if _alive(owner):
+        if not _dead_here(t, here):
             continue
-        try:
-            study.tell(t.number, state=TrialState.FAIL)
-        except Exception:  # another worker recovered it first (or the storage refused): leave it
-            continue
-        # the retry copies the trial's attributes: the reason goes on the failed trial only, after
-        again = _retry(study, t)
-        if requeued is not None:
-            requeued.append(again)
-        try:
-            set_finished_trial_user_attrs(study, t, {"fail_reason": f"its worker (pid {owner.get('pid')}) died "
-                                                                    "mid-trial"})
+        with _lock(study):  # Optuna's RUNNING check and its write are apart: on SQLite, two could pass it
+            try:
+                study.tell(t.number, state=TrialState.FAIL)
+            except Exception:  # another worker recovered it first (or the storage refused): leave it
+                continue
+            again = _retry(study, t)
+        try:  # the retry copied the trial's attributes: the reason goes on the failed trial only, after
+            set_finished_trial_user_attrs(study, t, {"fail_reason": f"its worker (pid {t.user_attrs['owner']['pid']}) "
+                                                                    "died mid-trial"})
         except CnnSearchError:
             pass  # a storage that cannot annotate finished trials: the FAIL and the retry stand
-        recovered.append(t.number)
+        recovered.append((t.number, f"its worker on this host died; {requeued_text(again)}"))
     return recovered
 
 
@@ -118,9 +143,7 @@ def recover_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
     (number, what happened):
     this host's dead workers at once (``recover_dead_local_trials``), other hosts' by their
     stale heartbeat (Optuna's ``fail_stale_trials``, which runs the storage's retry callback)."""
-    again: list[bool] = []
-    local = recover_dead_local_trials(study, requeued=again)
-    recovered = [(n, f"its worker on this host died; {requeued_text(ok)}") for n, ok in zip(local, again)]
+    recovered = recover_dead_local_trials(study)
     getter = getattr(storage_of(study), "get_heartbeat_stale_trial_callback", None)  # RDB storages only
     callback = getter() if getter is not None else None
     seen = getattr(callback, "seen", None)  # storage.RetryStaleTrial notes what it retries

@@ -3,9 +3,9 @@
 * SQLite: WAL journal, synchronous=NORMAL and a 60 s busy timeout, so several local workers share one file
   without "database is locked" failures.
 * Any other RDB URL (PostgreSQL, MySQL): a pre-ping connection pool.
-* Both: heartbeats. A worker killed mid-trial (``kill -9``) leaves a RUNNING trial whose
-  heartbeat stops; the next worker to start a trial marks it FAIL and re-queues its
-  parameters (RetryHeartbeatStaleTrialCallback), so no trial stays RUNNING and none is lost.
+* Both: heartbeats. A worker killed mid-trial (``kill -9``) on another host leaves a RUNNING trial whose
+  heartbeat stops; the next worker to start a trial marks it FAIL and re-queues its parameters
+  (``RetryStaleTrial``, without the dead owner; this host's are found sooner: ``recovery``).
 """
 
 from __future__ import annotations

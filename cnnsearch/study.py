@@ -311,10 +311,9 @@ class _Watch:
         # a worker on this host that died (kill -9) is seen now, not once its heartbeat is
         # stale: its trial is failed and re-queued before the budget is judged, so that the
         # others meeting the budget in the meantime leave none RUNNING
-        requeued: list[bool] = []
-        for number, again in zip(recover_dead_local_trials(study, requeued=requeued), requeued):
+        for number, why in recover_dead_local_trials(study):
             if self.on_note is not None:
-                self.on_note(f"trial {number:>4} failed: its worker on this host died; {requeued_text(again)}")
+                self.on_note(f"trial {number:>4} failed: {why}")
         # every worker's finished trials; running ones do not count, since another host's dead
         # worker's trial looks running until the heartbeat fails it and re-queues it (WAITING):
         # a worker stops only when the budget is finished and no re-queued trial is owed

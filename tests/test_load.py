@@ -36,15 +36,13 @@ def _four_workers_one_killed(tmp_path, storage_url, name):
                 [sys.executable, "-m", "cnnsearch", "search", str(recipe), "--until", str(TRIALS),
                  "--worker-index", str(i), "--quiet"],
                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-            if i == 0:
-                wait_for(lambda: _study(url, name) is not None, timeout=300, ignoring=(Exception,))
+            if i == 0:  # one reader throughout: each look is one query, the victim stopped briefly
+                watched = wait_for(lambda: _study(url, name), timeout=300, ignoring=(Exception,))
         victim = procs[1]
 
         def victim_mid_trial():
-            study = _study(url, name)
-            return study and [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                              if t.user_attrs.get("owner", {}).get("pid") == victim.pid
-                              and "latency_ms" in t.user_attrs]
+            return [t for t in watched.get_trials(states=(TrialState.RUNNING,))
+                    if t.user_attrs.get("owner", {}).get("pid") == victim.pid and "latency_ms" in t.user_attrs]
 
         def stopped_mid_trial():
             # read while the victim is stopped: what it runs then is what it dies running (read

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import optuna
@@ -24,7 +25,7 @@ from cnnsearch.errors import FailingTrials, RecipeError
 from cnnsearch.latency import Latency
 from cnnsearch.objective import Objective
 from cnnsearch.recipe import load_recipe
-from cnnsearch.recovery import _alive, _start_time
+from cnnsearch.recovery import _alive, _start_time, _stat
 from cnnsearch.shapes import check
 from cnnsearch.study import (
     AllInfeasible,
@@ -796,6 +797,21 @@ def test_a_live_owner_a_dead_owner_and_a_reused_pid():
     assert _start_time(child.pid) is None
 
 
+def test_a_killed_worker_its_launcher_has_not_reaped_yet_is_dead():
+    """``--workers K`` waits for its children in order: a later one killed stays a zombie
+    until then, and signal 0 still reaches it."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        owner = {"pid": child.pid, "start": _start_time(child.pid)}
+        deadline = time.monotonic() + 60
+        while _stat(child.pid)[0] != "Z" and time.monotonic() < deadline:  # exited, not reaped
+            time.sleep(0.05)
+        os.kill(child.pid, 0)  # no error: the pid is still taken
+        assert _start_time(child.pid) == owner["start"] and not _alive(owner)
+    finally:
+        child.wait()
+
+
 # --- who owns a trial, and recovering a dead local worker's -----------------------------------
 
 
@@ -820,12 +836,13 @@ def dead_pid():
     return child.pid
 
 
-def running_trial(study, owner, *, age_s=10.0, x=0.25):
+def running_trial(study, owner, *, age_s=10.0, x=0.25, system_attrs=None):
     from datetime import datetime, timedelta
 
     t = optuna.trial.create_trial(state=TrialState.RUNNING, params={"x": x},
                                   distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
-                                  user_attrs={"owner": owner} if owner is not None else {})
+                                  user_attrs={"owner": owner} if owner is not None else {},
+                                  system_attrs=system_attrs or {})
     t.datetime_start = datetime.now() - timedelta(seconds=age_s)
     study.add_trial(t)
     return study.trials[-1]
@@ -840,17 +857,18 @@ def test_a_dead_local_worker_s_trial_is_failed_and_requeued(tmp_path):
     here = process_owner()
     pid = dead_pid()
     # left alone: another host, another boot, another pid namespace, a live owner, no owner,
-    # one that started a moment ago; each is passed over, not the end of the look
+    # a retry taken a moment ago that still carries its dead owner (queued by an older
+    # cnnsearch); each is passed over, not the end of the look
     others = [running_trial(study, {**here, "pid": pid, key: "elsewhere"}) for key in ("host", "boot", "pidns")]
     others += [running_trial(study, here), running_trial(study, None), running_trial(study, "who"),
-               running_trial(study, {**here, "pid": pid}, age_s=0.0)]
+               running_trial(study, {**here, "pid": pid}, age_s=0.0, system_attrs={"failed_trial": 0})]
     # and a retry an older cnnsearch queued with its dead owner: waiting, no one runs it yet
     study.enqueue_trial({"x": 0.75}, user_attrs={"owner": {**here, "pid": pid, "start": 1}})
     queued = study.trials[-1]
-    dead = running_trial(study, {**here, "pid": pid, "start": 1})
+    dead = running_trial(study, {**here, "pid": pid, "start": 1}, age_s=0.0)  # its own trial: judged at once
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert recover_dead_local_trials(study) == [dead.number]
+        assert recover_dead_local_trials(study) == [(dead.number, "its worker on this host died; re-queued")]
     # told FAIL as such: not left to Optuna's "the value None could not be cast" fallback
     assert not [w for w in caught if "could not be cast" in str(w.message)]
     trials = study.get_trials()
@@ -881,9 +899,9 @@ def test_a_worker_recovers_a_dead_local_worker_s_trial_after_each_of_its_own():
     assert notes == [f"trial {dead.number:>4} failed: its worker on this host died; re-queued"]
 
 
-def test_a_dead_worker_s_trial_another_worker_failed_first_is_passed_over():
-    """Two workers recover at once: the one that comes second leaves that trial (its FAIL
-    is refused) and goes on to the next dead one."""
+def test_a_dead_worker_s_trial_whose_fail_is_refused_is_passed_over():
+    """A storage that refuses the FAIL (a trial finished meanwhile): that trial is left, and
+    the look goes on to the next dead one."""
     from cnnsearch.recovery import process_owner, recover_dead_local_trials
 
     study = optuna.create_study()
@@ -897,8 +915,36 @@ def test_a_dead_worker_s_trial_another_worker_failed_first_is_passed_over():
         return tell(number, **kwargs)
 
     study.tell = the_other_worker_first
-    assert recover_dead_local_trials(study) == [second.number]
+    assert [n for n, _ in recover_dead_local_trials(study)] == [second.number]
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING]
+
+
+def test_a_dead_worker_s_trial_is_failed_and_requeued_under_the_study_lock(tmp_path, monkeypatch):
+    """Optuna checks that a trial runs, then writes its FAIL; SQLite takes no row lock, so
+    two workers recovering at once could both pass the check and re-queue it twice. The
+    FAIL and the retry are made under the study's lock: the second worker finds it finished."""
+    from contextlib import contextmanager
+
+    from cnnsearch import recovery
+    from cnnsearch.storage import open_storage
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'r.db'}"), study_name="r")
+    dead = running_trial(study, {**recovery.process_owner(), "pid": dead_pid(), "start": 1})
+    lock, retry, tell, held, seen = recovery._lock, recovery._retry, study.tell, [], []
+
+    @contextmanager
+    def watched(study):
+        with lock(study):
+            held.append(1)
+            yield
+            held.pop()
+
+    monkeypatch.setattr(recovery, "_lock", watched)
+    monkeypatch.setattr(recovery, "_retry", lambda *a, **k: seen.append(("retry", bool(held))) or retry(*a, **k))
+    study.tell = lambda *a, **k: seen.append(("tell", bool(held))) or tell(*a, **k)
+    assert [n for n, _ in recovery.recover_dead_local_trials(study)] == [dead.number]
+    assert seen == [("tell", True), ("retry", True)]
+    assert (tmp_path / "r.db.r.lock").exists()  # SQLite's study lock: a file lock beside the database
 
 
 def test_recovery_without_a_finished_trial_annotation_still_requeues(tmp_path):
@@ -908,7 +954,7 @@ def test_recovery_without_a_finished_trial_annotation_still_requeues(tmp_path):
     study = optuna.create_study()
     pid = dead_pid()
     dead = running_trial(study, {**process_owner(), "pid": pid, "start": 1})
-    assert recover_dead_local_trials(study) == [dead.number]
+    assert [n for n, _ in recover_dead_local_trials(study)] == [dead.number]
     assert study.trials[0].state == TrialState.FAIL and study.trials[1].state == TrialState.WAITING
 
 

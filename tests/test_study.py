@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime
 
 import optuna
 import pytest
@@ -17,7 +16,6 @@ from optuna.trial import TrialState
 import cnnsearch.objective as objective_mod
 from cnnsearch.objective import Objective
 from cnnsearch.recipe import load_recipe
-from cnnsearch.recovery import JUST_STARTED_S
 from tests.conftest import ROOT, run_cli
 from tests.study_helpers import (
     FIRST_EPOCH_RUNG,
@@ -334,9 +332,6 @@ def test_a_dead_local_worker_s_trial_is_recovered_at_once(tmp_path):
     assert killed.user_attrs["owner"]["pid"] == proc.pid
     study = load(recipe)  # fast, perfect peers: the retried trial is early-stopped after one epoch
     study.add_trial(perfect_peer(load_recipe(recipe)))
-    # the recovery leaves trials younger than JUST_STARTED_S to their owners: on a fast machine
-    # the next worker starts that soon, and would run a fresh trial first (this test's old race)
-    time.sleep(max(0.0, JUST_STARTED_S + 0.2 - (datetime.now() - killed.datetime_start).total_seconds()))
     started = time.monotonic()  # at once: no 30 s heartbeat grace period (the default heartbeat is 10 s)
     result = run_cli("search", str(recipe), "--trials", "1", "--quiet", timeout=120)
     assert result.returncode == 0, result.stderr
