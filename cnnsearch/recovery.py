@@ -146,19 +146,21 @@ def recover_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
     recovered = recover_dead_local_trials(study)
     getter = getattr(storage_of(study), "get_heartbeat_stale_trial_callback", None)  # RDB storages only
     callback = getter() if getter is not None else None
-    seen = getattr(callback, "seen", None)  # storage.RetryStaleTrial notes what it retries
-    start = len(seen) if seen is not None else 0
+    seen = getattr(callback, "seen", [])  # storage.RetryStaleTrial notes what it retries
+    start = len(seen)
     with warnings.catch_warnings():  # "experimental" in Optuna since 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    stale = seen[start:] if seen is not None else []
+    stale = seen[start:]
     return recovered + [(n, f"its worker stopped sending heartbeats; {requeued_text(ok)}") for n, ok in stale]
 
 
 def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, *, drop: tuple[str, ...] = ("owner",)) -> bool:
     """Re-queue a failed trial's parameters as the heartbeat's retry does, without its
     ``drop`` attributes; whether it did (at most ``MAX_RETRY`` times)."""
-    retry = RetryStaleTrial(max_retry=MAX_RETRY, drop=drop)
+    with warnings.catch_warnings():  # "experimental" in Optuna since 2.8, and stable here
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryStaleTrial(max_retry=MAX_RETRY, drop=drop)
     retry(study, trial)
     return retry.seen[0][1]
 

@@ -863,7 +863,9 @@ def test_a_dead_local_worker_s_trial_is_failed_and_requeued(tmp_path):
     others += [running_trial(study, here), running_trial(study, None), running_trial(study, "who"),
                running_trial(study, {**here, "pid": pid}, age_s=0.0, system_attrs={"failed_trial": 0})]
     # and a retry an older cnnsearch queued with its dead owner: waiting, no one runs it yet
-    study.enqueue_trial({"x": 0.75}, user_attrs={"owner": {**here, "pid": pid, "start": 1}})
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params={"x": 0.75}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+        user_attrs={"owner": {**here, "pid": pid, "start": 1}}, system_attrs={"failed_trial": 0, "retry_history": [0]}))
     queued = study.trials[-1]
     dead = running_trial(study, {**here, "pid": pid, "start": 1}, age_s=0.0)  # its own trial: judged at once
     with warnings.catch_warnings(record=True) as caught:
@@ -945,6 +947,20 @@ def test_a_dead_worker_s_trial_is_failed_and_requeued_under_the_study_lock(tmp_p
     assert [n for n, _ in recovery.recover_dead_local_trials(study)] == [dead.number]
     assert seen == [("tell", True), ("retry", True)]
     assert (tmp_path / "r.db.r.lock").exists()  # SQLite's study lock: a file lock beside the database
+
+
+def test_recovery_on_a_storage_without_heartbeats_names_this_host_s_dead_trials(monkeypatch):
+    """In memory (no heartbeat, no retry callback): the local look alone. Optuna's
+    "experimental" warnings are silenced, and only they: another still reaches the caller."""
+    from cnnsearch.recovery import process_owner, recover_dead_trials
+
+    study = optuna.create_study()
+    dead = running_trial(study, {**process_owner(), "pid": dead_pid(), "start": 1})
+    monkeypatch.setattr(optuna.storages, "fail_stale_trials", lambda study: warnings.warn("the storage's own", stacklevel=1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert recover_dead_trials(study) == [(dead.number, "its worker on this host died; re-queued")]
+    assert [str(w.message) for w in caught] == ["the storage's own"]
 
 
 def test_recovery_without_a_finished_trial_annotation_still_requeues(tmp_path):
