@@ -159,7 +159,7 @@ def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, *, drop: tuple[
     """Re-queue a failed trial's parameters as the heartbeat's retry does, without its
     ``drop`` attributes; whether it did (at most ``MAX_RETRY`` times)."""
     with warnings.catch_warnings():  # "experimental" in Optuna since 2.8, and stable here
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # pragma: no mutate (the constructor warns of nothing else)
         retry = RetryStaleTrial(max_retry=MAX_RETRY, drop=drop)
     retry(study, trial)
     return retry.seen[0][1]
